@@ -1,0 +1,17 @@
+package tlsverify_test
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+)
+
+func base64Decode(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
+
+func hexColons(b []byte) string {
+	parts := make([]string, len(b))
+	for i, x := range b {
+		parts[i] = fmt.Sprintf("%02x", x)
+	}
+	return strings.Join(parts, ":")
+}
