@@ -1,0 +1,319 @@
+package xstream
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Element is one top-level element as it arrived, with cheap accessors for
+// what routing needs (name, attributes of the start tag, first child). Its
+// bytes belong to the Decoder and are valid until the next call to Next;
+// copy what must outlive that.
+type Element struct {
+	// Raw is the whole element, from '<' to its end tag.
+	Raw []byte
+	// Keepalive is set, and Raw empty, when only whitespace arrived.
+	Keepalive bool
+
+	nameLen int // length of the qualified name at Raw[1:]
+	tagEnd  int // index just past the start tag's '>'
+}
+
+func (e *Element) init() {
+	n := 1
+	for n < len(e.Raw) && isNameByte(e.Raw[n]) {
+		n++
+	}
+	e.nameLen = n - 1
+	e.tagEnd = tagEnd(e.Raw)
+}
+
+// tagEnd returns the index just past the first '>' outside quotes.
+func tagEnd(b []byte) int {
+	var q byte
+	for i, c := range b {
+		switch {
+		case q != 0:
+			if c == q {
+				q = 0
+			}
+		case c == '"' || c == '\'':
+			q = c
+		case c == '>':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// Name returns the qualified name of the element ("iq", "stream:error").
+func (e *Element) Name() []byte { return e.Raw[1 : 1+e.nameLen] }
+
+// Local returns the name without its prefix.
+func (e *Element) Local() []byte {
+	n := e.Name()
+	if i := bytes.IndexByte(n, ':'); i >= 0 {
+		return n[i+1:]
+	}
+	return n
+}
+
+// Prefix returns the element's namespace prefix, empty when none.
+func (e *Element) Prefix() []byte {
+	n := e.Name()
+	if i := bytes.IndexByte(n, ':'); i >= 0 {
+		return n[:i]
+	}
+	return nil
+}
+
+// StartTag returns the element's start tag, '<' to '>'.
+func (e *Element) StartTag() []byte { return e.Raw[:e.tagEnd] }
+
+// SelfClosing reports whether the element is empty and written as <x/>.
+func (e *Element) SelfClosing() bool { return e.tagEnd >= 2 && e.Raw[e.tagEnd-2] == '/' }
+
+// Inner returns the bytes between the start and end tag.
+func (e *Element) Inner() []byte {
+	if e.SelfClosing() {
+		return nil
+	}
+	end := bytes.LastIndexByte(e.Raw, '<')
+	if end < e.tagEnd {
+		return nil
+	}
+	return e.Raw[e.tagEnd:end]
+}
+
+// Attr returns the raw (still escaped) value of the attribute with the
+// given qualified name on the start tag, and whether it is present.
+func (e *Element) Attr(name string) ([]byte, bool) {
+	return findAttr(e.Raw[1+e.nameLen:e.tagEnd], name)
+}
+
+// AttrString returns the unescaped value of an attribute, "" when absent or
+// when the value holds an invalid reference.
+func (e *Element) AttrString(name string) string {
+	v, ok := e.Attr(name)
+	if !ok {
+		return ""
+	}
+	s, err := Unescape(v)
+	if err != nil {
+		return ""
+	}
+	return s
+}
+
+// FirstChild returns the start tag of the first child element, its
+// qualified name and its xmlns attribute (raw), or ok=false when the
+// element has no child element.
+func (e *Element) FirstChild() (name, xmlns []byte, ok bool) {
+	in := e.Inner()
+	for {
+		i := bytes.IndexByte(in, '<')
+		if i < 0 || i+1 >= len(in) {
+			return nil, nil, false
+		}
+		in = in[i+1:]
+		switch in[0] {
+		case '!': // CDATA: skip it
+			j := bytes.Index(in, []byte("]]>"))
+			if j < 0 {
+				return nil, nil, false
+			}
+			in = in[j+3:]
+			continue
+		case '/':
+			return nil, nil, false
+		}
+		n := 0
+		for n < len(in) && isNameByte(in[n]) {
+			n++
+		}
+		name = in[:n]
+		end := tagEnd(in)
+		xmlns, _ = findAttr(in[n:end], "xmlns")
+		return name, xmlns, true
+	}
+}
+
+// findAttr scans the attribute list of a start tag (after the element
+// name) for name.
+func findAttr(tag []byte, name string) ([]byte, bool) {
+	for len(tag) > 0 {
+		// skip space
+		i := 0
+		for i < len(tag) && isSpace(tag[i]) {
+			i++
+		}
+		tag = tag[i:]
+		n := 0
+		for n < len(tag) && isNameByte(tag[n]) {
+			n++
+		}
+		if n == 0 {
+			return nil, false
+		}
+		an := tag[:n]
+		tag = tag[n:]
+		i = 0
+		for i < len(tag) && isSpace(tag[i]) {
+			i++
+		}
+		if i >= len(tag) || tag[i] != '=' {
+			return nil, false
+		}
+		i++
+		for i < len(tag) && isSpace(tag[i]) {
+			i++
+		}
+		if i >= len(tag) || (tag[i] != '"' && tag[i] != '\'') {
+			return nil, false
+		}
+		q := tag[i]
+		j := bytes.IndexByte(tag[i+1:], q)
+		if j < 0 {
+			return nil, false
+		}
+		val := tag[i+1 : i+1+j]
+		tag = tag[i+2+j:]
+		if string(an) == name {
+			return val, true
+		}
+	}
+	return nil, false
+}
+
+// startTag is a parsed start tag, used for the stream header where all
+// attributes matter.
+type startTag struct {
+	name  []byte
+	attrs [][2][]byte
+}
+
+func (s *startTag) prefix() []byte {
+	if i := bytes.IndexByte(s.name, ':'); i >= 0 {
+		return s.name[:i]
+	}
+	return nil
+}
+
+func (s *startTag) get(name string) ([]byte, bool) {
+	for _, a := range s.attrs {
+		if string(a[0]) == name {
+			return a[1], true
+		}
+	}
+	return nil, false
+}
+
+var errBadTag = errors.New("malformed start tag")
+
+func parseStartTag(tag []byte) (startTag, error) {
+	var st startTag
+	if len(tag) < 3 || tag[0] != '<' || tag[len(tag)-1] != '>' {
+		return st, errBadTag
+	}
+	body := tag[1 : len(tag)-1]
+	body = bytes.TrimSuffix(body, []byte("/"))
+	n := 0
+	for n < len(body) && isNameByte(body[n]) {
+		n++
+	}
+	if n == 0 {
+		return st, errBadTag
+	}
+	st.name = body[:n]
+	rest := body[n:]
+	for {
+		rest = bytes.TrimLeft(rest, " \t\r\n")
+		if len(rest) == 0 {
+			return st, nil
+		}
+		k := 0
+		for k < len(rest) && isNameByte(rest[k]) {
+			k++
+		}
+		if k == 0 {
+			return st, errBadTag
+		}
+		an := rest[:k]
+		rest = bytes.TrimLeft(rest[k:], " \t\r\n")
+		if len(rest) == 0 || rest[0] != '=' {
+			return st, errBadTag
+		}
+		rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+		if len(rest) == 0 || (rest[0] != '"' && rest[0] != '\'') {
+			return st, errBadTag
+		}
+		j := bytes.IndexByte(rest[1:], rest[0])
+		if j < 0 {
+			return st, errBadTag
+		}
+		if _, dup := st.get(string(an)); dup {
+			return st, errors.New("duplicate attribute")
+		}
+		st.attrs = append(st.attrs, [2][]byte{an, rest[1 : 1+j]})
+		rest = rest[2+j:]
+	}
+}
+
+var errBadRef = errors.New("xstream: invalid character or entity reference")
+
+// Unescape resolves the five predefined entities and character references.
+// Other references are an error: XMPP forbids entity declarations.
+func Unescape(b []byte) (string, error) {
+	i := bytes.IndexByte(b, '&')
+	if i < 0 {
+		return string(b), nil
+	}
+	out := make([]byte, 0, len(b))
+	for i >= 0 {
+		out = append(out, b[:i]...)
+		b = b[i:]
+		semi := bytes.IndexByte(b, ';')
+		if semi < 0 || semi > 12 {
+			return "", errBadRef
+		}
+		ref := b[1:semi]
+		switch string(ref) {
+		case "lt":
+			out = append(out, '<')
+		case "gt":
+			out = append(out, '>')
+		case "amp":
+			out = append(out, '&')
+		case "quot":
+			out = append(out, '"')
+		case "apos":
+			out = append(out, '\'')
+		default:
+			if len(ref) < 2 || ref[0] != '#' {
+				return "", errBadRef
+			}
+			var v uint64
+			var err error
+			if ref[1] == 'x' {
+				v, err = strconv.ParseUint(string(ref[2:]), 16, 32)
+			} else {
+				v, err = strconv.ParseUint(string(ref[1:]), 10, 32)
+			}
+			if err != nil || !isXMLChar(rune(v)) {
+				return "", errBadRef
+			}
+			out = utf8.AppendRune(out, rune(v))
+		}
+		b = b[semi+1:]
+		i = bytes.IndexByte(b, '&')
+	}
+	out = append(out, b...)
+	return string(out), nil
+}
+
+func isXMLChar(r rune) bool {
+	return r == 0x09 || r == 0x0A || r == 0x0D ||
+		(r >= 0x20 && r <= 0xD7FF) || (r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= 0x10FFFF)
+}
