@@ -15,3 +15,5 @@ func hexColons(b []byte) string {
 	}
 	return strings.Join(parts, ":")
 }
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

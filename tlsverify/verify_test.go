@@ -133,9 +133,11 @@ func TestVerify(t *testing.T) {
 			chain:  chainOf(idn),
 		},
 		{
-			name:   "IDN in A-label form",
-			config: func(c *tlsverify.Config) { c.Domain, c.ServerName = "xn--bcher-kva.example", "xmpp.xn--bcher-kva.example" },
-			chain:  chainOf(idn),
+			name: "IDN in A-label form",
+			config: func(c *tlsverify.Config) {
+				c.Domain, c.ServerName = "xn--bcher-kva.example", "xmpp.xn--bcher-kva.example"
+			},
+			chain: chainOf(idn),
 		},
 		{
 			name:   "IDN differing only by diacritic",
