@@ -231,19 +231,21 @@ func (c Config) compile() (*verifier, error) {
 func parsePin(s string) ([sha256.Size]byte, error) {
 	var pin [sha256.Size]byte
 	t := strings.TrimSpace(s)
-	if rest, ok := strings.CutPrefix(t, "sha256//"); ok {
-		t = rest
-	} else if rest, ok := strings.CutPrefix(t, "sha256/"); ok {
-		t = rest
-	}
 	if h := strings.ReplaceAll(t, ":", ""); len(h) == 2*sha256.Size {
 		if _, err := hex.Decode(pin[:], []byte(h)); err == nil {
 			return pin, nil
 		}
 	}
-	if b, err := base64.StdEncoding.DecodeString(t); err == nil && len(b) == sha256.Size {
-		copy(pin[:], b)
-		return pin, nil
+	// Base64 may itself start with "/", so "sha256//x" is either curl's
+	// form of x or our form of "/x": try both.
+	if rest, ok := strings.CutPrefix(t, "sha256/"); ok {
+		t = rest
+	}
+	for _, cand := range []string{t, strings.TrimPrefix(t, "/")} {
+		if b, err := base64.StdEncoding.DecodeString(cand); err == nil && len(b) == sha256.Size {
+			copy(pin[:], b)
+			return pin, nil
+		}
 	}
 	return pin, errors.New(`want "sha256/<base64>" or 64 hex digits: the SHA-256 of a SubjectPublicKeyInfo`)
 }
@@ -305,7 +307,7 @@ func (v *verifier) verify(chain []*x509.Certificate) error {
 	if !v.pinOnly {
 		opts.Roots = v.roots
 		if _, err := leaf.Verify(opts); err != nil {
-			chainErr = chainError(err, leaf, n, now)
+			chainErr = chainError(err, chain, n, now)
 		}
 	}
 	if v.pinOnly || (chainErr != nil && len(v.pins) > 0) {
@@ -322,10 +324,12 @@ func (v *verifier) verify(chain []*x509.Certificate) error {
 			opts.Roots = pinned
 			chainErr = nil
 			if _, err := leaf.Verify(opts); err != nil {
-				chainErr = chainError(err, leaf, n, now)
+				chainErr = chainError(err, chain, n, now)
 			}
 		case chainErr != nil:
-			chainErr.PinsUnmatched = true
+			// Pins could only have stood in for an unknown root; an
+			// expired or misused certificate fails either way.
+			chainErr.PinsUnmatched = chainErr.Reason == ErrUnknownAuthority
 		default:
 			chainErr = &ChainError{Reason: ErrPinMismatch, Leaf: leaf, Cert: leaf, Now: now, Intermediates: n}
 		}

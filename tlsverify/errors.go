@@ -1,6 +1,7 @@
 package tlsverify
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -204,8 +205,16 @@ func (e *ChainError) Error() string {
 	const day = time.RFC3339
 	switch e.Reason {
 	case ErrExpired:
+		if e.Cert == nil {
+			b.WriteString(" expired")
+			break
+		}
 		fmt.Fprintf(&b, " expired at %s (now %s)", e.Cert.NotAfter.UTC().Format(day), e.Now.UTC().Format(day))
 	case ErrNotYetValid:
+		if e.Cert == nil {
+			b.WriteString(" is not yet valid")
+			break
+		}
 		fmt.Fprintf(&b, " is not valid before %s (now %s)", e.Cert.NotBefore.UTC().Format(day), e.Now.UTC().Format(day))
 	case ErrUnknownAuthority:
 		fmt.Fprintf(&b, " is signed by an unknown authority %q", issuerOf(e.Cert))
@@ -289,7 +298,9 @@ func ekuName(u x509.ExtKeyUsage) string {
 }
 
 // chainError turns a crypto/x509 verification error into a *ChainError.
-func chainError(err error, leaf *x509.Certificate, intermediates int, now time.Time) *ChainError {
+// chain is the peer's chain, leaf first.
+func chainError(err error, chain []*x509.Certificate, intermediates int, now time.Time) *ChainError {
+	leaf := chain[0]
 	ce := &ChainError{Reason: ErrInvalidChain, Leaf: leaf, Cert: leaf, Now: now, Intermediates: intermediates, Err: err}
 	var inv x509.CertificateInvalidError
 	var ua x509.UnknownAuthorityError
@@ -309,9 +320,35 @@ func chainError(err error, leaf *x509.Certificate, intermediates int, now time.T
 		}
 	case errors.As(err, &ua):
 		ce.Reason = ErrUnknownAuthority
-		if ua.Cert != nil {
-			ce.Cert = ua.Cert
-		}
+		// crypto/x509 names the leaf; the operator needs the issuer
+		// missing above the last certificate the server did send.
+		ce.Cert = topOfChain(chain)
 	}
 	return ce
+}
+
+// topOfChain follows issuers from the leaf through the certificates the
+// peer sent and returns the last one reached.
+func topOfChain(chain []*x509.Certificate) *x509.Certificate {
+	cur := chain[0]
+	used := make([]bool, len(chain))
+	used[0] = true
+	for range chain {
+		if bytes.Equal(cur.RawIssuer, cur.RawSubject) {
+			return cur // self-issued: nothing above it
+		}
+		next := -1
+		for i, c := range chain {
+			if !used[i] && c != nil && bytes.Equal(c.RawSubject, cur.RawIssuer) && cur.CheckSignatureFrom(c) == nil {
+				next = i
+				break
+			}
+		}
+		if next < 0 {
+			return cur
+		}
+		used[next] = true
+		cur = chain[next]
+	}
+	return cur
 }

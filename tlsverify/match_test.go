@@ -83,6 +83,23 @@ func TestParseReference(t *testing.T) {
 	}
 }
 
+func TestParsePinLeadingSlash(t *testing.T) {
+	// A base64 pin starting with "/" must not be mistaken for curl's
+	// "sha256//" prefix.
+	var want [32]byte
+	want[0] = 0xfc // base64 "/A..."
+	for i := 1; i < len(want); i++ {
+		want[i] = byte(i)
+	}
+	enc := b64(want[:])
+	require.Equal(t, byte('/'), enc[0])
+	for _, in := range []string{"sha256/" + enc, "sha256//" + enc, enc} {
+		got, err := parsePin(in)
+		require.NoError(t, err, in)
+		assert.Equal(t, want, got, in)
+	}
+}
+
 func labels(s string) int { return strings.Count(s, ".") + 1 }
 
 // FuzzMatchName feeds arbitrary names and SAN lists (one per line) to the
@@ -162,6 +179,7 @@ func FuzzParsePin(f *testing.F) {
 	f.Add("e3:b0:c4:42:98:fc:1c:14:9a:fb:f4:c8:99:6f:b9:24:27:ae:41:e4:64:9b:93:4c:a4:95:99:1b:78:52:b8:55")
 	f.Add("")
 	f.Add("sha256/")
+	f.Add("sha256//+H3mPzA0YBgGHRl5NDxZ9UaHqXx0nDe6NnxGJF1qXo=")
 	f.Fuzz(func(t *testing.T, s string) {
 		pin, err := parsePin(s)
 		if err != nil {

@@ -67,6 +67,8 @@ func TestVerify(t *testing.T) {
 	foreign := otherRoot.MustIssue(testpki.Template{DNSNames: []string{"example.com", "xmpp1.example.com"}})
 	viaInter := inter.MustIssue(testpki.Template{DNSNames: []string{"example.com", "xmpp1.example.com"}})
 	clientOnly := root.MustIssue(testpki.Template{DNSNames: []string{"example.com", "xmpp1.example.com"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	otherInter := mustInter(otherRoot, testpki.Template{CommonName: "other intermediate"})
+	foreignViaInter := otherInter.MustIssue(testpki.Template{DNSNames: []string{"example.com", "xmpp1.example.com"}})
 	expiredInter := mustInter(root, testpki.Template{NotBefore: testpki.Epoch, NotAfter: now.Add(-time.Minute)})
 	underExpiredInter := expiredInter.MustIssue(testpki.Template{DNSNames: []string{"example.com", "xmpp1.example.com"}, NotBefore: testpki.Epoch, NotAfter: now.Add(time.Hour)})
 
@@ -208,6 +210,24 @@ func TestVerify(t *testing.T) {
 				assert.Equal(t, otherRoot.Cert.Subject.String(), ce.Cert.Issuer.String())
 				var ua x509.UnknownAuthorityError
 				assert.ErrorAs(t, err, &ua, "the crypto/x509 error stays reachable")
+				assert.NotErrorIs(t, err, tlsverify.ErrPinMismatch)
+			},
+		},
+		{
+			name: "unknown root above a supplied intermediate", chain: chainOf(foreignViaInter), want: tlsverify.ErrUnknownAuthority,
+			check: func(t *testing.T, err error) {
+				var ce *tlsverify.ChainError
+				require.ErrorAs(t, err, &ce)
+				assert.Equal(t, otherInter.Cert, ce.Cert, "names the top of the chain sent, whose issuer is unknown")
+				assert.Equal(t, foreignViaInter.Cert, ce.Leaf)
+				assert.Equal(t, 1, ce.Intermediates)
+			},
+		},
+		{
+			name:   "expired and unpinned is only expired",
+			config: func(c *tlsverify.Config) { c.Pins = []string{pinOf(good.Cert)} },
+			chain:  chainOf(expired), want: tlsverify.ErrExpired,
+			check: func(t *testing.T, err error) {
 				assert.NotErrorIs(t, err, tlsverify.ErrPinMismatch)
 			},
 		},
@@ -432,9 +452,31 @@ func TestErrorMessages(t *testing.T) {
 	err = baseConfig().Verify([]*x509.Certificate{viaInter.Cert})
 	assert.Equal(t, `tlsverify: certificate for xmpp1.example.com is signed by an unknown authority "CN=cblink test intermediate CA,O=cblink tests" (the server sent no intermediate certificates; add them to its certificate file or trust its CA)`, err.Error())
 
+	otherInter := mustInter(otherRoot, testpki.Template{CommonName: "other intermediate"})
+	foreign := otherInter.MustIssue(testpki.Template{DNSNames: []string{"xmpp1.example.com"}})
+	err = baseConfig().Verify(chainOf(foreign))
+	assert.Equal(t, `tlsverify: CA certificate "CN=other intermediate,O=cblink tests" in the chain for xmpp1.example.com is signed by an unknown authority "CN=some other root,O=cblink tests" (trust its root CA or pin a key)`, err.Error())
+
+	future := root.MustIssue(testpki.Template{DNSNames: []string{"xmpp1.example.com"}, NotBefore: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)})
+	err = baseConfig().Verify(chainOf(future))
+	assert.Equal(t, `tlsverify: certificate for xmpp1.example.com is not valid before 2030-01-01T00:00:00Z (now 2020-01-02T00:00:00Z)`, err.Error())
+
+	cfg = baseConfig()
+	cfg.Roots, cfg.PinOnly, cfg.Pins = nil, true, []string{pinOf(foreign.Cert)}
+	err = cfg.Verify(chainOf(expired))
+	assert.Equal(t, `tlsverify: certificate for xmpp1.example.com: no certificate in the chain matches a pinned key (server key is `+pinOf(expired.Cert)+`)`, err.Error())
+
 	client := root.MustIssue(testpki.Template{DNSNames: []string{"xmpp1.example.com"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	err = baseConfig().Verify(chainOf(client))
 	assert.Equal(t, `tlsverify: certificate for xmpp1.example.com is not valid for TLS server authentication (extended key usage: client auth)`, err.Error())
+}
+
+func TestZeroErrorsDoNotPanic(t *testing.T) {
+	for _, reason := range []error{nil, tlsverify.ErrExpired, tlsverify.ErrNotYetValid, tlsverify.ErrUnknownAuthority, tlsverify.ErrKeyUsage, tlsverify.ErrPinMismatch, tlsverify.ErrInvalidChain} {
+		e := &tlsverify.ChainError{Reason: reason, PinsUnmatched: true}
+		assert.NotEmpty(t, e.Error())
+	}
+	assert.NotEmpty(t, (&tlsverify.NameError{}).Error())
 }
 
 // TestVerifyConcurrent runs one Config from many goroutines under -race.
