@@ -1,6 +1,7 @@
 package tlsverify_test
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"net"
@@ -500,4 +501,17 @@ func TestVerifyConcurrent(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 	require.NotNil(t, tc.VerifyConnection)
+}
+
+func BenchmarkVerifyConnection(b *testing.B) {
+	leaf := inter.MustIssue(testpki.Template{DNSNames: []string{"example.com", "*.example.com"}})
+	conf, err := baseConfig().TLSConfig("")
+	require.NoError(b, err)
+	cs := tls.ConnectionState{PeerCertificates: chainOf(leaf)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := conf.VerifyConnection(cs); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
