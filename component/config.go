@@ -1,0 +1,192 @@
+package component
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"mellium.im/xmpp/jid"
+)
+
+// Defaults of the Config fields, applied when a field is zero.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultKeepaliveIdle    = 30 * time.Second
+	DefaultPingInterval     = 60 * time.Second
+	DefaultPingTimeout      = 20 * time.Second
+	DefaultWriteTimeout     = 30 * time.Second
+	DefaultCloseTimeout     = 2 * time.Second
+	DefaultMaxStanzaSize    = 256 << 10
+	DefaultMaxDepth         = 32
+	DefaultWorkers          = 8
+	DefaultQueueSize        = 256
+	DefaultMaxPendingIQ     = 1024
+)
+
+// Config describes one component link. The zero value of every field but
+// Name (or Address) and Secret selects a documented default; a negative
+// duration disables the feature it controls. NewSession copies the Config,
+// so changing it afterwards has no effect.
+type Config struct {
+	// Name is the component's name as configured on the XMPP server ("cb1").
+	// The component address is Name + "." + Domain; when Domain is empty and
+	// Name contains a dot, Name is the full address.
+	Name string
+	// Domain is the XMPP domain ("example.com"). Pings go to this domain.
+	Domain string
+	// Address overrides the component address (a bare domain JID such as
+	// "cb1.example.com").
+	Address string
+	// Secret is the shared secret. It never appears in logs or errors:
+	// String and LogValue redact it.
+	Secret string
+
+	// Handler receives incoming stanzas. It may be nil: then pings are
+	// answered, IQ get/set get service-unavailable, the rest is dropped.
+	// The same Mux may serve any number of sessions, one after another or
+	// at once.
+	Handler *Mux
+
+	// HandshakeTimeout bounds NewSession in addition to its ctx. Default 10s.
+	HandshakeTimeout time.Duration
+	// KeepaliveIdle is how long nothing may be written before a single
+	// space is sent as keepalive. Default 30s; negative disables.
+	KeepaliveIdle time.Duration
+	// PingInterval is how often an XEP-0199 ping goes to Domain to prove
+	// the server alive. Default 60s; negative disables.
+	PingInterval time.Duration
+	// PingTimeout bounds each of those pings; a ping that times out ends
+	// the link with ErrTimeout. Default 20s.
+	PingTimeout time.Duration
+	// ReadTimeout ends the link with ErrTimeout when nothing at all (not
+	// even a keepalive) is read for that long. Default: 2*PingInterval +
+	// PingTimeout when pings are enabled, else disabled (an idle server
+	// need not send anything); negative disables.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each write to the connection. Default 30s.
+	WriteTimeout time.Duration
+	// CloseTimeout bounds how long Close waits for the server's closing
+	// tag. Default 2s.
+	CloseTimeout time.Duration
+
+	// MaxStanzaSize bounds each incoming stanza in bytes; a larger one
+	// ends the link with policy-violation. Default 256 KiB.
+	MaxStanzaSize int
+	// MaxDepth bounds the nesting depth of incoming stanzas. Default 32.
+	MaxDepth int
+	// Workers is the number of goroutines running handlers. Default 8.
+	Workers int
+	// QueueSize bounds the stanzas waiting for a worker; when it is full
+	// the reader waits, which pushes back on the server. Default 256.
+	QueueSize int
+	// OrderPerSender makes stanzas from the same sender run in arrival
+	// order, by hashing the sender to one worker.
+	OrderPerSender bool
+	// MaxPendingIQ bounds the IQ requests waiting for replies. Default 1024.
+	MaxPendingIQ int
+
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// String describes the Config with the secret redacted.
+func (c Config) String() string {
+	return fmt.Sprintf("component.Config{Name:%q Domain:%q Address:%q Secret:%s}", c.Name, c.Domain, c.Address, redact(c.Secret))
+}
+
+// LogValue implements slog.LogValuer with the secret redacted.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("name", c.Name),
+		slog.String("domain", c.Domain),
+		slog.String("address", c.Address),
+		slog.String("secret", redact(c.Secret)),
+	)
+}
+
+func redact(s string) string {
+	if s == "" {
+		return "(empty)"
+	}
+	return "(redacted)"
+}
+
+// settings is a Config with defaults applied and addresses resolved.
+type settings struct {
+	Config
+	addr       jid.JID
+	addrStr    string
+	serverAddr string // domain for pings and default IQ target
+}
+
+func (c Config) resolve() (settings, error) {
+	s := settings{Config: c}
+	addr := c.Address
+	switch {
+	case addr != "":
+	case c.Name == "":
+		return s, fmt.Errorf("%w: no component name", ErrConfig)
+	case c.Domain == "" && strings.Contains(c.Name, "."):
+		addr = c.Name
+	case c.Domain == "":
+		return s, fmt.Errorf("%w: no XMPP domain for component %q", ErrConfig, c.Name)
+	default:
+		addr = c.Name + "." + c.Domain
+	}
+	j, err := jid.Parse(addr)
+	if err != nil {
+		return s, fmt.Errorf("%w: component address %q: %w", ErrConfig, addr, err)
+	}
+	if j.Localpart() != "" || j.Resourcepart() != "" {
+		return s, fmt.Errorf("%w: component address %q must be a bare domain", ErrConfig, addr)
+	}
+	s.addr = j
+	s.addrStr = j.String()
+	if s.Name == "" {
+		s.Name, _, _ = strings.Cut(s.addrStr, ".")
+	}
+	s.serverAddr = c.Domain
+	if s.serverAddr == "" {
+		_, rest, ok := strings.Cut(s.addrStr, ".")
+		if !ok {
+			rest = s.addrStr
+		}
+		s.serverAddr = rest
+	}
+	if c.Secret == "" {
+		return s, fmt.Errorf("%w: empty shared secret for %s", ErrConfig, s.addrStr)
+	}
+	def := func(p *time.Duration, d time.Duration) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	def(&s.HandshakeTimeout, DefaultHandshakeTimeout)
+	def(&s.KeepaliveIdle, DefaultKeepaliveIdle)
+	def(&s.PingInterval, DefaultPingInterval)
+	def(&s.PingTimeout, DefaultPingTimeout)
+	def(&s.WriteTimeout, DefaultWriteTimeout)
+	def(&s.CloseTimeout, DefaultCloseTimeout)
+	if s.ReadTimeout == 0 {
+		if s.PingInterval > 0 {
+			s.ReadTimeout = 2*s.PingInterval + s.PingTimeout
+		} else {
+			s.ReadTimeout = -1
+		}
+	}
+	defInt := func(p *int, d int) {
+		if *p <= 0 {
+			*p = d
+		}
+	}
+	defInt(&s.MaxStanzaSize, DefaultMaxStanzaSize)
+	defInt(&s.MaxDepth, DefaultMaxDepth)
+	defInt(&s.Workers, DefaultWorkers)
+	defInt(&s.QueueSize, DefaultQueueSize)
+	defInt(&s.MaxPendingIQ, DefaultMaxPendingIQ)
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	return s, nil
+}

@@ -1,0 +1,409 @@
+package component
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync/atomic"
+
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"github.com/cblink/cblink/internal/xstream"
+)
+
+// IQHandler answers an IQ get or set. It returns the payload of the result
+// (nil for an empty result; RawXML or a value encoding/xml marshals) or an
+// error: a stanza.Error in the error's chain is sent as is (for example
+// stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound}); any
+// other error is logged and answered with internal-server-error, without
+// its text. A panic is recovered, logged and answered the same way.
+//
+// Handlers run on the session's worker goroutines, never on the reader, so
+// they may block, send with SessionFromContext(ctx), and even wait for
+// SendIQ replies. ctx is cancelled when the link ends.
+type IQHandler func(ctx context.Context, iq *Stanza) (result any, err error)
+
+// StanzaHandler receives a message or presence stanza; see IQHandler for
+// where it runs.
+type StanzaHandler func(ctx context.Context, st *Stanza)
+
+// Mux routes incoming stanzas to handlers: IQs by the name and namespace of
+// their payload, messages and presences by kind. Build it once, before the
+// first session uses it (registering afterwards panics), then share it
+// between sessions: a supervisor reuses it for every new link.
+// Registration is not safe for concurrent use; routing is.
+type Mux struct {
+	iq       map[string]map[string]IQHandler // namespace -> local name -> handler
+	message  StanzaHandler
+	presence StanzaHandler
+	frozen   atomic.Bool
+}
+
+// NewMux returns an empty Mux.
+func NewMux() *Mux { return &Mux{iq: make(map[string]map[string]IQHandler)} }
+
+func (m *Mux) mustOpen(what string) {
+	if m.frozen.Load() {
+		panic("component: Mux." + what + " after a session started using the Mux")
+	}
+}
+
+// HandleIQ registers h for IQ get and set requests whose payload is the
+// element name in namespace ns. It panics on a nil handler, a duplicate
+// registration or a Mux already in use.
+func (m *Mux) HandleIQ(name, ns string, h IQHandler) {
+	m.mustOpen("HandleIQ")
+	if h == nil || name == "" {
+		panic("component: Mux.HandleIQ with a nil handler or an empty name")
+	}
+	byName := m.iq[ns]
+	if byName == nil {
+		byName = make(map[string]IQHandler)
+		m.iq[ns] = byName
+	}
+	if _, dup := byName[name]; dup {
+		panic(fmt.Sprintf("component: Mux.HandleIQ: {%s}%s registered twice", ns, name))
+	}
+	byName[name] = h
+}
+
+// HandleMessage registers h for every incoming message. It panics on a nil
+// handler, a second registration or a Mux already in use.
+func (m *Mux) HandleMessage(h StanzaHandler) {
+	m.mustOpen("HandleMessage")
+	if h == nil || m.message != nil {
+		panic("component: Mux.HandleMessage with a nil handler or registered twice")
+	}
+	m.message = h
+}
+
+// HandlePresence registers h for every incoming presence; panics as
+// HandleMessage.
+func (m *Mux) HandlePresence(h StanzaHandler) {
+	m.mustOpen("HandlePresence")
+	if h == nil || m.presence != nil {
+		panic("component: Mux.HandlePresence with a nil handler or registered twice")
+	}
+	m.presence = h
+}
+
+func (m *Mux) freeze() { m.frozen.Store(true) }
+
+func (m *Mux) lookupIQ(name, ns []byte) IQHandler {
+	if m == nil {
+		return nil
+	}
+	byName := m.iq[string(ns)]
+	if byName == nil {
+		return nil
+	}
+	if i := bytes.IndexByte(name, ':'); i >= 0 {
+		name = name[i+1:] // a prefixed payload: its xmlns:p was matched as ns
+	}
+	return byName[string(name)]
+}
+
+// job is one stanza for a worker.
+type job struct {
+	st *Stanza
+	iq IQHandler
+}
+
+func (s *Session) startWorkers() {
+	n := s.cfg.Workers
+	if s.cfg.OrderPerSender {
+		per := max(1, s.cfg.QueueSize/n)
+		s.queues = make([]chan *job, n)
+		for i := range s.queues {
+			s.queues[i] = make(chan *job, per)
+		}
+	} else {
+		s.queues = []chan *job{make(chan *job, s.cfg.QueueSize)}
+	}
+	for i := range n {
+		q := s.queues[i%len(s.queues)]
+		s.workers.Add(1)
+		go func() {
+			defer s.workers.Done()
+			for j := range q {
+				if s.ctx.Err() != nil {
+					continue // link ending: drop what is still queued
+				}
+				s.runJob(j)
+			}
+		}()
+	}
+}
+
+// enqueue hands a job to a worker, waiting while the queue is full (which
+// stops reading and so pushes back on the server). It returns false when
+// the link ends meanwhile.
+func (s *Session) enqueue(j *job, fromRaw []byte) bool {
+	q := s.queues[0]
+	if len(s.queues) > 1 {
+		// FNV-1a of the sender: same sender, same worker, same order.
+		h := uint32(2166136261)
+		for _, c := range fromRaw {
+			h ^= uint32(c)
+			h *= 16777619
+		}
+		q = s.queues[h%uint32(len(s.queues))]
+	}
+	select {
+	case q <- j:
+		return true
+	case <-s.quit:
+		return false
+	}
+}
+
+// route handles one element on the reader goroutine. Pings, replies to our
+// requests and unhandled requests are answered here without a worker hop;
+// the rest goes to the workers. It returns false when reading must stop.
+func (s *Session) route(el *xstream.Element) bool {
+	var kind Kind
+	switch string(el.Name()) {
+	case "iq":
+		kind = KindIQ
+	case "message":
+		kind = KindMessage
+	case "presence":
+		kind = KindPresence
+	default:
+		if isStreamError(el) {
+			se, err := xstream.ParseStreamError(el.Raw)
+			if err != nil {
+				s.fail(fmt.Errorf("%w: unreadable stream error: %w", ErrProtocol, err), endReply, nil)
+			} else {
+				s.fail(&StreamError{Err: se, Addr: s.cfg.addrStr, Name: s.cfg.Name}, endReply, nil)
+			}
+			return false
+		}
+		s.stats.dropped.Add(1)
+		s.log.Debug("ignoring unknown top-level element", slog.String("name", truncate(el.Name(), 64)))
+		return true
+	}
+	fromRaw, _ := el.Attr("from")
+	if kind != KindIQ {
+		var h StanzaHandler
+		if s.mux != nil {
+			h = s.mux.message
+			if kind == KindPresence {
+				h = s.mux.presence
+			}
+		}
+		if h == nil {
+			s.stats.dropped.Add(1)
+			return true
+		}
+		return s.enqueue(&job{st: copyStanza(el, kind)}, fromRaw)
+	}
+	typ, _ := el.Attr("type")
+	switch string(typ) {
+	case "get", "set":
+	case "result", "error":
+		id, _ := el.Attr("id")
+		if !s.deliver(id, fromRaw, func() *Stanza { return copyStanza(el, KindIQ) }) {
+			s.stats.dropped.Add(1)
+			s.log.Debug("dropping IQ reply nobody waits for (unknown id or wrong sender)",
+				slog.String("from", truncate(fromRaw, 256)))
+		}
+		return true
+	default:
+		s.stats.dropped.Add(1)
+		return true
+	}
+	name, ns, ok := el.FirstChild()
+	if !ok {
+		s.replyErrorRaw(el, stanza.Error{Type: stanza.Modify, Condition: stanza.BadRequest})
+		return true
+	}
+	if string(typ) == "get" && string(ns) == NSPing && string(name) == "ping" {
+		s.replyPing(el)
+		return true
+	}
+	h := s.mux.lookupIQ(name, ns)
+	if h == nil {
+		s.replyErrorRaw(el, stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable})
+		return true
+	}
+	return s.enqueue(&job{st: copyStanza(el, KindIQ), iq: h}, fromRaw)
+}
+
+// replyFrom is the from of a reply: the request's to when it is ours.
+func (s *Session) replyFrom(toRaw []byte) []byte {
+	if len(toRaw) == 0 || !bytes.EqualFold(domainOf(toRaw), []byte(s.cfg.addrStr)) {
+		return nil
+	}
+	return toRaw
+}
+
+// replyPing answers a ping without allocating: attributes are copied as
+// received (they are already escaped).
+func (s *Session) replyPing(el *xstream.Element) {
+	id, _ := el.Attr("id")
+	from, _ := el.Attr("from")
+	to, _ := el.Attr("to")
+	to = s.replyFrom(to)
+	err := s.w.Append(s.ctx, func(b []byte) []byte {
+		b = append(b, "<iq type='result'"...)
+		b = appendRawAttr(b, "id", id)
+		if len(to) > 0 {
+			b = appendRawAttr(b, "from", to)
+		} else {
+			b = xstream.AppendAttr(b, "from", s.cfg.addrStr)
+		}
+		if len(from) > 0 {
+			b = appendRawAttr(b, "to", from)
+		}
+		return append(b, "/>"...)
+	})
+	if err == nil {
+		s.stats.out.Add(1)
+		s.stats.pingsAnswered.Add(1)
+	}
+}
+
+// replyErrorRaw answers a request with a stanza error, to and from swapped.
+func (s *Session) replyErrorRaw(el *xstream.Element, se stanza.Error) {
+	id, _ := el.Attr("id")
+	from, _ := el.Attr("from")
+	to, _ := el.Attr("to")
+	to = s.replyFrom(to)
+	err := s.w.Append(s.ctx, func(b []byte) []byte {
+		b = append(b, "<iq type='error'"...)
+		b = appendRawAttr(b, "id", id)
+		if len(to) > 0 {
+			b = appendRawAttr(b, "from", to)
+		} else {
+			b = xstream.AppendAttr(b, "from", s.cfg.addrStr)
+		}
+		if len(from) > 0 {
+			b = appendRawAttr(b, "to", from)
+		}
+		b = append(b, '>')
+		b = appendStanzaError(b, se)
+		return append(b, "</iq>"...)
+	})
+	if err == nil {
+		s.stats.out.Add(1)
+	}
+}
+
+// copyStanza copies an element out of the decoder's buffer.
+func copyStanza(el *xstream.Element, kind Kind) *Stanza {
+	st := &Stanza{
+		Kind:    kind,
+		Type:    el.AttrString("type"),
+		ID:      el.AttrString("id"),
+		fromRaw: el.AttrString("from"),
+		toRaw:   el.AttrString("to"),
+		Raw:     bytes.Clone(el.Raw),
+	}
+	if name, ns, ok := el.FirstChild(); ok {
+		if i := bytes.IndexByte(name, ':'); i >= 0 {
+			name = name[i+1:]
+		}
+		st.payloadName = string(name)
+		st.payloadNS, _ = xstream.Unescape(ns)
+	}
+	return st
+}
+
+// parseAddrs parses From and To. It is costly (PRECIS), so it runs off the
+// reader goroutine. Unparsable addresses stay zero.
+func (st *Stanza) parseAddrs() {
+	if st.fromRaw != "" {
+		st.From, _ = jid.Parse(st.fromRaw)
+	}
+	if st.toRaw != "" {
+		st.To, _ = jid.Parse(st.toRaw)
+	}
+}
+
+// runJob runs a handler on a worker goroutine and answers IQs.
+func (s *Session) runJob(j *job) {
+	st := j.st
+	st.parseAddrs()
+	if st.fromRaw != "" && st.From.Domainpart() == "" {
+		s.stats.dropped.Add(1)
+		if j.iq != nil {
+			s.replyError(st, stanza.Error{Type: stanza.Modify, Condition: stanza.JIDMalformed})
+		}
+		return
+	}
+	if j.iq == nil {
+		h := s.mux.message
+		if st.Kind == KindPresence {
+			h = s.mux.presence
+		}
+		s.call(st, func() { h(s.ctx, st) })
+		return
+	}
+	var (
+		result any
+		err    error
+	)
+	panicked := s.call(st, func() { result, err = j.iq(s.ctx, st) })
+	switch {
+	case panicked:
+		s.replyError(st, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
+		return
+	case err != nil:
+		s.stats.handlerErrors.Add(1)
+		se := errorFromHandler(err)
+		s.log.Info("IQ handler error", slog.String("payload", st.payloadNS+" "+st.payloadName),
+			slog.String("from", st.fromRaw), slog.Any("error", err))
+		s.replyError(st, se)
+		return
+	}
+	body, err := encodePayload(result)
+	if err != nil {
+		s.stats.handlerErrors.Add(1)
+		s.log.Error("IQ handler result cannot be encoded", slog.Any("error", err))
+		s.replyError(st, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
+		return
+	}
+	_ = s.append(s.ctx, func(b []byte) []byte {
+		return appendStanza(b, KindIQ, "result", st.ID, s.replyFromStr(st), st.fromRaw, body)
+	})
+}
+
+// call runs f, recovering and logging a panic.
+func (s *Session) call(st *Stanza, f func()) (panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicked = true
+			s.stats.handlerPanics.Add(1)
+			s.log.Error("handler panic", slog.String("kind", st.Kind.String()),
+				slog.String("payload", st.payloadNS+" "+st.payloadName),
+				slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+		}
+	}()
+	f()
+	return false
+}
+
+func (s *Session) replyFromStr(st *Stanza) string {
+	if st.To.Domainpart() != "" && st.To.Domainpart() == s.cfg.addr.Domainpart() {
+		return st.toRaw
+	}
+	return s.cfg.addrStr
+}
+
+func (s *Session) replyError(st *Stanza, se stanza.Error) {
+	_ = s.append(s.ctx, func(b []byte) []byte {
+		b = append(b, "<iq type='error'"...)
+		b = xstream.AppendAttr(b, "id", st.ID)
+		b = xstream.AppendAttr(b, "from", s.replyFromStr(st))
+		if st.fromRaw != "" {
+			b = xstream.AppendAttr(b, "to", st.fromRaw)
+		}
+		b = append(b, '>')
+		b = appendStanzaError(b, se)
+		return append(b, "</iq>"...)
+	})
+}

@@ -1,0 +1,328 @@
+package component
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"github.com/cblink/cblink/internal/xstream"
+)
+
+// Kind is the kind of a stanza.
+type Kind uint8
+
+// Stanza kinds.
+const (
+	KindMessage Kind = iota + 1
+	KindPresence
+	KindIQ
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindMessage:
+		return "message"
+	case KindPresence:
+		return "presence"
+	case KindIQ:
+		return "iq"
+	}
+	return "unknown"
+}
+
+// Stanza is an incoming stanza, copied out of the read buffer: a handler
+// owns it and may keep it. Raw holds the element exactly as received;
+// decode what you need from it with Decode or DecodePayload (encoding/xml).
+type Stanza struct {
+	Kind Kind
+	// Type is the type attribute ("get", "set", "result", "error",
+	// "chat", "unavailable", ...), "" when absent.
+	Type string
+	// ID is the id attribute.
+	ID string
+	// From and To are the addresses; zero when absent.
+	From, To jid.JID
+	// Raw is the whole element, from '<' to its end tag.
+	Raw []byte
+
+	fromRaw, toRaw         string // as received (unescaped), for replies
+	payloadName, payloadNS string
+}
+
+// Payload returns the name and namespace of the first child element, or
+// empty strings when there is none.
+func (s *Stanza) Payload() (name, ns string) { return s.payloadName, s.payloadNS }
+
+// Decode unmarshals the whole stanza into v with encoding/xml.
+func (s *Stanza) Decode(v any) error { return xml.Unmarshal(s.Raw, v) }
+
+// DecodePayload unmarshals the first child element into v with
+// encoding/xml. It returns io.EOF when the stanza has no child element.
+func (s *Stanza) DecodePayload(v any) error {
+	d := xml.NewDecoder(bytes.NewReader(s.Raw))
+	depth := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			if depth == 1 {
+				return d.DecodeElement(v, &t)
+			}
+			depth++
+		case xml.EndElement:
+			depth--
+			if depth == 0 {
+				return io.EOF
+			}
+		}
+	}
+}
+
+// StanzaError returns the stanza error carried by a stanza of type
+// "error", and whether there was one.
+func (s *Stanza) StanzaError() (stanza.Error, bool) {
+	if s.Type != "error" {
+		return stanza.Error{}, false
+	}
+	d := xml.NewDecoder(bytes.NewReader(s.Raw))
+	depth := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return stanza.Error{Type: stanza.Cancel, Condition: stanza.UndefinedCondition}, true
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			if depth == 1 && t.Name.Local == "error" {
+				var se stanza.Error
+				if err := d.DecodeElement(&se, &t); err != nil || se.Condition == "" {
+					return stanza.Error{Type: stanza.Cancel, Condition: stanza.UndefinedCondition}, true
+				}
+				return se, true
+			}
+			depth++
+		case xml.EndElement:
+			depth--
+		}
+	}
+}
+
+// RawXML is already-encoded XML used as a stanza payload. It is copied to
+// the wire as is, so it must be well-formed and come from an encoder, never
+// from string formatting of untrusted values.
+type RawXML []byte
+
+// Message is an outgoing message stanza.
+type Message struct {
+	ID   string
+	Type stanza.MessageType
+	// From defaults to the component address; it must be the component
+	// address or a JID whose domainpart is the component address.
+	From, To jid.JID
+	// Payload is the content: nil, RawXML, or a value encoding/xml can
+	// marshal (a struct, an xml.Marshaler, or a slice of them).
+	Payload any
+}
+
+// Presence is an outgoing presence stanza; fields as in Message.
+type Presence struct {
+	ID       string
+	Type     stanza.PresenceType
+	From, To jid.JID
+	Payload  any
+}
+
+// IQ is an outgoing IQ stanza; fields as in Message. To defaults to the
+// server domain in SendIQ.
+type IQ struct {
+	ID       string
+	Type     stanza.IQType
+	From, To jid.JID
+	Payload  any
+}
+
+// Outgoing is a stanza that Session.Send accepts: Message, Presence or IQ.
+type Outgoing interface {
+	header() (k Kind, typ, id string, from, to jid.JID, payload any)
+}
+
+func (m Message) header() (Kind, string, string, jid.JID, jid.JID, any) {
+	return KindMessage, string(m.Type), m.ID, m.From, m.To, m.Payload
+}
+
+func (p Presence) header() (Kind, string, string, jid.JID, jid.JID, any) {
+	return KindPresence, string(p.Type), p.ID, p.From, p.To, p.Payload
+}
+
+func (q IQ) header() (Kind, string, string, jid.JID, jid.JID, any) {
+	return KindIQ, string(q.Type), q.ID, q.From, q.To, q.Payload
+}
+
+// encodePayload turns a payload into bytes, off the writer's lock.
+func encodePayload(p any) ([]byte, error) {
+	switch v := p.(type) {
+	case nil:
+		return nil, nil
+	case RawXML:
+		return v, nil
+	default:
+		b, err := xml.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("component: encode payload: %w", err)
+		}
+		return b, nil
+	}
+}
+
+// appendStanza encodes a stanza; attribute values are escaped.
+func appendStanza(dst []byte, k Kind, typ, id, from, to string, payload []byte) []byte {
+	name := k.String()
+	dst = append(dst, '<')
+	dst = append(dst, name...)
+	if typ != "" {
+		dst = xstream.AppendAttr(dst, "type", typ)
+	}
+	if id != "" {
+		dst = xstream.AppendAttr(dst, "id", id)
+	}
+	if from != "" {
+		dst = xstream.AppendAttr(dst, "from", from)
+	}
+	if to != "" {
+		dst = xstream.AppendAttr(dst, "to", to)
+	}
+	if len(payload) == 0 {
+		return append(dst, "/>"...)
+	}
+	dst = append(dst, '>')
+	dst = append(dst, payload...)
+	dst = append(dst, "</"...)
+	dst = append(dst, name...)
+	return append(dst, '>')
+}
+
+// appendRawAttr appends an attribute whose value is still escaped as
+// received. A value that came in double quotes may hold a bare
+// apostrophe; such values are re-escaped.
+func appendRawAttr(dst []byte, name string, raw []byte) []byte {
+	if bytes.IndexByte(raw, '\'') < 0 {
+		dst = append(dst, ' ')
+		dst = append(dst, name...)
+		dst = append(dst, '=', '\'')
+		dst = append(dst, raw...)
+		return append(dst, '\'')
+	}
+	v, err := xstream.Unescape(raw)
+	if err != nil {
+		v = ""
+	}
+	return xstream.AppendAttr(dst, name, v)
+}
+
+const nsStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+// appendStanzaError appends an <error/> child for se.
+func appendStanzaError(dst []byte, se stanza.Error) []byte {
+	typ := se.Type
+	if typ == "" {
+		typ = stanza.Cancel
+	}
+	cond := se.Condition
+	if cond == "" {
+		cond = stanza.UndefinedCondition
+	}
+	dst = append(dst, "<error"...)
+	dst = xstream.AppendAttr(dst, "type", string(typ))
+	dst = append(dst, "><"...)
+	dst = xstream.AppendEscaped(dst, string(cond))
+	dst = append(dst, " xmlns='"+nsStanzas+"'/>"...)
+	if t := se.Text[""]; t != "" {
+		dst = append(dst, "<text xmlns='"+nsStanzas+"'>"...)
+		dst = xstream.AppendEscaped(dst, t)
+		dst = append(dst, "</text>"...)
+	}
+	return append(dst, "</error>"...)
+}
+
+// errorFromHandler picks the stanza error a handler's error is answered
+// with: a stanza.Error in the chain keeps its condition, anything else is
+// an internal-server-error without text (the text may be private).
+func errorFromHandler(err error) stanza.Error {
+	var se stanza.Error
+	if errors.As(err, &se) {
+		return se
+	}
+	var sp *stanza.Error
+	if errors.As(err, &sp) && sp != nil {
+		return *sp
+	}
+	return stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError}
+}
+
+// attrValue finds an attribute in a start tag (after the element name)
+// and returns its raw value.
+func attrValue(tag []byte, name string) ([]byte, bool) {
+	for len(tag) > 0 {
+		i := 0
+		for i < len(tag) && isSpace(tag[i]) {
+			i++
+		}
+		tag = tag[i:]
+		n := 0
+		for n < len(tag) && tag[n] != '=' && !isSpace(tag[n]) && tag[n] != '>' && tag[n] != '/' {
+			n++
+		}
+		if n == 0 {
+			return nil, false
+		}
+		an := tag[:n]
+		tag = tag[n:]
+		i = 0
+		for i < len(tag) && isSpace(tag[i]) {
+			i++
+		}
+		if i >= len(tag) || tag[i] != '=' {
+			return nil, false
+		}
+		i++
+		for i < len(tag) && isSpace(tag[i]) {
+			i++
+		}
+		if i >= len(tag) || (tag[i] != '"' && tag[i] != '\'') {
+			return nil, false
+		}
+		q := tag[i]
+		j := bytes.IndexByte(tag[i+1:], q)
+		if j < 0 {
+			return nil, false
+		}
+		val := tag[i+1 : i+1+j]
+		tag = tag[i+2+j:]
+		if string(an) == name {
+			return val, true
+		}
+	}
+	return nil, false
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// domainOf returns the domainpart of a raw JID (no unescaping: a domain
+// holds no XML-special characters).
+func domainOf(raw []byte) []byte {
+	if i := bytes.IndexByte(raw, '/'); i >= 0 {
+		raw = raw[:i]
+	}
+	if i := bytes.LastIndexByte(raw, '@'); i >= 0 {
+		raw = raw[i+1:]
+	}
+	return raw
+}
