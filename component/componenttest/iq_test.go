@@ -1,0 +1,32 @@
+package componenttest
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestPingAndSendIQ(t *testing.T) {
+	srv := newTestServer(t, Options{})
+	c, err := connect(t, srv, "cb1.example.com", "s3cret")
+	require.NoError(t, err)
+	errc := make(chan error, 1)
+	go func() { errc <- c.answerPings("cb1.example.com") }()
+	conn, err := srv.WaitConn(testCtx(t), "cb1.example.com")
+	require.NoError(t, err)
+
+	rtt, err := conn.Ping(testCtx(t))
+	require.NoError(t, err)
+	assert.Positive(t, rtt)
+
+	reply, err := conn.SendIQ(testCtx(t), []byte(`<iq type='get' id='join1' from='alice@example.com/web' to='cb1.example.com'><query xmlns='urn:example:join'/></iq>`))
+	require.NoError(t, err)
+	assert.Contains(t, string(reply), "id='join1'")
+	assert.Contains(t, string(reply), "type='result'")
+	assert.Contains(t, string(reply), "to='alice@example.com/web'")
+
+	require.NoError(t, conn.CloseStream(testCtx(t)))
+	assert.Error(t, <-errc) // the client's read loop saw the stream end
+	c.abort()
+}
