@@ -103,13 +103,6 @@ func (p *peer) write(s string) {
 	}
 }
 
-// readClientHeader reads and checks the client's stream header.
-func (p *peer) readClientHeader() xstream.Header {
-	h, err := p.dec.ReadHeader()
-	require.NoError(p.t, err)
-	return h
-}
-
 // accept runs the server side of a successful handshake.
 func (p *peer) accept() {
 	h, err := p.dec.ReadHeader()

@@ -267,54 +267,6 @@ func errorFromHandler(err error) stanza.Error {
 	return stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError}
 }
 
-// attrValue finds an attribute in a start tag (after the element name)
-// and returns its raw value.
-func attrValue(tag []byte, name string) ([]byte, bool) {
-	for len(tag) > 0 {
-		i := 0
-		for i < len(tag) && isSpace(tag[i]) {
-			i++
-		}
-		tag = tag[i:]
-		n := 0
-		for n < len(tag) && tag[n] != '=' && !isSpace(tag[n]) && tag[n] != '>' && tag[n] != '/' {
-			n++
-		}
-		if n == 0 {
-			return nil, false
-		}
-		an := tag[:n]
-		tag = tag[n:]
-		i = 0
-		for i < len(tag) && isSpace(tag[i]) {
-			i++
-		}
-		if i >= len(tag) || tag[i] != '=' {
-			return nil, false
-		}
-		i++
-		for i < len(tag) && isSpace(tag[i]) {
-			i++
-		}
-		if i >= len(tag) || (tag[i] != '"' && tag[i] != '\'') {
-			return nil, false
-		}
-		q := tag[i]
-		j := bytes.IndexByte(tag[i+1:], q)
-		if j < 0 {
-			return nil, false
-		}
-		val := tag[i+1 : i+1+j]
-		tag = tag[i+2+j:]
-		if string(an) == name {
-			return val, true
-		}
-	}
-	return nil, false
-}
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
 // domainOf returns the domainpart of a raw JID (no unescaping: a domain
 // holds no XML-special characters).
 func domainOf(raw []byte) []byte {

@@ -1,0 +1,530 @@
+package component
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
+
+	"github.com/cblink/cblink/internal/xstream"
+)
+
+type body struct {
+	XMLName xml.Name `xml:"body"`
+	Text    string   `xml:",chardata"`
+}
+
+func TestSendStampsFrom(t *testing.T) {
+	s, p := startSession(t, testConfig(nil))
+	ctx := context.Background()
+	user := jid.MustParse("guest@example.com/web")
+	cases := []struct {
+		name     string
+		st       Outgoing
+		wantFrom string
+		wantErr  error
+	}{
+		{"message, from empty", Message{To: user, Type: stanza.ChatMessage, Payload: body{Text: "hi <&> 'x'"}}, testAddr, nil},
+		{"presence, from empty", Presence{To: user}, testAddr, nil},
+		{"iq, from empty", IQ{To: user, Type: stanza.ResultIQ, ID: "r1"}, testAddr, nil},
+		{"from inside the domain", Message{From: jid.MustParse("room1@cb1.example.com/x"), To: user}, "room1@cb1.example.com/x", nil},
+		{"from is the address", Presence{From: jid.MustParse("cb1.example.com"), To: user}, testAddr, nil},
+		{"foreign from", Message{From: jid.MustParse("evil.example.com"), To: user}, "", ErrForeignFrom},
+		{"server domain from", Message{From: jid.MustParse("a@example.com"), To: user}, "", ErrForeignFrom},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.Send(ctx, tc.st)
+			if tc.wantErr != nil {
+				require.ErrorIs(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			got := p.nextStanza()
+			assert.Equal(t, tc.wantFrom, attr(t, got, "from"))
+			assert.Equal(t, user.String(), attr(t, got, "to"))
+		})
+	}
+	// Rejected stanzas were never written: the next element is the probe.
+	require.NoError(t, s.Send(ctx, Message{ID: "probe"}))
+	assert.Equal(t, "probe", attr(t, p.nextStanza(), "id"))
+}
+
+func TestSendEscapes(t *testing.T) {
+	s, p := startSession(t, testConfig(nil))
+	to := jid.MustParse("obrien@example.com/a'b&c<d")
+	require.NoError(t, s.Send(context.Background(), Message{ID: "x'\"<>&", To: to, Payload: body{Text: "</message><evil/>"}}))
+	got := p.nextStanza()
+	assert.Equal(t, "x'\"<>&", attr(t, got, "id"))
+	assert.Equal(t, to.String(), attr(t, got, "to"))
+	var m struct {
+		Body string `xml:"body"`
+	}
+	require.NoError(t, xml.Unmarshal([]byte(got), &m))
+	assert.Equal(t, "</message><evil/>", m.Body)
+}
+
+func TestConcurrentSenders(t *testing.T) {
+	s, p := startSession(t, testConfig(nil))
+	const n, each = 8, 50
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			for j := range each {
+				assert.NoError(t, s.Send(context.Background(), Message{ID: fmt.Sprintf("%d-%d", i, j)}))
+			}
+		})
+	}
+	seen := map[string]bool{}
+	for range n * each {
+		seen[attr(t, p.nextStanza(), "id")] = true
+	}
+	wg.Wait()
+	assert.Len(t, seen, n*each)
+	assert.EqualValues(t, n*each, s.Stats().StanzasOut)
+}
+
+func TestIncomingPingFastPath(t *testing.T) {
+	s, p := startSession(t, testConfig(nil))
+	p.write(`<iq type='get' id='p1' from='example.com' to='cb1.example.com'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	assert.Equal(t, `<iq type='result' id='p1' from='cb1.example.com' to='example.com'/>`, p.nextStanza())
+	// Double-quoted values holding an apostrophe are re-escaped.
+	p.write(`<iq type="get" id="it's" from="example.com"><ping xmlns="urn:xmpp:ping"/></iq>`)
+	assert.Equal(t, `<iq type='result' id='it&apos;s' from='cb1.example.com' to='example.com'/>`, p.nextStanza())
+	assert.EqualValues(t, 2, s.Stats().PingsAnswered)
+}
+
+func TestUnhandledIQ(t *testing.T) {
+	for _, withMux := range []bool{false, true} {
+		t.Run(fmt.Sprint("mux=", withMux), func(t *testing.T) {
+			cfg := testConfig(nil)
+			if withMux {
+				cfg.Handler = NewMux()
+				cfg.Handler.HandleIQ("query", "urn:other", func(context.Context, *Stanza) (any, error) { return nil, nil })
+			}
+			_, p := startSession(t, cfg)
+			p.write(`<iq type='get' id='q1' from='u@example.com/r' to='cb1.example.com'><query xmlns='jabber:iq:version'/></iq>`)
+			got := p.nextStanza()
+			assert.Equal(t, "error", attr(t, got, "type"))
+			assert.Equal(t, "q1", attr(t, got, "id"))
+			assert.Equal(t, "u@example.com/r", attr(t, got, "to"))
+			assert.Equal(t, testAddr, attr(t, got, "from"))
+			assert.Contains(t, got, "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>")
+		})
+	}
+}
+
+func TestHandlerErrorsAndPanics(t *testing.T) {
+	logs := &logBuf{}
+	mux := NewMux()
+	mux.HandleIQ("q", "urn:test", func(ctx context.Context, iq *Stanza) (any, error) {
+		var p struct {
+			Mode string `xml:"mode,attr"`
+		}
+		if err := iq.DecodePayload(&p); err != nil {
+			return nil, err
+		}
+		switch p.Mode {
+		case "stanza":
+			return nil, fmt.Errorf("wrapped: %w", stanza.Error{Type: stanza.Auth, Condition: stanza.Forbidden})
+		case "plain":
+			return nil, errors.New("database password is hunter2")
+		case "panic":
+			panic("boom")
+		}
+		return RawXML("<ok xmlns='urn:test'/>"), nil
+	})
+	cfg := testConfig(logs)
+	cfg.Handler = mux
+	s, p := startSession(t, cfg)
+	cases := []struct{ mode, typ, cond string }{
+		{"stanza", "error", "forbidden"},
+		{"plain", "error", "internal-server-error"},
+		{"panic", "error", "internal-server-error"},
+		{"ok", "result", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.mode, func(t *testing.T) {
+			p.write(`<iq type='set' id='` + tc.mode + `' from='u@example.com/r' to='cb1.example.com'><q xmlns='urn:test' mode='` + tc.mode + `'/></iq>`)
+			got := p.nextStanza()
+			assert.Equal(t, tc.typ, attr(t, got, "type"))
+			assert.Equal(t, tc.mode, attr(t, got, "id"))
+			assert.Equal(t, "u@example.com/r", attr(t, got, "to"))
+			if tc.cond != "" {
+				assert.Contains(t, got, "<"+tc.cond+" ")
+				assert.NotContains(t, got, "hunter2", "private error text must not leave")
+			} else {
+				assert.Contains(t, got, "<ok xmlns='urn:test'/>")
+			}
+		})
+	}
+	st := s.Stats()
+	assert.EqualValues(t, 1, st.HandlerPanics)
+	assert.EqualValues(t, 2, st.HandlerErrors)
+	assert.Nil(t, s.Err(), "handler failures must not end the link")
+	assert.Contains(t, logs.String(), "boom")
+}
+
+func TestMuxPanicsAtSetup(t *testing.T) {
+	h := func(context.Context, *Stanza) (any, error) { return nil, nil }
+	m := NewMux()
+	assert.Panics(t, func() { m.HandleIQ("q", "ns", nil) })
+	m.HandleIQ("q", "ns", h)
+	assert.Panics(t, func() { m.HandleIQ("q", "ns", h) })
+	assert.Panics(t, func() { m.HandleJoin(nil) })
+	m.HandleMessage(func(context.Context, *Stanza) {})
+	assert.Panics(t, func() { m.HandleMessage(func(context.Context, *Stanza) {}) })
+	cfg := testConfig(nil)
+	cfg.Handler = m
+	startSession(t, cfg)
+	assert.Panics(t, func() { m.HandleIQ("other", "ns", h) }, "registration after use")
+}
+
+func TestMessageAndPresenceHandlers(t *testing.T) {
+	got := make(chan *Stanza, 2)
+	mux := NewMux()
+	mux.HandleMessage(func(ctx context.Context, st *Stanza) { got <- st })
+	mux.HandlePresence(func(ctx context.Context, st *Stanza) { got <- st })
+	cfg := testConfig(nil)
+	cfg.Handler = mux
+	_, p := startSession(t, cfg)
+	p.write(`<message from='u@example.com/r' to='cb1.example.com' type='chat' id='m1'><body>hé &amp; co</body></message><presence from='u@example.com/r' to='cb1.example.com'/>`)
+	m := <-got
+	assert.Equal(t, KindMessage, m.Kind)
+	assert.Equal(t, "chat", m.Type)
+	assert.Equal(t, "m1", m.ID)
+	assert.Equal(t, "u@example.com/r", m.From.String())
+	assert.Equal(t, testAddr, m.To.String())
+	name, _ := m.Payload()
+	assert.Equal(t, "body", name)
+	var b body
+	require.NoError(t, m.DecodePayload(&b))
+	assert.Equal(t, "hé & co", b.Text)
+	pr := <-got
+	assert.Equal(t, KindPresence, pr.Kind)
+}
+
+func TestOrderPerSender(t *testing.T) {
+	const senders, each = 4, 30
+	var mu sync.Mutex
+	seen := map[string][]int{}
+	var wg sync.WaitGroup
+	wg.Add(senders * each)
+	mux := NewMux()
+	mux.HandleMessage(func(ctx context.Context, st *Stanza) {
+		defer wg.Done()
+		var n int
+		fmt.Sscan(st.ID, &n)
+		if n%3 == 0 {
+			time.Sleep(time.Millisecond) // uneven handler times
+		}
+		mu.Lock()
+		seen[st.From.String()] = append(seen[st.From.String()], n)
+		mu.Unlock()
+	})
+	cfg := testConfig(nil)
+	cfg.Handler = mux
+	cfg.OrderPerSender = true
+	cfg.Workers = 4
+	_, p := startSession(t, cfg)
+	var sb strings.Builder
+	for i := range each {
+		for u := range senders {
+			fmt.Fprintf(&sb, "<message from='u%d@example.com/r' id='%d'/>", u, i)
+		}
+	}
+	p.write(sb.String())
+	wg.Wait()
+	require.Len(t, seen, senders)
+	for u, ids := range seen {
+		for i, n := range ids {
+			require.Equal(t, i, n, "order of %s", u)
+		}
+	}
+}
+
+func TestSendIQMatchesSender(t *testing.T) {
+	s, p := startSession(t, testConfig(nil))
+	to := jid.MustParse("conf.example.com")
+	type res struct {
+		st  *Stanza
+		err error
+	}
+	out := make(chan res, 1)
+	go func() {
+		st, err := s.SendIQ(context.Background(), IQ{Type: stanza.GetIQ, To: to, ID: "req1", Payload: RawXML("<query xmlns='urn:test'/>")})
+		out <- res{st, err}
+	}()
+	req := p.nextStanza()
+	assert.Equal(t, "req1", attr(t, req, "id"))
+	assert.Equal(t, testAddr, attr(t, req, "from"))
+	// A result from the wrong sender with the right id is ignored.
+	p.write(`<iq type='result' id='req1' from='evil.example.com' to='cb1.example.com'><fake/></iq>`)
+	p.write(`<iq type='result' id='req1' to='cb1.example.com'/>`)
+	select {
+	case r := <-out:
+		t.Fatalf("delivered a reply from the wrong sender: %s %v", r.st.Raw, r.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	p.write(`<iq type='result' id='req1' from='conf.example.com' to='cb1.example.com'><real xmlns='urn:test'/></iq>`)
+	r := <-out
+	require.NoError(t, r.err)
+	name, _ := r.st.Payload()
+	assert.Equal(t, "real", name)
+	assert.Equal(t, "conf.example.com", r.st.From.String())
+	assert.EqualValues(t, 2, s.Stats().Dropped)
+}
+
+func TestSendIQErrorReply(t *testing.T) {
+	s, p := startSession(t, testConfig(nil))
+	go func() {
+		req := p.nextStanza()
+		p.write(`<iq type='error' id='` + attr(t, req, "id") + `' from='example.com'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`)
+	}()
+	st, err := s.SendIQ(context.Background(), IQ{Type: stanza.GetIQ, Payload: RawXML("<q xmlns='urn:x'/>")})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, stanza.Error{Condition: stanza.ItemNotFound})
+	require.NotNil(t, st)
+	assert.Equal(t, "error", st.Type)
+}
+
+func TestSendIQTimeoutAndBounds(t *testing.T) {
+	cfg := testConfig(nil)
+	cfg.MaxPendingIQ = 1
+	s, p := startSession(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.SendIQ(ctx, IQ{Type: stanza.GetIQ, ID: "slow"})
+		errc <- err
+	}()
+	p.nextStanza()
+	_, err := s.SendIQ(context.Background(), IQ{Type: stanza.GetIQ, ID: "second"})
+	assert.ErrorIs(t, err, ErrTooManyPending)
+	err = <-errc
+	assert.ErrorIs(t, err, ErrTimeout)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	_, err = s.SendIQ(context.Background(), IQ{Type: stanza.ResultIQ})
+	assert.Error(t, err)
+}
+
+func TestPendingIQsFailOnDisconnect(t *testing.T) {
+	s, p := startSession(t, testConfig(nil))
+	const n = 5
+	errc := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := s.SendIQ(context.Background(), IQ{Type: stanza.GetIQ, ID: fmt.Sprint("d", i)})
+			errc <- err
+		}()
+	}
+	for range n {
+		p.nextStanza()
+	}
+	p.conn.Close()
+	for range n {
+		select {
+		case err := <-errc:
+			assert.ErrorIs(t, err, ErrDisconnected)
+		case <-time.After(5 * time.Second):
+			t.Fatal("pending IQ not released")
+		}
+	}
+	err := waitDone(t, s)
+	assert.Error(t, err)
+	assert.False(t, IsPermanent(err))
+}
+
+func TestHandlerMaySendSynchronously(t *testing.T) {
+	mux := NewMux()
+	mux.HandleIQ("q", "urn:test", func(ctx context.Context, iq *Stanza) (any, error) {
+		s, ok := SessionFromContext(ctx)
+		if !ok {
+			return nil, errors.New("no session")
+		}
+		// A nested request answered by the server, waited for here, on the
+		// only worker.
+		if _, err := s.SendIQ(ctx, IQ{Type: stanza.GetIQ, ID: "nested", Payload: RawXML("<n xmlns='urn:test'/>")}); err != nil {
+			return nil, err
+		}
+		return nil, s.Send(ctx, Message{ID: "side", To: iq.From})
+	})
+	cfg := testConfig(nil)
+	cfg.Handler = mux
+	cfg.Workers = 1
+	_, p := startSession(t, cfg)
+	p.write(`<iq type='get' id='outer' from='u@example.com/r'><q xmlns='urn:test'/></iq>`)
+	nested := p.nextStanza()
+	require.Equal(t, "nested", attr(t, nested, "id"))
+	p.write(`<iq type='result' id='nested' from='example.com'/>`)
+	assert.Equal(t, "side", attr(t, p.nextStanza(), "id"))
+	final := p.nextStanza()
+	assert.Equal(t, "outer", attr(t, final, "id"))
+	assert.Equal(t, "result", attr(t, final, "type"))
+}
+
+func TestKeepaliveWhenIdle(t *testing.T) {
+	cfg := testConfig(nil)
+	cfg.KeepaliveIdle = 40 * time.Millisecond
+	s, p := startSession(t, cfg)
+	el := p.next()
+	assert.True(t, el.Keepalive, "expected a whitespace keepalive, got %q", el.Raw)
+	assert.GreaterOrEqual(t, s.Stats().KeepalivesOut, uint64(1))
+	// Traffic postpones keepalives: none while sending every 10ms.
+	for range 10 {
+		require.NoError(t, s.Send(context.Background(), Presence{}))
+		time.Sleep(5 * time.Millisecond)
+	}
+	for range 10 {
+		assert.False(t, p.next().Keepalive)
+	}
+}
+
+func TestBlackholeDetected(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  func(*Config)
+	}{
+		{"read timeout", func(c *Config) { c.ReadTimeout = 150 * time.Millisecond }},
+		{"ping timeout", func(c *Config) {
+			c.PingInterval = 30 * time.Millisecond
+			c.PingTimeout = 100 * time.Millisecond
+			c.ReadTimeout = -1
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(nil)
+			tc.cfg(&cfg)
+			start := time.Now()
+			s, _ := startSession(t, cfg) // the peer reads but never answers
+			err := waitDone(t, s)
+			assert.ErrorIs(t, err, ErrTimeout)
+			assert.False(t, IsPermanent(err))
+			assert.Less(t, time.Since(start), 2*time.Second)
+		})
+	}
+}
+
+func TestPingsKeepLinkAlive(t *testing.T) {
+	cfg := testConfig(nil)
+	cfg.PingInterval = 20 * time.Millisecond
+	cfg.PingTimeout = 200 * time.Millisecond
+	s, p := startSession(t, cfg)
+	for i := range 4 {
+		req := p.nextStanza()
+		require.Equal(t, "example.com", attr(t, req, "to"))
+		require.Contains(t, req, "urn:xmpp:ping")
+		if i%2 == 0 {
+			p.write(`<iq type='result' id='` + attr(t, req, "id") + `' from='example.com'/>`)
+		} else { // service-unavailable proves the server alive too
+			p.write(`<iq type='error' id='` + attr(t, req, "id") + `' from='example.com'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`)
+		}
+	}
+	assert.Nil(t, s.Err())
+	assert.Positive(t, s.Stats().LastPingRTT)
+	go func() {
+		req := p.nextStanza()
+		p.write(`<iq type='error' id='` + attr(t, req, "id") + `' from='example.com'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`)
+	}()
+	_, err := s.Ping(context.Background())
+	assert.NoError(t, err)
+}
+
+func TestOversizeStanza(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		data  string
+		cause error
+	}{
+		{"size", "<message><body>" + strings.Repeat("x", 4096) + "</body></message>", ErrTooLarge},
+		{"depth", strings.Repeat("<a>", 20) + strings.Repeat("</a>", 20), ErrTooDeep},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(nil)
+			cfg.MaxStanzaSize = 1024
+			cfg.MaxDepth = 8
+			s, p := startSession(t, cfg)
+			go p.write(tc.data)
+			got := p.nextStanza()
+			assert.Equal(t, "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>", got)
+			assert.ErrorIs(t, p.end(), xstream.ErrStreamEnd)
+			err := waitDone(t, s)
+			assert.ErrorIs(t, err, tc.cause)
+			assert.ErrorIs(t, err, stream.PolicyViolation)
+			var se *StreamError
+			require.ErrorAs(t, err, &se)
+			assert.True(t, se.Local)
+		})
+	}
+}
+
+func TestCloseClientSide(t *testing.T) {
+	s, p := startSession(t, testConfig(nil))
+	go func() {
+		if p.end() == xstream.ErrStreamEnd {
+			p.write("</stream:stream>")
+		}
+	}()
+	start := time.Now()
+	require.NoError(t, s.Close())
+	assert.Less(t, time.Since(start), 250*time.Millisecond, "Close must not wait for CloseTimeout when the server answers")
+	require.NoError(t, s.Close(), "idempotent")
+	s.Abort()
+	assert.ErrorIs(t, s.Err(), ErrClosed)
+	assert.ErrorIs(t, s.Send(context.Background(), Message{}), ErrClosed)
+	_, err := s.SendIQ(context.Background(), IQ{Type: stanza.GetIQ})
+	assert.ErrorIs(t, err, ErrClosed)
+}
+
+func TestCloseServerSide(t *testing.T) {
+	s, p := startSession(t, testConfig(nil))
+	p.write("</stream:stream>")
+	err := waitDone(t, s)
+	assert.ErrorIs(t, err, ErrPeerClosed)
+	assert.False(t, IsPermanent(err))
+	assert.ErrorIs(t, p.end(), xstream.ErrStreamEnd, "the client answers with its closing tag")
+}
+
+func TestConcurrentClose(t *testing.T) {
+	s, _ := startSession(t, testConfig(nil))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { _ = s.Close() })
+		wg.Go(s.Abort)
+		wg.Go(func() { _ = s.Send(context.Background(), Message{}) })
+	}
+	wg.Wait()
+	<-s.Done()
+	assert.ErrorIs(t, s.Err(), ErrClosed)
+}
+
+func TestCloseWaitsForHandlers(t *testing.T) {
+	started := make(chan struct{})
+	var finished bool
+	mux := NewMux()
+	mux.HandleMessage(func(ctx context.Context, st *Stanza) {
+		close(started)
+		<-ctx.Done() // handlers see the link end
+		time.Sleep(10 * time.Millisecond)
+		finished = true
+	})
+	cfg := testConfig(nil)
+	cfg.Handler = mux
+	s, p := startSession(t, cfg)
+	p.write("<message from='u@example.com'/>")
+	<-started
+	s.Abort()
+	assert.True(t, finished)
+}
