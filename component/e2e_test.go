@@ -1,0 +1,451 @@
+package component_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/xml"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/component/componenttest"
+)
+
+const (
+	secret = "e2e-s3cr3t-Sh4red"
+	addr   = "cb1.example.com"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type env struct {
+	t    *testing.T
+	srv  *componenttest.Server
+	logs *syncBuf
+}
+
+func newEnv(t *testing.T, opts componenttest.Options) *env {
+	t.Helper()
+	if opts.Components == nil {
+		opts.Components = map[string]string{addr: secret}
+	}
+	srv, err := componenttest.NewServer(opts)
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	return &env{t: t, srv: srv, logs: &syncBuf{}}
+}
+
+func (e *env) config() component.Config {
+	return component.Config{
+		Name: "cb1", Domain: "example.com", Secret: secret,
+		CloseTimeout: 500 * time.Millisecond,
+		Logger:       slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+}
+
+func (e *env) dial() net.Conn {
+	e.t.Helper()
+	var (
+		c   net.Conn
+		err error
+	)
+	if cfg := e.srv.ClientTLSConfig(); cfg != nil {
+		c, err = tls.Dial("tcp", e.srv.Addr(), cfg)
+	} else {
+		c, err = net.Dial("tcp", e.srv.Addr())
+	}
+	require.NoError(e.t, err)
+	return c
+}
+
+func (e *env) session(cfg component.Config) (*component.Session, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := component.NewSession(ctx, e.dial(), cfg)
+	if err == nil {
+		e.t.Cleanup(func() { s.Abort() })
+	}
+	return s, err
+}
+
+// connect returns an established session and the server's side of it.
+func (e *env) connect(cfg component.Config) (*component.Session, *componenttest.Conn) {
+	e.t.Helper()
+	s, err := e.session(cfg)
+	require.NoError(e.t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := e.srv.WaitConn(ctx, addr)
+	require.NoError(e.t, err)
+	return s, c
+}
+
+// noSecret checks that neither the secret nor the digest of any stream id
+// the server used leaked into errors or logs.
+func (e *env) noSecret(texts ...string) {
+	e.t.Helper()
+	texts = append(texts, e.logs.String())
+	for _, s := range texts {
+		require.NotContains(e.t, s, secret)
+	}
+}
+
+func ctx5(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestE2ESuccessTLSAndPlain(t *testing.T) {
+	for _, plain := range []bool{false, true} {
+		t.Run(fmt.Sprint("plain=", plain), func(t *testing.T) {
+			e := newEnv(t, componenttest.Options{Plain: plain})
+			s, c := e.connect(e.config())
+			assert.Equal(t, addr, s.Addr().String())
+			rtt, err := s.Ping(ctx5(t))
+			require.NoError(t, err)
+			assert.Positive(t, rtt)
+			_, err = c.Ping(ctx5(t))
+			require.NoError(t, err)
+			require.NoError(t, s.Close())
+			assert.ErrorIs(t, s.Err(), component.ErrClosed)
+			require.NoError(t, c.WaitClosed(ctx5(t)))
+			assert.True(t, c.ClosedByPeer(), "the component closed its stream cleanly")
+			e.noSecret()
+		})
+	}
+}
+
+func TestE2EHandshakeFailures(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(e *env, cfg *component.Config)
+		want  error
+		perm  bool
+		noHS  bool
+		extra func(t *testing.T, e *env)
+	}{
+		{name: "wrong secret", setup: func(e *env, cfg *component.Config) { cfg.Secret = "not-" + secret },
+			want: stream.NotAuthorized, perm: true},
+		{name: "unknown name", setup: func(e *env, cfg *component.Config) { cfg.Name = "cb9" },
+			want: stream.HostUnknown, perm: true},
+		{name: "duplicate", setup: func(e *env, cfg *component.Config) {
+			_, _ = e.connect(e.config())
+		}, want: stream.Conflict, perm: false},
+		{name: "missing id", setup: func(e *env, cfg *component.Config) {
+			e.srv.SetFault(componenttest.Fault{Header: componenttest.HeaderTweak{OmitID: true}})
+		}, want: component.ErrNoStreamID, perm: true, noHS: true},
+		{name: "empty id", setup: func(e *env, cfg *component.Config) {
+			e.srv.SetFault(componenttest.Fault{Header: componenttest.HeaderTweak{EmptyID: true}})
+		}, want: component.ErrNoStreamID, perm: true, noHS: true},
+		{name: "other from", setup: func(e *env, cfg *component.Config) {
+			e.srv.SetFault(componenttest.Fault{Header: componenttest.HeaderTweak{From: "cb2.example.com"}})
+		}, want: component.ErrWrongAddress, perm: true, noHS: true},
+		{name: "client namespace", setup: func(e *env, cfg *component.Config) {
+			e.srv.SetFault(componenttest.Fault{Header: componenttest.HeaderTweak{Namespace: "jabber:client"}})
+		}, want: stream.InvalidNamespace, perm: true, noHS: true},
+		{name: "system shutdown instead of success", setup: func(e *env, cfg *component.Config) {
+			e.srv.SetFault(componenttest.Fault{Phase: componenttest.PhaseHandshakeReceived, Action: componenttest.ActionStreamError, Err: stream.SystemShutdown})
+		}, want: stream.SystemShutdown, perm: false},
+		{name: "connection dropped", setup: func(e *env, cfg *component.Config) {
+			e.srv.SetFault(componenttest.Fault{Phase: componenttest.PhaseHeader, Action: componenttest.ActionClose})
+		}, want: nil, perm: false},
+		{name: "server stalls", setup: func(e *env, cfg *component.Config) {
+			cfg.HandshakeTimeout = 100 * time.Millisecond
+			e.srv.SetFault(componenttest.Fault{Phase: componenttest.PhaseClientHeader, Action: componenttest.ActionBlackhole})
+		}, want: component.ErrTimeout, perm: false, noHS: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, componenttest.Options{})
+			cfg := e.config()
+			tc.setup(e, &cfg)
+			s, err := e.session(cfg)
+			require.Error(t, err)
+			require.Nil(t, s)
+			if tc.want != nil {
+				assert.ErrorIs(t, err, tc.want)
+			}
+			assert.Equal(t, tc.perm, component.IsPermanent(err), "permanent: %v", err)
+			conns := e.srv.Conns()
+			last := conns[len(conns)-1]
+			last.Close()
+			require.NoError(t, last.WaitClosed(ctx5(t)))
+			if tc.noHS {
+				assert.NotContains(t, string(last.RawReceived()), "<handshake")
+			}
+			e.noSecret(err.Error())
+		})
+	}
+}
+
+func TestE2EHandshakeTolerance(t *testing.T) {
+	cases := []struct {
+		name  string
+		fault componenttest.Fault
+	}{
+		{"xml declaration with newlines", componenttest.Fault{Phase: componenttest.PhaseClientHeader, Action: componenttest.ActionSend, Bytes: []byte("<?xml version='1.0' encoding='UTF-8'?>\n\r\n")}},
+		{"whitespace before handshake reply", componenttest.Fault{Phase: componenttest.PhaseHandshakeReceived, Action: componenttest.ActionSend, Bytes: []byte(" \n\t ")}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, componenttest.Options{})
+			e.srv.SetFault(tc.fault)
+			s, _ := e.connect(e.config())
+			require.NoError(t, s.Close())
+		})
+	}
+}
+
+func TestE2EStreamErrors(t *testing.T) {
+	cases := []struct {
+		err  stream.Error
+		perm bool
+	}{
+		{stream.NotAuthorized, true},
+		{stream.HostUnknown, true},
+		{stream.Conflict, false},
+		{stream.InvalidNamespace, true},
+		{stream.ImproperAddressing, true},
+		{stream.InvalidFrom, true},
+		{stream.PolicyViolation, false},
+		{stream.Error{Err: "see-other-host", Content: "xmpp2.example.com:5223"}, false},
+		{stream.SystemShutdown, false},
+		{stream.ConnectionTimeout, false},
+		{stream.InternalServerError, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.err.Err, func(t *testing.T) {
+			e := newEnv(t, componenttest.Options{})
+			s, c := e.connect(e.config())
+			se := tc.err
+			se.Text = []struct{ Lang, Value string }{{"", "operator note"}}
+			require.NoError(t, c.SendStreamError(ctx5(t), se))
+			err := s.Wait(ctx5(t))
+			require.ErrorIs(t, err, tc.err)
+			assert.Equal(t, tc.perm, component.IsPermanent(err))
+			var got *component.StreamError
+			require.ErrorAs(t, err, &got)
+			assert.Equal(t, "operator note", got.Text())
+			host, ok := got.OtherHost()
+			assert.Equal(t, tc.err.Content != "", ok)
+			assert.Equal(t, tc.err.Content, host)
+			assert.True(t, c.ClosedByPeer(), "the component answers with its closing tag")
+			e.noSecret(err.Error())
+		})
+	}
+}
+
+func TestE2EFromStamping(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	s, c := e.connect(e.config())
+	user := jid.MustParse("guest123@example.com/webrtc")
+	require.NoError(t, s.Send(ctx5(t), component.Message{To: user, ID: "m1"}))
+	require.NoError(t, s.Send(ctx5(t), component.Presence{To: user, From: jid.MustParse("room@cb1.example.com")}))
+	err := s.Send(ctx5(t), component.Message{To: user, From: jid.MustParse("example.com")})
+	require.ErrorIs(t, err, component.ErrForeignFrom)
+	st, err := c.Next(ctx5(t))
+	require.NoError(t, err)
+	assert.Equal(t, addr, st.From)
+	assert.Equal(t, "m1", st.ID)
+	st, err = c.Next(ctx5(t))
+	require.NoError(t, err)
+	assert.Equal(t, "room@cb1.example.com", st.From)
+	assert.Equal(t, "presence", st.Name)
+	// Still up: the server never saw the foreign stanza.
+	_, err = c.Ping(ctx5(t))
+	require.NoError(t, err)
+	assert.Nil(t, s.Err())
+}
+
+func TestE2EUnhandledIQ(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	_, c := e.connect(e.config())
+	reply, err := c.SendIQ(ctx5(t), []byte(`<iq type='get' id='v1' from='guest@example.com/web' to='cb1.example.com'><query xmlns='jabber:iq:version'/></iq>`))
+	require.NoError(t, err)
+	var iq struct {
+		Type  string        `xml:"type,attr"`
+		From  string        `xml:"from,attr"`
+		To    string        `xml:"to,attr"`
+		Error *stanza.Error `xml:"error"`
+	}
+	require.NoError(t, xml.Unmarshal(reply, &iq))
+	assert.Equal(t, "error", iq.Type)
+	assert.Equal(t, addr, iq.From)
+	assert.Equal(t, "guest@example.com/web", iq.To)
+	require.NotNil(t, iq.Error)
+	assert.Equal(t, stanza.ServiceUnavailable, iq.Error.Condition)
+}
+
+func joinMux(t *testing.T) *component.Mux {
+	mux := component.NewMux()
+	mux.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		switch {
+		case req.Call != "1234":
+			return nil, component.ErrJoinUnknownCall
+		case req.Passcode != "42":
+			return nil, component.ErrJoinForbidden
+		}
+		assert.Equal(t, "guest123@example.com/webrtc", req.From.String())
+		return &component.JoinResult{Session: "s-" + req.DisplayName}, nil
+	})
+	return mux
+}
+
+func TestE2EJoin(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	cfg := e.config()
+	cfg.Handler = joinMux(t)
+	s, c := e.connect(cfg)
+	from := jid.MustParse("guest123@example.com/webrtc")
+	cases := []struct {
+		name    string
+		req     component.JoinRequest
+		raw     string // instead of req
+		session string
+		want    error
+	}{
+		{name: "accepted", req: component.JoinRequest{Call: "1234", Passcode: "42", DisplayName: "Ann <& Bob>"}, session: "s-Ann <& Bob>"},
+		{name: "wrong passcode", req: component.JoinRequest{Call: "1234", Passcode: "41"}, want: component.ErrJoinForbidden},
+		{name: "unknown call", req: component.JoinRequest{Call: "999"}, want: stanza.Error{Condition: stanza.ItemNotFound}},
+		{name: "missing call", raw: `<iq type='set' id='nocall' from='guest123@example.com/webrtc' to='cb1.example.com'><join xmlns='urn:cblink:join:0' passcode='42'/></iq>`,
+			want: stanza.Error{Condition: stanza.BadRequest}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := []byte(tc.raw)
+			if tc.raw == "" {
+				tc.req.From, tc.req.ID = from, fmt.Sprint("j", i)
+				raw = component.MarshalJoinIQ(&tc.req, s.Addr())
+			}
+			reply, err := c.SendIQ(ctx5(t), raw)
+			require.NoError(t, err)
+			res, err := component.ParseJoinResponse(reply)
+			if tc.want != nil {
+				require.ErrorIs(t, err, tc.want)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.session, res.Session)
+		})
+	}
+}
+
+func TestE2EKeepaliveWhenIdle(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	cfg := e.config()
+	cfg.KeepaliveIdle = 30 * time.Millisecond
+	s, c := e.connect(cfg)
+	require.Eventually(t, func() bool {
+		raw := c.RawReceived()
+		return bytes.HasSuffix(raw, []byte(" ")) && bytes.Contains(raw, []byte("</handshake>"))
+	}, 2*time.Second, 5*time.Millisecond)
+	assert.Positive(t, s.Stats().KeepalivesOut)
+}
+
+func TestE2EBlackholeDetected(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	cfg := e.config()
+	cfg.PingInterval = 50 * time.Millisecond
+	cfg.PingTimeout = 150 * time.Millisecond
+	cfg.ReadTimeout = 300 * time.Millisecond
+	s, c := e.connect(cfg)
+	c.Blackhole()
+	start := time.Now()
+	err := s.Wait(ctx5(t))
+	assert.ErrorIs(t, err, component.ErrTimeout)
+	assert.False(t, component.IsPermanent(err))
+	assert.Less(t, time.Since(start), 1500*time.Millisecond)
+}
+
+func TestE2EOversizeStanza(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	cfg := e.config()
+	cfg.MaxStanzaSize = 2048
+	s, c := e.connect(cfg)
+	require.NoError(t, c.SendOversize(ctx5(t), 8192))
+	err := s.Wait(ctx5(t))
+	assert.ErrorIs(t, err, component.ErrTooLarge)
+	assert.ErrorIs(t, err, stream.PolicyViolation)
+	require.NoError(t, c.WaitClosed(ctx5(t)))
+	assert.Contains(t, string(c.RawReceived()), "<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>")
+}
+
+func TestE2EServerCloses(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	s, c := e.connect(e.config())
+	require.NoError(t, c.CloseStream(ctx5(t)))
+	assert.True(t, c.ClosedByPeer())
+	err := s.Wait(ctx5(t))
+	assert.ErrorIs(t, err, component.ErrPeerClosed)
+	assert.ErrorIs(t, s.Send(ctx5(t), component.Message{}), component.ErrDisconnected)
+}
+
+func TestE2EPendingIQsFailOnDisconnect(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	s, c := e.connect(e.config())
+	errc := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			_, err := s.SendIQ(context.Background(), component.IQ{Type: stanza.GetIQ, To: jid.MustParse(fmt.Sprintf("u%d@example.com/r", i))})
+			errc <- err
+		}()
+	}
+	for range 3 {
+		_, err := c.Next(ctx5(t))
+		require.NoError(t, err)
+	}
+	c.Reset()
+	for range 3 {
+		select {
+		case err := <-errc:
+			assert.ErrorIs(t, err, component.ErrDisconnected)
+		case <-time.After(5 * time.Second):
+			t.Fatal("pending IQ not released")
+		}
+	}
+	assert.False(t, component.IsPermanent(s.Wait(ctx5(t))))
+}
+
+func TestE2EServerPingFlood(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	s, c := e.connect(e.config())
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for range 50 {
+				_, err := c.Ping(ctx5(t))
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	// The counter moves just after the reply is queued.
+	require.Eventually(t, func() bool { return s.Stats().PingsAnswered == 800 }, time.Second, time.Millisecond)
+}
