@@ -177,6 +177,9 @@ func newTestServer(t testing.TB, o Options) *Server {
 			o.Logf = tt.Logf
 		}
 	}
+	if o.CloseTimeout == 0 {
+		o.CloseTimeout = 200 * time.Millisecond
+	}
 	if o.Components == nil {
 		o.Components = map[string]string{"cb1.example.com": "s3cret"}
 	}

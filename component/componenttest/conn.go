@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
@@ -105,6 +104,8 @@ type Conn struct {
 	drainUntil  atomic.Int64 // unix ns; 0 when not draining
 	stanzasIn   atomic.Int64
 	stanzasOut  atomic.Int64
+	queued      atomic.Int64 // bytes handed to w
+	written     atomic.Int64 // bytes written to the connection
 	pingSeq     atomic.Uint64
 
 	// stall state, under stMu
@@ -159,7 +160,38 @@ func (g gateWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
-	return c.rw.Write(p)
+	n, err := c.rw.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// write queues what encode appends on the writer, counting the bytes so
+// that flush can wait for them.
+func (c *Conn) write(ctx context.Context, encode func([]byte) []byte) error {
+	return c.w.Append(ctx, func(b []byte) []byte {
+		n := len(b)
+		b = encode(b)
+		c.queued.Add(int64(len(b) - n))
+		return b
+	})
+}
+
+func (c *Conn) writeBytes(ctx context.Context, p []byte) error {
+	return c.write(ctx, func(b []byte) []byte { return append(b, p...) })
+}
+
+// flush waits until everything queued so far was written (for faults
+// that must act after bytes left, such as a stall after the header).
+func (c *Conn) flush() {
+	limit := time.Now().Add(c.s.opts.WriteTimeout)
+	want := c.queued.Load()
+	for c.written.Load() < want && time.Now().Before(limit) && c.w.Err() == nil {
+		select {
+		case <-c.closing:
+			return
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // connReader is what the decoder reads from: it applies the read deadline
@@ -481,7 +513,7 @@ func (c *Conn) serve() {
 			}
 		}
 	}
-	_ = c.w.Write(context.Background(), []byte("<handshake/>"))
+	_ = c.writeBytes(context.Background(), []byte("<handshake/>"))
 	c.addr = c.name
 	c.outcome = HandshakeOK
 	s.stats.HandshakesOK++
@@ -542,7 +574,7 @@ func (c *Conn) sendHeader(id string) {
 	hdr := c.appendHeader(nil, id)
 	c.s.mu.Unlock()
 	c.headerSent.Store(true)
-	_ = c.w.Write(context.Background(), hdr)
+	_ = c.writeBytes(context.Background(), hdr)
 }
 
 // readFailed ends the connection after a read error, answering with the
@@ -646,7 +678,26 @@ func (c *Conn) drain(dec *xstream.Decoder) {
 		return
 	}
 	if dec == nil {
-		_, _ = io.Copy(io.Discard, io.LimitReader(connReader{c}, int64(c.s.opts.MaxStanzaSize)))
+		// The decoder is unusable (or there was none yet): look for the
+		// closing tag in the raw bytes.
+		var buf [4096]byte
+		var tail []byte
+		r := connReader{c}
+		for total := 0; total < c.s.opts.MaxStanzaSize; {
+			n, err := r.Read(buf[:])
+			total += n
+			tail = append(tail, buf[:n]...)
+			if bytes.Contains(tail, []byte(xstream.StreamEnd)) {
+				c.s.mu.Lock()
+				c.closedByPeer = true
+				c.s.mu.Unlock()
+				return
+			}
+			tail = tail[max(0, len(tail)-len(xstream.StreamEnd)):]
+			if err != nil {
+				return
+			}
+		}
 		return
 	}
 	for {
@@ -674,7 +725,7 @@ func (c *Conn) runFaults(p Phase, n int64, dec *xstream.Decoder) bool {
 		switch f.Action {
 		case ActionSend:
 			if c.ioUp {
-				_ = c.w.Write(context.Background(), f.Bytes)
+				_ = c.writeBytes(context.Background(), f.Bytes)
 			} else {
 				_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
 				_, _ = c.nc.Write(f.Bytes)
@@ -690,9 +741,15 @@ func (c *Conn) runFaults(p Phase, n int64, dec *xstream.Decoder) bool {
 			return true
 		case ActionReset:
 			c.setCondition("fault-reset")
+			if c.ioUp {
+				c.flush()
+			}
 			c.Reset()
 			return true
 		case ActionStall, ActionBlackhole:
+			if c.ioUp {
+				c.flush()
+			}
 			if f.Action == ActionBlackhole || f.Duration <= 0 {
 				c.setCondition("fault-blackhole")
 				c.Blackhole()
@@ -859,7 +916,7 @@ func (c *Conn) answerServerIQ(el *xstream.Element, get bool) {
 		}
 	}
 	domain := c.s.opts.Domain
-	_ = c.w.Append(context.Background(), func(b []byte) []byte {
+	_ = c.write(context.Background(), func(b []byte) []byte {
 		if isPing {
 			b = append(b, "<iq type='result'"...)
 		} else {
@@ -975,7 +1032,7 @@ func (c *Conn) Send(ctx context.Context, raw []byte) error {
 		return err
 	}
 	c.stanzasOut.Add(1)
-	return c.writeErr(c.w.Write(ctx, raw))
+	return c.writeErr(c.writeBytes(ctx, raw))
 }
 
 // SendRaw sends bytes as they are, checked for nothing (a fault: garbage,
@@ -986,7 +1043,7 @@ func (c *Conn) SendRaw(ctx context.Context, raw []byte) error {
 		return ErrConnClosed
 	default:
 	}
-	return c.writeErr(c.w.Write(ctx, raw))
+	return c.writeErr(c.writeBytes(ctx, raw))
 }
 
 // SendIQ sends an IQ of type get or set (raw, with an id) to the component
@@ -1017,7 +1074,7 @@ func (c *Conn) SendIQ(ctx context.Context, raw []byte) ([]byte, error) {
 	c.pending[id] = w
 	c.mu.Unlock()
 	c.stanzasOut.Add(1)
-	if err := c.w.Write(ctx, raw); err != nil {
+	if err := c.writeBytes(ctx, raw); err != nil {
 		c.unregister(id, w)
 		return nil, c.writeErr(err)
 	}
@@ -1069,7 +1126,7 @@ func (c *Conn) Ping(ctx context.Context) (time.Duration, error) {
 	name := c.addr
 	start := time.Now()
 	domain := c.s.opts.Domain
-	err := c.w.Append(ctx, func(b []byte) []byte {
+	err := c.write(ctx, func(b []byte) []byte {
 		b = append(b, "<iq type='get' id='"...)
 		b = append(b, idb...)
 		b = append(b, "' from='"...)
@@ -1116,7 +1173,7 @@ func (c *Conn) SendOversize(ctx context.Context, n int) error {
 	if pad < 0 || n < 128 {
 		return fmt.Errorf("%w: size %d too small", ErrBadStanza, n)
 	}
-	return c.writeErr(c.w.Append(ctx, func(b []byte) []byte {
+	return c.writeErr(c.write(ctx, func(b []byte) []byte {
 		b = append(b, head...)
 		b = append(b, bytes.Repeat([]byte{'x'}, pad)...)
 		return append(b, tail...)
