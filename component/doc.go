@@ -2,4 +2,63 @@
 // Protocol) link over an already-dialled connection: the handshake, then
 // sending, receiving and dispatching stanzas until the link ends. It never
 // reconnects; package callbridge does that.
+//
+// # Session
+//
+// NewSession runs the handshake on a connection (direct TLS already set
+// up, or plain TCP) and, on success, starts the session's loops:
+//
+//	s, err := component.NewSession(ctx, conn, component.Config{
+//		Name: "cb1", Domain: "example.com", Secret: secret, Handler: mux,
+//	})
+//	if err != nil {
+//		// component.IsPermanent(err): wrong secret, unknown name, ...
+//	}
+//	defer s.Close()
+//	<-s.Done() // s.Err() says why the link ended
+//
+// The component address is Name + "." + Domain (cb1.example.com). The
+// handshake follows XEP-0114: the server's header must be in the
+// jabber:component:accept namespace, name the component (or omit from) and
+// carry a non-empty id; nothing derived from the secret is sent otherwise.
+// The secret never appears in errors or logs.
+//
+// # Errors
+//
+// A stream error, whether the server sent it or this side did, is a
+// *StreamError wrapping mellium's stream.Error, so errors.Is(err,
+// stream.NotAuthorized) works; its message is meant for operators. Classify
+// and IsPermanent sort errors into configuration problems (wrong secret,
+// unknown name, wrong port) and passing ones (network, timeout, conflict,
+// shutdown). Sentinels (ErrClosed, ErrDisconnected, ErrTimeout, ...) cover
+// the rest.
+//
+// # Sending and receiving
+//
+// Send, SendIQ and Ping are safe for concurrent use, from handlers too.
+// Every outgoing stanza gets the component address as from unless it
+// carries one inside the component's domain; others are refused, since
+// servers end the stream for them. Stanzas queued together leave in one
+// write.
+//
+// Incoming stanzas go to a Mux: IQ get/set by payload name and namespace,
+// messages and presences by kind. Handlers run on a bounded pool of
+// workers (Config.Workers, Config.QueueSize, optionally in order per
+// sender), so a slow handler never stalls the reader. Unhandled IQs get
+// service-unavailable, handler errors become stanza errors, panics are
+// recovered. XEP-0199 pings from the server are answered on the reader
+// itself, without allocating.
+//
+// # Join requests
+//
+// NSJoin documents the shape of the WebRTC join request the XMPP server
+// forwards; Mux.HandleJoin decodes it for a typed JoinHandler, and
+// MarshalJoinIQ and ParseJoinResponse play the other side.
+//
+// # Liveness
+//
+// A single space is sent after Config.KeepaliveIdle without writes, an
+// XEP-0199 ping goes to the server every Config.PingInterval, and the link
+// is declared dead (ErrTimeout) when a ping goes unanswered or nothing is
+// read for Config.ReadTimeout. TCP keepalive is enabled on TCP connections.
 package component
