@@ -366,13 +366,17 @@ func (s *Server) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 			rr.Header().Name = "wrong." + name
 		}
 	}
+	// Like a real server: compress names, and truncate what does not fit
+	// in the client's UDP size or, over TCP, in one message.
+	m.Compress = true
+	size := dns.MaxMsgSize
 	if network == UDP {
-		size := dns.MinMsgSize
+		size = dns.MinMsgSize
 		if opt := req.IsEdns0(); opt != nil {
 			size = int(min(opt.UDPSize(), udpAdvertised))
 		}
-		m.Truncate(size)
 	}
+	m.Truncate(size)
 	_ = w.WriteMsg(m)
 }
 
