@@ -1,4 +1,53 @@
 // Package componenttest provides an in-process XMPP server that accepts
 // XEP-0114 component connections, for tests of Call Bridge programs, in the
 // spirit of net/http/httptest.
+//
+// It implements the receiving side of XEP-0114 (Jabber Component
+// Protocol) as a strict server would: its own stream header with a fresh
+// random id, a constant-time check of the <handshake/> digest, and the
+// stream errors real servers send (not-authorized for a wrong secret,
+// host-unknown for an unknown name right after the header as Prosody does,
+// conflict for a second link with the same name unless AcceptDuplicates
+// is set as on ejabberd, invalid-namespace, improper-addressing for a
+// stanza without 'from', invalid-from for a 'from' outside the component's
+// address, policy-violation beyond the stanza size limit,
+// connection-timeout on the handshake and idle deadlines). XEP-0199 pings
+// to the server domain are answered; other IQ get/set to it get
+// service-unavailable. Whitespace keepalives are accepted.
+//
+// # Use
+//
+//	srv, err := componenttest.NewServer(componenttest.Options{Domain: "example.com"})
+//	...
+//	defer srv.Close()
+//	srv.AddComponent("cb1.example.com", "s3cret") // full component address
+//	// point the Call Bridge at srv.Addr(), trusting srv.CertPool()
+//	conn, err := srv.WaitConn(ctx, "cb1.example.com")
+//	reply, err := conn.SendIQ(ctx, []byte(`<iq type='set' id='j1' from='alice@example.com/web' to='cb1.example.com'>...</iq>`))
+//	st, err := conn.Next(ctx) // anything else the component sent
+//
+// The server listens with direct TLS (TLS from the first byte, as Cisco
+// Meeting Server's Call Bridge expects) using a certificate made by an
+// in-memory CA whose pool and PEM the test reads with CertPool and RootPEM;
+// Options.Plain selects plain TCP.
+//
+// # Faults
+//
+// SetFault, SetFaultFunc and Options.Faults inject misbehaviour into
+// accepted connections at a Phase: close, TCP reset, stall, blackhole,
+// arbitrary bytes, any stream error (see-other-host with its new address,
+// system-shutdown, ...) and header tweaks (no id, empty id, wrong
+// namespace). A live Conn offers the same as methods (Reset, Stall,
+// Blackhole, SendRaw, SendStreamError, SendOversize), and RawReceived shows
+// every byte the component sent, so a test can prove for instance that no
+// <handshake> followed a header without id.
+//
+// # Restart
+//
+// Stop and Start close and reopen the listener on the same address;
+// NewServer with Options.Addr set to an earlier server's Addr brings a
+// server back where a dead one was.
+//
+// Close closes everything and returns once every goroutine of the server
+// has exited.
 package componenttest
