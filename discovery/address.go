@@ -1,7 +1,7 @@
 package discovery
 
 import (
-	"fmt"
+	"errors"
 	"net"
 	"net/netip"
 	"strconv"
@@ -47,7 +47,7 @@ func ParseAddress(s string) (Address, error) {
 	a, reason := parseAddress(s)
 	if reason != "" {
 		return Address{}, &Error{Op: "parse server address", Name: s, Kind: KindBadAddress,
-			Err: fmt.Errorf("%w: %s", ErrBadAddress, reason)}
+			Err: errors.New(reason)}
 	}
 	return a, nil
 }

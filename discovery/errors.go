@@ -25,22 +25,22 @@ type Kind int
 
 // Kinds of [Error].
 const (
-	KindUnknown      Kind = iota
-	KindBadAddress        // a setting does not parse (ErrBadAddress)
-	KindNotFound          // NXDOMAIN or no records of the type asked
-	KindNoService         // SRV target "." (ErrNoService)
-	KindNoSRV             // no SRV records (ErrNoSRV)
-	KindNoAddresses       // no target has an address (ErrNoAddresses)
-	KindTimeout           // no name server answered in time
-	KindServerFailure     // SERVFAIL or another error rcode
-	KindRefused           // REFUSED
-	KindNetwork           // the name server could not be reached
-	KindMalformed         // the reply does not parse or holds invalid records
-	KindWrongName         // the reply answers another question
-	KindTruncated         // the reply stayed truncated even over TCP
-	KindCNAMELoop         // a CNAME chain loops or is too long
-	KindTooLarge          // more records than the resolver accepts
-	KindNoNameServers     // no name server is configured
+	KindUnknown       Kind = iota
+	KindBadAddress         // a setting does not parse (ErrBadAddress)
+	KindNotFound           // NXDOMAIN or no records of the type asked
+	KindNoService          // SRV target "." (ErrNoService)
+	KindNoSRV              // no SRV records (ErrNoSRV)
+	KindNoAddresses        // no target has an address (ErrNoAddresses)
+	KindTimeout            // no name server answered in time
+	KindServerFailure      // SERVFAIL or another error rcode
+	KindRefused            // REFUSED
+	KindNetwork            // the name server could not be reached
+	KindMalformed          // the reply does not parse or holds invalid records
+	KindWrongName          // the reply answers another question
+	KindTruncated          // the reply stayed truncated even over TCP
+	KindCNAMELoop          // a CNAME chain loops or is too long
+	KindTooLarge           // more records than the resolver accepts
+	KindNoNameServers      // no name server is configured
 )
 
 var kindNames = [...]string{

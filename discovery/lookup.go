@@ -178,7 +178,7 @@ func (r *Resolver) srv(ctx context.Context, req Request, tr *tracer) ([]Endpoint
 	domain, reason := normalizeHost(req.Domain)
 	if reason != "" {
 		return nil, &Error{Op: "parse domain", Name: req.Domain, Kind: KindBadAddress,
-			Err: fmt.Errorf("%w: %s", ErrBadAddress, reason)}
+			Err: errors.New(reason)}
 	}
 	name := Service + "." + domain + "."
 	set, err := r.query(ctx, name, dns.TypeSRV, tr)
@@ -191,17 +191,18 @@ func (r *Resolver) srv(ctx context.Context, req Request, tr *tracer) ([]Endpoint
 			why = "no SRV records (NXDOMAIN)"
 		}
 		if !req.FallbackToDomain {
-			return nil, &Error{Op: "lookup SRV", Name: name, Kind: KindNoSRV, Err: fmt.Errorf("%w: %s", ErrNoSRV, strings.TrimPrefix(why, "no SRV records "))}
+			return nil, &Error{Op: "lookup SRV", Name: name, Kind: KindNoSRV, Err: errors.New(why)}
 		}
 		ep := Endpoint{Target: domain, Port: DefaultPort, TTL: set.ttl, Note: why + "; fell back to the domain on port 5223"}
-		tr.add(TraceEntry{Name: name, Type: "SRV", Source: SourceCache, Note: ep.Note})
+		tr.add(TraceEntry{Name: name, Type: "SRV", Source: SourceNote, Note: ep.Note})
 		if set.stale {
 			tr.add(TraceEntry{Name: name, Type: "SRV", Source: SourceStale, Note: "the negative answer is stale"})
 		}
 		return r.resolveTargets(ctx, []Endpoint{ep}, nil, req.PreferIPv6, tr)
 	}
 	if len(set.records) == 1 && set.records[0].(*dns.SRV).Target == "." {
-		return nil, &Error{Op: "lookup SRV", Name: name, Kind: KindNoService, Err: ErrNoService}
+		return nil, &Error{Op: "lookup SRV", Name: name, Kind: KindNoService,
+			Err: errors.New(`the domain publishes no such service (single SRV target ".")`)}
 	}
 	srvTTL := set.ttl
 	seen := make(map[string]bool)
@@ -212,10 +213,10 @@ func (r *Resolver) srv(ctx context.Context, req Request, tr *tracer) ([]Endpoint
 		key := fmt.Sprintf("%s:%d", target, s.Port)
 		switch {
 		case target == "":
-			tr.add(TraceEntry{Name: name, Type: "SRV", Source: SourceNetwork, Note: "ignored target \".\" listed beside other records"})
+			tr.add(TraceEntry{Name: name, Type: "SRV", Source: SourceNote, Note: "ignored target \".\" listed beside other records"})
 			continue
 		case !validHostName(target) || s.Port == 0:
-			tr.add(TraceEntry{Name: name, Type: "SRV", Source: SourceNetwork, Note: "ignored invalid record: " + s.String()})
+			tr.add(TraceEntry{Name: name, Type: "SRV", Source: SourceNote, Note: "ignored invalid record: " + s.String()})
 			continue
 		case seen[key]:
 			continue
@@ -229,7 +230,7 @@ func (r *Resolver) srv(ctx context.Context, req Request, tr *tracer) ([]Endpoint
 	}
 	if len(eps) == 0 {
 		return nil, &Error{Op: "lookup SRV", Name: name, Kind: KindNoAddresses,
-			Err: fmt.Errorf("%w: no usable SRV target", ErrNoAddresses)}
+			Err: errors.New("no usable SRV target")}
 	}
 	return r.resolveTargets(ctx, eps, set.extra, req.PreferIPv6, tr)
 }
@@ -304,15 +305,19 @@ func (r *Resolver) resolveTargets(ctx context.Context, eps []Endpoint, extra []d
 	for _, ep := range eps {
 		fam := res[index[ep.Target]]
 		if len(fam[0].addrs)+len(fam[1].addrs) == 0 {
-			why := errors.Join(fam[0].err, fam[1].err)
-			note := "skipped " + ep.Target + ": no A or AAAA records"
-			if why != nil {
-				note = "skipped " + ep.Target + ": " + why.Error()
-				errs = append(errs, why)
-			} else {
-				errs = append(errs, &Error{Op: "lookup A/AAAA", Name: ep.Target, Kind: KindNotFound})
+			var why error = &Error{Op: "lookup A/AAAA", Name: ep.Target, Kind: KindNotFound,
+				Err: errors.New("no A or AAAA records")}
+			switch {
+			case fam[0].err != nil && fam[1].err != nil:
+				why = joinErrors("A and AAAA lookups failed", []error{fam[0].err, fam[1].err})
+			case fam[0].err != nil:
+				why = fam[0].err
+			case fam[1].err != nil:
+				why = fam[1].err
 			}
-			tr.add(TraceEntry{Name: ep.Target + ".", Type: "A/AAAA", Source: SourceCache, Note: note})
+			errs = append(errs, why)
+			tr.add(TraceEntry{Name: ep.Target + ".", Type: "A/AAAA", Source: SourceNote, Err: why,
+				Note: "skipped target " + ep.Target + ": no usable address"})
 			continue
 		}
 		if preferV6 {
@@ -336,10 +341,35 @@ func (r *Resolver) resolveTargets(ctx context.Context, eps []Endpoint, extra []d
 	}
 	if len(out) == 0 {
 		return nil, &Error{Op: "lookup A/AAAA", Name: strings.Join(targets, ", "), Kind: KindNoAddresses,
-			Err: fmt.Errorf("%w: %w", ErrNoAddresses, errors.Join(errs...))}
+			Err: joinErrors("no target has an address", errs)}
 	}
 	return out, nil
 }
+
+// joinedError lists several causes on one line; errors.Is and errors.As
+// see each of them.
+type joinedError struct {
+	prefix string
+	errs   []error
+}
+
+func joinErrors(prefix string, errs []error) error { return &joinedError{prefix, errs} }
+
+func (e *joinedError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.prefix)
+	for i, err := range e.errs {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+func (e *joinedError) Unwrap() []error { return e.errs }
 
 func joinNote(a, b string) string {
 	if a == "" {

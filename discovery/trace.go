@@ -16,6 +16,7 @@ const (
 	SourceStale                    // an expired cached answer, served because every name server failed (RFC 8767)
 	SourceShared                   // a concurrent identical query's answer
 	SourceAdditional               // the additional section of the SRV reply
+	SourceNote                     // no answer: a decision of the resolver, explained in Note
 )
 
 // String names s.
@@ -31,6 +32,8 @@ func (s Source) String() string {
 		return "shared"
 	case SourceAdditional:
 		return "additional"
+	case SourceNote:
+		return "note"
 	}
 	return "unknown"
 }

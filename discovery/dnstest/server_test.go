@@ -339,3 +339,17 @@ func TestBadZone(t *testing.T) {
 	_, err := dnstest.NewServer("x IN SRV nonsense")
 	assert.Error(t, err)
 }
+
+func TestLargeSRVAnswerFitsOverTCP(t *testing.T) {
+	srv := newServer(t)
+	for i := range 1000 {
+		rr, err := dns.NewRR(fmt.Sprintf("_xmpp-component._tcp.example.com. 60 IN SRV 0 0 5223 host%d.example.com.", i))
+		require.NoError(t, err)
+		srv.Add(rr)
+	}
+	m := ask(t, srv, "udp", "_xmpp-component._tcp.example.com", dns.TypeSRV)
+	assert.True(t, m.Truncated)
+	m = ask(t, srv, "tcp", "_xmpp-component._tcp.example.com", dns.TypeSRV)
+	assert.False(t, m.Truncated)
+	assert.Len(t, m.Answer, 1000, "names are compressed so that 1000 records fit in one message")
+}
