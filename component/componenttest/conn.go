@@ -1189,7 +1189,8 @@ func (c *Conn) SendOversize(ctx context.Context, n int) error {
 // SendStreamError sends a stream error (any condition, with Content for
 // see-other-host and optional text) and </stream:stream>, then waits until
 // the connection has ended (the peer closed its stream, or CloseTimeout
-// passed) or ctx ends.
+// passed) or ctx ends. It is meant for established links; to send an
+// error during the handshake, use a Fault with ActionStreamError.
 func (c *Conn) SendStreamError(ctx context.Context, e stream.Error) error {
 	select {
 	case <-c.done:

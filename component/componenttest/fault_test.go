@@ -246,6 +246,11 @@ func TestHeaderTweaks(t *testing.T) {
 			require.ErrorAs(t, err, &he)
 			assert.Equal(t, "invalid-namespace", he.Condition)
 		}, true},
+		{"raw header", HeaderTweak{Raw: []byte("<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' from='cb1.example.com' version='1.0'>")}, func(t *testing.T, h xstream.Header, err error) {
+			require.NoError(t, err)
+			assert.Empty(t, h.ID)
+			assert.Equal(t, "1.0", h.Version)
+		}, true},
 		{"omit from", HeaderTweak{OmitFrom: true}, func(t *testing.T, h xstream.Header, err error) {
 			require.NoError(t, err)
 			assert.Empty(t, h.From)

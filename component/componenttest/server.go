@@ -66,7 +66,9 @@ type Stats struct {
 	HandshakesOK int64
 	// HandshakesFailed counts failed handshakes by the stream error
 	// condition sent ("not-authorized", "host-unknown", "conflict", ...),
-	// or "disconnected" when the peer left or a fault cut the connection.
+	// or by what else ended them: "closed-by-peer" (the peer sent
+	// </stream:stream>), "disconnected" (the peer went away), "tls" (TLS
+	// handshake failed), "fault-close", "fault-reset", "fault-blackhole".
 	HandshakesFailed map[string]int64
 	// StanzasIn and StanzasOut count top-level elements after the
 	// handshake (keepalives excluded), over all connections.
