@@ -66,6 +66,8 @@ func parseAddress(s string) (Address, string) {
 		return Address{}, "contains white space"
 	case strings.ContainsAny(s, "/?#@"):
 		return Address{}, "contains one of / ? # @; want host[:port]"
+	case strings.Contains(s, "%"):
+		return Address{}, "contains '%' (IPv6 zones are not supported)"
 	}
 	host, portStr, hasPort := s, "", false
 	switch {

@@ -78,6 +78,7 @@ func TestParseAddressErrors(t *testing.T) {
 		{"ipv4 leading zero", "192.0.2.01"},
 		{"numeric tld", "a.123"},
 		{"double colon host", "h.example:52:23"},
+		{"ipv6 zone", "[fe80::1%eth0]:5223"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

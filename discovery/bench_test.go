@@ -15,7 +15,7 @@ import (
 func BenchmarkLookupCached(b *testing.B) {
 	srv := newServer(b, zone)
 	r := newResolver(newClock(), srv)
-	r.Rand = nil // the global source, as in production
+	r.Rand, r.Now = nil, nil // as in production
 	ctx := context.Background()
 	req := Request{Domain: "example.com"}
 	_, err := r.Lookup(ctx, req)

@@ -40,6 +40,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16, tr *tra
 			r.mu.Unlock()
 			set := *e.set
 			set.ttl = e.expires.Sub(now)
+			set.extra = nil // its records were cached on their own (storeExtra)
 			tr.add(TraceEntry{Name: key.name, Type: typ, Source: SourceCache, Answers: presentation(set.records, r.maxRecords()),
 				Note: fmt.Sprintf("cached, expires in %s", set.ttl.Round(time.Second))})
 			return &set, nil
@@ -105,6 +106,7 @@ func (r *Resolver) resolve(ctx context.Context, key cacheKey, tr *tracer) (*rrse
 		}
 		stale := *ent.set
 		stale.ttl = staleTTL
+		stale.extra = nil
 		stale.stale = true
 		tr.add(TraceEntry{Name: key.name, Type: dns.TypeToString[key.qtype], Source: SourceStale, Err: err,
 			Answers: presentation(stale.records, r.maxRecords()),
@@ -115,7 +117,37 @@ func (r *Resolver) resolve(ctx context.Context, key cacheKey, tr *tracer) (*rrse
 	if set.ttl > 0 {
 		r.store(key, set, now)
 	}
+	r.storeExtra(set.extra, now)
 	return set, nil
+}
+
+// storeExtra caches the A/AAAA record sets of an SRV reply's additional
+// section, so that they can stand in for queries until their own TTL ends,
+// unless a fresh answer is cached already.
+func (r *Resolver) storeExtra(extra []dns.RR, now time.Time) {
+	sets := make(map[cacheKey]*rrset)
+	for _, rr := range extra {
+		if checkRecord(rr) != nil {
+			continue
+		}
+		k := cacheKey{dns.CanonicalName(rr.Header().Name), rr.Header().Rrtype}
+		set := sets[k]
+		if set == nil {
+			set = &rrset{final: k.name, ttl: forever}
+			sets[k] = set
+		}
+		set.records = append(set.records, rr)
+		set.ttl = min(set.ttl, ttlOf(rr))
+	}
+	for k, set := range sets {
+		set.ttl = r.clampTTL(set.ttl)
+		r.mu.Lock()
+		e := r.cache[k]
+		r.mu.Unlock()
+		if set.ttl > 0 && (e == nil || !now.Before(e.expires)) {
+			r.store(k, set, now)
+		}
+	}
 }
 
 func staleable(k Kind) bool {

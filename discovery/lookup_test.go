@@ -461,6 +461,15 @@ func TestCacheTTL(t *testing.T) {
 	assert.Equal(t, first+3, srv.Count("", 0, ""), "the 60 s answers asked again: xmpp2 AAAA, backup A and AAAA")
 	assert.Equal(t, 2, srv.Count("backup.example.com", dns.TypeAAAA, ""))
 
+	// At 130 s xmpp2's A record (120 s, from the additional section) has
+	// expired while the SRV answer (300 s) has not: it is asked for.
+	clk.Add(69 * time.Second)
+	_, err = r.Lookup(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, 1, srv.Count(srvName, dns.TypeSRV, ""))
+	assert.Equal(t, 1, srv.Count("xmpp2.example.com", dns.TypeA, ""))
+	assert.Zero(t, srv.Count("xmpp1.example.com", 0, ""), "xmpp1's additional records are still fresh")
+
 	clk.Add(300 * time.Second)
 	_, err = r.Lookup(ctx, req)
 	require.NoError(t, err)
