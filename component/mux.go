@@ -186,7 +186,8 @@ func (s *Session) route(el *xstream.Element) bool {
 		s.log.Debug("ignoring unknown top-level element", slog.String("name", truncate(el.Name(), 64)))
 		return true
 	}
-	fromRaw, _ := el.Attr("from")
+	a := scanAttrs(el)
+	fromRaw := a.from
 	if kind != KindIQ {
 		var h StanzaHandler
 		if s.mux != nil {
@@ -199,14 +200,13 @@ func (s *Session) route(el *xstream.Element) bool {
 			s.stats.dropped.Add(1)
 			return true
 		}
-		return s.enqueue(&job{st: copyStanza(el, kind)}, fromRaw)
+		return s.enqueue(&job{st: copyStanza(el, &a, kind)}, fromRaw)
 	}
-	typ, _ := el.Attr("type")
+	typ := a.typ
 	switch string(typ) {
 	case "get", "set":
 	case "result", "error":
-		id, _ := el.Attr("id")
-		if !s.deliver(id, fromRaw, func() *Stanza { return copyStanza(el, KindIQ) }) {
+		if !s.deliver(a.id, fromRaw, func() *Stanza { return copyStanza(el, &a, KindIQ) }) {
 			s.stats.dropped.Add(1)
 			s.log.Debug("dropping IQ reply nobody waits for (unknown id or wrong sender)",
 				slog.String("from", truncate(fromRaw, 256)))
@@ -218,19 +218,19 @@ func (s *Session) route(el *xstream.Element) bool {
 	}
 	name, ns, ok := el.FirstChild()
 	if !ok {
-		s.replyErrorRaw(el, stanza.Error{Type: stanza.Modify, Condition: stanza.BadRequest})
+		s.replyErrorRaw(&a, stanza.Error{Type: stanza.Modify, Condition: stanza.BadRequest})
 		return true
 	}
 	if string(typ) == "get" && string(ns) == NSPing && string(name) == "ping" {
-		s.replyPing(el)
+		s.replyPing(&a)
 		return true
 	}
 	h := s.mux.lookupIQ(name, ns)
 	if h == nil {
-		s.replyErrorRaw(el, stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable})
+		s.replyErrorRaw(&a, stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable})
 		return true
 	}
-	return s.enqueue(&job{st: copyStanza(el, KindIQ), iq: h}, fromRaw)
+	return s.enqueue(&job{st: copyStanza(el, &a, KindIQ), iq: h}, fromRaw)
 }
 
 // replyFrom is the from of a reply: the request's to when it is ours.
@@ -243,64 +243,58 @@ func (s *Session) replyFrom(toRaw []byte) []byte {
 
 // replyPing answers a ping without allocating: attributes are copied as
 // received (they are already escaped).
-func (s *Session) replyPing(el *xstream.Element) {
-	id, _ := el.Attr("id")
-	from, _ := el.Attr("from")
-	to, _ := el.Attr("to")
-	to = s.replyFrom(to)
-	err := s.w.Append(s.ctx, func(b []byte) []byte {
-		b = append(b, "<iq type='result'"...)
-		b = appendRawAttr(b, "id", id)
-		if len(to) > 0 {
-			b = appendRawAttr(b, "from", to)
-		} else {
-			b = xstream.AppendAttr(b, "from", s.cfg.addrStr)
-		}
-		if len(from) > 0 {
-			b = appendRawAttr(b, "to", from)
-		}
-		return append(b, "/>"...)
-	})
-	if err == nil {
-		s.stats.out.Add(1)
-		s.stats.pingsAnswered.Add(1)
+func (s *Session) replyPing(a *rawAttrs) {
+	id, from, to := a.id, a.from, s.replyFrom(a.to)
+	b := s.rbatch
+	b = append(b, "<iq type='result'"...)
+	b = appendRawAttr(b, "id", id)
+	if len(to) > 0 {
+		b = appendRawAttr(b, "from", to)
+	} else {
+		b = xstream.AppendAttr(b, "from", s.cfg.addrStr)
+	}
+	if len(from) > 0 {
+		b = appendRawAttr(b, "to", from)
+	}
+	s.rbatch = append(b, "/>"...)
+	s.rcount++
+	s.stats.pingsAnswered.Add(1)
+	if len(s.rbatch) >= maxReplyBatch {
+		s.flushReplies()
 	}
 }
 
 // replyErrorRaw answers a request with a stanza error, to and from swapped.
-func (s *Session) replyErrorRaw(el *xstream.Element, se stanza.Error) {
-	id, _ := el.Attr("id")
-	from, _ := el.Attr("from")
-	to, _ := el.Attr("to")
-	to = s.replyFrom(to)
-	err := s.w.Append(s.ctx, func(b []byte) []byte {
-		b = append(b, "<iq type='error'"...)
-		b = appendRawAttr(b, "id", id)
-		if len(to) > 0 {
-			b = appendRawAttr(b, "from", to)
-		} else {
-			b = xstream.AppendAttr(b, "from", s.cfg.addrStr)
-		}
-		if len(from) > 0 {
-			b = appendRawAttr(b, "to", from)
-		}
-		b = append(b, '>')
-		b = appendStanzaError(b, se)
-		return append(b, "</iq>"...)
-	})
-	if err == nil {
-		s.stats.out.Add(1)
+func (s *Session) replyErrorRaw(a *rawAttrs, se stanza.Error) {
+	id, from, to := a.id, a.from, s.replyFrom(a.to)
+	b := s.rbatch
+	b = append(b, "<iq type='error'"...)
+	b = appendRawAttr(b, "id", id)
+	if len(to) > 0 {
+		b = appendRawAttr(b, "from", to)
+	} else {
+		b = xstream.AppendAttr(b, "from", s.cfg.addrStr)
+	}
+	if len(from) > 0 {
+		b = appendRawAttr(b, "to", from)
+	}
+	b = append(b, '>')
+	b = appendStanzaError(b, se)
+	s.rbatch = append(b, "</iq>"...)
+	s.rcount++
+	if len(s.rbatch) >= maxReplyBatch {
+		s.flushReplies()
 	}
 }
 
 // copyStanza copies an element out of the decoder's buffer.
-func copyStanza(el *xstream.Element, kind Kind) *Stanza {
+func copyStanza(el *xstream.Element, a *rawAttrs, kind Kind) *Stanza {
 	st := &Stanza{
 		Kind:    kind,
-		Type:    el.AttrString("type"),
-		ID:      el.AttrString("id"),
-		fromRaw: el.AttrString("from"),
-		toRaw:   el.AttrString("to"),
+		Type:    unescape(a.typ),
+		ID:      unescape(a.id),
+		fromRaw: unescape(a.from),
+		toRaw:   unescape(a.to),
 		Raw:     bytes.Clone(el.Raw),
 	}
 	if name, ns, ok := el.FirstChild(); ok {
@@ -311,6 +305,18 @@ func copyStanza(el *xstream.Element, kind Kind) *Stanza {
 		st.payloadNS, _ = xstream.Unescape(ns)
 	}
 	return st
+}
+
+// unescape returns an attribute value unescaped, "" when invalid.
+func unescape(raw []byte) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	v, err := xstream.Unescape(raw)
+	if err != nil {
+		return ""
+	}
+	return v
 }
 
 // parseAddrs parses From and To. It is costly (PRECIS), so it runs off the

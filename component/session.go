@@ -54,6 +54,12 @@ type Session struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
+	// Replies the reader writes itself (pings, errors) are batched here and
+	// queued in one Append when the reader is about to read again, so a
+	// burst of requests read at once is answered in one write.
+	rbatch []byte
+	rcount uint64
+
 	stats counters
 }
 
@@ -130,11 +136,15 @@ func NewSession(ctx context.Context, conn net.Conn, cfg Config) (*Session, error
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithValue(context.Background(), sessionKey{}, s))
 	s.w = xstream.NewWriter(conn, 0, set.WriteTimeout)
+	s.rd.flush = s.flushReplies
 	if set.ReadTimeout > 0 {
 		s.rd.timeout = set.ReadTimeout
 		s.rd.margin = set.ReadTimeout / 16
 	}
-	s.startWorkers()
+	if s.mux != nil {
+		// Without a Mux nothing reaches a worker: don't start any.
+		s.startWorkers()
+	}
 	go s.readLoop()
 	go s.run()
 	s.log.Info("component link up")
@@ -365,12 +375,16 @@ func (s *Session) teardown() {
 // syscall per stanza: the deadline is refreshed at most every margin.
 type deadlineReader struct {
 	conn    net.Conn
+	flush   func()        // called before blocking, to send the replies batched so far
 	timeout time.Duration // 0: no deadline (handshake, or disabled)
 	margin  time.Duration
 	last    time.Time
 }
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
+	if r.flush != nil {
+		r.flush()
+	}
 	if r.timeout > 0 {
 		if now := time.Now(); now.Sub(r.last) >= r.margin {
 			_ = r.conn.SetReadDeadline(now.Add(r.timeout + r.margin))
@@ -388,6 +402,24 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 	}
 	return 0, io.ErrNoProgress
 }
+
+// flushReplies queues the reader's batched replies (reader goroutine only).
+func (s *Session) flushReplies() {
+	if len(s.rbatch) == 0 {
+		return
+	}
+	err := s.w.Append(s.ctx, func(b []byte) []byte { return append(b, s.rbatch...) })
+	if err == nil {
+		s.stats.out.Add(s.rcount)
+	}
+	s.rbatch, s.rcount = s.rbatch[:0], 0
+	if cap(s.rbatch) > maxReplyBatch {
+		s.rbatch = nil
+	}
+}
+
+// maxReplyBatch bounds the reader's reply batch.
+const maxReplyBatch = 64 << 10
 
 // readLoop reads and routes stanzas until the link ends.
 func (s *Session) readLoop() {

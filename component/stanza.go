@@ -267,6 +267,62 @@ func errorFromHandler(err error) stanza.Error {
 	return stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError}
 }
 
+// rawAttrs are the routing attributes of a stanza, still escaped.
+type rawAttrs struct{ typ, id, from, to []byte }
+
+// scanAttrs reads the routing attributes of a start tag in one pass (the
+// reader's hot path; xstream's Attr would scan the tag once per name).
+func scanAttrs(el *xstream.Element) (a rawAttrs) {
+	tag := el.StartTag()[1+len(el.Name()):]
+	for {
+		i := 0
+		for i < len(tag) && isSpace(tag[i]) {
+			i++
+		}
+		tag = tag[i:]
+		n := 0
+		for n < len(tag) && tag[n] != '=' && !isSpace(tag[n]) && tag[n] != '>' && tag[n] != '/' {
+			n++
+		}
+		if n == 0 {
+			return a
+		}
+		name := tag[:n]
+		i = n
+		for i < len(tag) && isSpace(tag[i]) {
+			i++
+		}
+		if i >= len(tag) || tag[i] != '=' {
+			return a
+		}
+		i++
+		for i < len(tag) && isSpace(tag[i]) {
+			i++
+		}
+		if i >= len(tag) || (tag[i] != '"' && tag[i] != '\'') {
+			return a
+		}
+		j := bytes.IndexByte(tag[i+1:], tag[i])
+		if j < 0 {
+			return a
+		}
+		val := tag[i+1 : i+1+j]
+		tag = tag[i+2+j:]
+		switch string(name) {
+		case "type":
+			a.typ = val
+		case "id":
+			a.id = val
+		case "from":
+			a.from = val
+		case "to":
+			a.to = val
+		}
+	}
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
 // domainOf returns the domainpart of a raw JID (no unescaping: a domain
 // holds no XML-special characters).
 func domainOf(raw []byte) []byte {

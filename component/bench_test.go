@@ -1,0 +1,298 @@
+package component_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mcomponent "mellium.im/xmpp/component"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/mux"
+	"mellium.im/xmpp/ping"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/component/componenttest"
+)
+
+const benchHeader = "<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' from='cb1.example.com' id='3BF96D32'>"
+
+// pipeServer plays a minimal server on a net.Pipe: header, id, accept any
+// handshake, then drain until the client closes.
+func pipeServer(c net.Conn) {
+	defer c.Close()
+	buf := make([]byte, 4096)
+	var got []byte
+	readUntil := func(marker string) bool {
+		for !bytes.Contains(got, []byte(marker)) {
+			n, err := c.Read(buf)
+			if err != nil {
+				return false
+			}
+			got = append(got, buf[:n]...)
+		}
+		got = got[:0]
+		return true
+	}
+	if !readUntil(">") {
+		return
+	}
+	if _, err := c.Write([]byte(benchHeader)); err != nil {
+		return
+	}
+	if !readUntil("</handshake>") {
+		return
+	}
+	if _, err := c.Write([]byte("<handshake/>")); err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, c)
+}
+
+// minimalHandshake is the least a client can do: no validation beyond
+// finding the id and the empty handshake.
+func minimalHandshake(c net.Conn, to, secret string) error {
+	if _, err := c.Write([]byte("<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='" + to + "'>")); err != nil {
+		return err
+	}
+	buf := make([]byte, 4096)
+	var got []byte
+	for !bytes.Contains(got, []byte(">")) {
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		got = append(got, buf[:n]...)
+	}
+	i := bytes.Index(got, []byte("id='"))
+	if i < 0 {
+		return errors.New("no id")
+	}
+	id := got[i+4:]
+	id = id[:bytes.IndexByte(id, '\'')]
+	sum := sha1.Sum(append(append([]byte(nil), id...), secret...))
+	if _, err := c.Write([]byte("<handshake>" + hex.EncodeToString(sum[:]) + "</handshake>")); err != nil {
+		return err
+	}
+	got = got[:0]
+	for !bytes.Contains(got, []byte("<handshake/>")) {
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		got = append(got, buf[:n]...)
+	}
+	return nil
+}
+
+func benchCfg() component.Config {
+	return component.Config{Name: "cb1", Domain: "example.com", Secret: secret, KeepaliveIdle: -1, PingInterval: -1}
+}
+
+// BenchmarkHandshake measures one handshake (and teardown) per op.
+// pipe/*: protocol cost only, over net.Pipe against a scripted server.
+// tls/*: a TCP+TLS dial on loopback plus the handshake, against componenttest.
+func BenchmarkHandshake(b *testing.B) {
+	ctx := context.Background()
+	addrJID := jid.MustParse(addr)
+	clients := []struct {
+		name string
+		run  func(c net.Conn) error
+	}{
+		{"cblink", func(c net.Conn) error {
+			s, err := component.NewSession(ctx, c, benchCfg())
+			if err != nil {
+				return err
+			}
+			s.Abort()
+			return nil
+		}},
+		{"minimal", func(c net.Conn) error {
+			err := minimalHandshake(c, addr, secret)
+			c.Close()
+			return err
+		}},
+		{"mellium", func(c net.Conn) error {
+			s, err := mcomponent.NewSession(ctx, addrJID, []byte(secret), c)
+			if err != nil {
+				return err
+			}
+			_ = s.Close()
+			return c.Close()
+		}},
+	}
+	for _, cl := range clients {
+		b.Run("pipe/"+cl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c, srv := net.Pipe()
+				done := make(chan struct{})
+				go func() { pipeServer(srv); close(done) }()
+				if err := cl.run(c); err != nil {
+					b.Fatal(err)
+				}
+				<-done
+			}
+		})
+	}
+	srv, err := componenttest.NewServer(componenttest.Options{
+		Components: map[string]string{addr: secret}, AcceptDuplicates: true, MaxRawLog: -1,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	tlsCfg := srv.ClientTLSConfig()
+	tlsCfg.ClientSessionCache = nil
+	for _, cl := range clients {
+		b.Run("tls/"+cl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c, err := tls.Dial("tcp", srv.Addr(), tlsCfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := cl.run(c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// roundTrips runs b.N operations with inFlight concurrent callers and
+// reports round trips per second.
+func roundTrips(b *testing.B, inFlight int, op func(ctx context.Context, i int64) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Pointer[error]
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for range inFlight {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				if err := op(ctx, i); err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	b.StopTimer()
+	if p := failed.Load(); p != nil {
+		b.Fatal(*p)
+	}
+	b.ReportMetric(float64(b.N)/el.Seconds(), "rt/s")
+}
+
+type benchLink struct {
+	srv  *componenttest.Server
+	conn *componenttest.Conn
+	stop func()
+}
+
+// link connects one client (cblink or mellium) over direct TLS on loopback.
+func link(b *testing.B, client string, m *component.Mux) *benchLink {
+	srv, err := componenttest.NewServer(componenttest.Options{Components: map[string]string{addr: secret}, MaxRawLog: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := tls.Dial("tcp", srv.Addr(), srv.ClientTLSConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var stop func()
+	switch client {
+	case "cblink":
+		cfg := benchCfg()
+		cfg.Handler = m
+		s, err := component.NewSession(ctx, c, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stop = func() { s.Abort() }
+	case "mellium":
+		s, err := mcomponent.NewSession(ctx, jid.MustParse(addr), []byte(secret), c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = s.Serve(mux.New("jabber:component:accept", ping.Handle()))
+		}()
+		stop = func() { _ = s.Close(); c.Close(); <-done }
+	}
+	conn, err := srv.WaitConn(ctx, addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &benchLink{srv: srv, conn: conn, stop: func() { stop(); srv.Close() }}
+}
+
+// BenchmarkPing: the server pings the component, which answers; mellium's
+// xmpp.Session with its ping handler is the baseline on the same server.
+func BenchmarkPing(b *testing.B) {
+	for _, client := range []string{"cblink", "mellium"} {
+		for _, inFlight := range []int{1, 64} {
+			b.Run(fmt.Sprintf("%s/inflight=%d", client, inFlight), func(b *testing.B) {
+				l := link(b, client, nil)
+				defer l.stop()
+				roundTrips(b, inFlight, func(ctx context.Context, _ int64) error {
+					_, err := l.conn.Ping(ctx)
+					return err
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkJoin: the server forwards join requests, a JoinHandler accepts
+// them. Allocations count both sides (componenttest runs in process).
+// BenchmarkPing/cblink is the baseline of the same link without decoding
+// or a worker hop.
+func BenchmarkJoin(b *testing.B) {
+	m := component.NewMux()
+	m.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		return &component.JoinResult{Session: req.Call}, nil
+	})
+	guest := jid.MustParse("guest123@example.com/webrtc")
+	for _, inFlight := range []int{1, 64} {
+		b.Run(fmt.Sprintf("inflight=%d", inFlight), func(b *testing.B) {
+			l := link(b, "cblink", m)
+			defer l.stop()
+			to := jid.MustParse(addr)
+			roundTrips(b, inFlight, func(ctx context.Context, i int64) error {
+				req := component.JoinRequest{From: guest, ID: fmt.Sprint("j", i), Call: "1234", Passcode: "42", DisplayName: "Guest"}
+				reply, err := l.conn.SendIQ(ctx, component.MarshalJoinIQ(&req, to))
+				if err != nil {
+					return err
+				}
+				if !bytes.Contains(reply, []byte("type='result'")) {
+					return fmt.Errorf("join refused: %s", reply)
+				}
+				return nil
+			})
+		})
+	}
+}
