@@ -1,0 +1,46 @@
+package callbridge
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+)
+
+func TestBackoffGrowsAndCaps(t *testing.T) {
+	b := Backoff{Base: 100 * time.Millisecond, Max: time.Second, Multiplier: 2}.withDefaults()
+	want := []time.Duration{100, 200, 400, 800, 1000, 1000}
+	for i, w := range want {
+		assert.Equal(t, w*time.Millisecond, b.ceiling(i+1), "failure %d", i+1)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for f := 1; f < 50; f++ {
+		d := b.delay(f, r)
+		assert.Greater(t, d, time.Duration(0))
+		assert.LessOrEqual(t, d, b.ceiling(f))
+	}
+}
+
+func TestBackoffJitterSpreads(t *testing.T) {
+	b := Backoff{Base: time.Second, Max: time.Second}.withDefaults()
+	r := rand.New(rand.NewPCG(3, 4))
+	var low, high int
+	for range 1000 {
+		if b.delay(1, r) < 500*time.Millisecond {
+			low++
+		} else {
+			high++
+		}
+	}
+	// Full jitter: about half below the midpoint.
+	assert.InDelta(t, 500, low, 80)
+	assert.InDelta(t, 500, high, 80)
+}
+
+func TestBackoffDefaults(t *testing.T) {
+	b := Backoff{}.withDefaults()
+	assert.Equal(t, DefaultBackoff, b)
+	b = Backoff{Base: time.Minute, Max: time.Second}.withDefaults()
+	assert.Equal(t, time.Minute, b.Max, "max is raised to base")
+}

@@ -1,0 +1,340 @@
+package callbridge
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/net/idna"
+
+	"github.com/cblink/cblink/discovery"
+	"github.com/cblink/cblink/tlsverify"
+)
+
+// Config holds a Call Bridge's XMPP settings. The first four fields are the
+// settings of CMS's "XMPP Server Settings" page and of its API object
+// /configuration/xmpp; everything else has a working default, so a Config
+// with those four set is complete. Config is copied by New and Update;
+// changing it afterwards has no effect.
+type Config struct {
+	// Name is the Call Bridge's unique name, without a domain part ("cb1").
+	// The component address is Name + "." + Domain unless ComponentAddress
+	// is set.
+	Name string
+	// Domain is the XMPP domain ("example.com").
+	Domain string
+	// Server is the XMPP server's address, "host[:port]" (port 5223 when
+	// omitted). Empty means: find the servers with a DNS SRV lookup of
+	// _xmpp-component._tcp.<Domain>.
+	Server string
+	// Secret is the shared secret set on the XMPP server for Name. It is
+	// never logged and never part of an error. Exactly one of Secret,
+	// SecretFile and SecretEnv must be set.
+	Secret string
+	// SecretFile names a file holding the secret (one trailing newline is
+	// ignored). It is read by New and Update.
+	SecretFile string
+	// SecretEnv names an environment variable holding the secret. It is
+	// read by New and Update.
+	SecretEnv string
+
+	// RootCAs are the CAs trusted to sign the server's certificate; nil
+	// means the system pool, or RootCAFile when that is set.
+	RootCAs *x509.CertPool
+	// RootCAFile names a PEM bundle of trusted CAs (an internal CA).
+	RootCAFile string
+	// ServerName overrides the FQDN the certificate must name besides the
+	// domain. By default it is the SRV target, or the host of Server. Set
+	// it when Server is "localhost:5223" on a combined server.
+	ServerName string
+	// SNI overrides the TLS server name sent; the default is Domain.
+	SNI string
+	// TLSPolicy selects which names the certificate must carry; the zero
+	// value requires both the domain and the server FQDN.
+	TLSPolicy tlsverify.Policy
+	// Pins are SHA-256 SPKI pins trusted besides RootCAs (see tlsverify).
+	Pins []string
+	// InsecureSkipAllVerification turns certificate verification off. For
+	// lab use only: anyone on the path can then impersonate the server.
+	InsecureSkipAllVerification bool
+
+	// ComponentAddress overrides the component's address (the default is
+	// Name + "." + Domain).
+	ComponentAddress string
+
+	// NameServers are the DNS servers ("host:port") used for SRV and
+	// address lookups; nil means those of /etc/resolv.conf.
+	NameServers []string
+	// FallbackToDomain makes a domain without any SRV record be tried as
+	// <Domain>:5223.
+	FallbackToDomain bool
+
+	// DialTimeout bounds the TCP connection to one endpoint (all its
+	// addresses, raced); default 10s.
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds TLS plus the component handshake; default 15s.
+	HandshakeTimeout time.Duration
+	// KeepaliveIdle is how long the link may be silent before a whitespace
+	// keepalive is sent; default 60s (component's default).
+	KeepaliveIdle time.Duration
+	// PingInterval enables an XEP-0199 ping to the server at that interval;
+	// default 30s. Negative disables it.
+	PingInterval time.Duration
+	// PingTimeout is how long a ping may go unanswered before the link is
+	// declared dead; default 10s.
+	PingTimeout time.Duration
+	// ReadTimeout is how long the link may stay silent before it is
+	// declared dead; default 3 * PingInterval (or 5 minutes without ping).
+	ReadTimeout time.Duration
+
+	// Backoff sets the waits between connection cycles.
+	Backoff Backoff
+	// StopOnPermanentError makes Run return a permanent error (wrong secret,
+	// unknown name) instead of retrying at Backoff.Max as CMS does.
+	StopOnPermanentError bool
+	// FailBack makes a bridge connected to a lower-priority SRV target probe
+	// the higher-priority ones every FailBackInterval (default 60s) and move
+	// back to the first that accepts it, without dropping the working link
+	// first.
+	FailBack         bool
+	FailBackInterval time.Duration
+
+	// Workers is the number of goroutines running handlers (default:
+	// component's default). OrderPerSender keeps each sender's stanzas in
+	// order.
+	Workers        int
+	OrderPerSender bool
+
+	// Logger receives one line per state change and problem; nil discards.
+	Logger *slog.Logger
+}
+
+// FieldError is one problem with a Config field.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return "callbridge: " + e.Field + ": " + e.Msg }
+
+// ErrInvalidConfig is matched (errors.Is) by every error of Validate.
+var ErrInvalidConfig = errors.New("callbridge: invalid config")
+
+func (e *FieldError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// String describes the config with the secret redacted.
+func (c Config) String() string {
+	return fmt.Sprintf("callbridge.Config{Name:%q Domain:%q Server:%q Secret:%s}", c.Name, c.Domain, c.Server, c.secretSource())
+}
+
+// GoString keeps %#v from printing the secret.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue logs the settings that matter to an operator, never the secret.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("name", c.Name),
+		slog.String("domain", c.Domain),
+		slog.String("server", c.Server),
+		slog.String("secret", c.secretSource()),
+	)
+}
+
+func (c Config) secretSource() string {
+	switch {
+	case c.Secret != "":
+		return "[redacted]"
+	case c.SecretFile != "":
+		return "file:" + c.SecretFile
+	case c.SecretEnv != "":
+		return "env:" + c.SecretEnv
+	}
+	return "[unset]"
+}
+
+// Validate returns every problem with the config at once, joined; each one
+// names its field and matches ErrInvalidConfig. It reads SecretFile and
+// SecretEnv to check that they hold a secret.
+func (c Config) Validate() error {
+	_, err := c.resolve()
+	return err
+}
+
+// resolved is a validated config with defaults applied and the secret read.
+type resolved struct {
+	Config
+	secret    string
+	address   string // component address
+	roots     *x509.CertPool
+	explicit  bool
+	failBackT time.Duration
+}
+
+func (c Config) resolve() (*resolved, error) {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	r := &resolved{Config: c}
+
+	domain, derr := normalizeDomain(c.Domain)
+	switch {
+	case strings.TrimSpace(c.Domain) == "":
+		bad("domain", "must be set (the XMPP domain, for example \"example.com\")")
+	case derr != nil:
+		bad("domain", "%q is not a valid domain name: %v", c.Domain, derr)
+	default:
+		r.Domain = domain
+	}
+
+	switch {
+	case c.ComponentAddress != "":
+		a, err := normalizeDomain(c.ComponentAddress)
+		if err != nil {
+			bad("component address", "%q is not a valid domain name: %v", c.ComponentAddress, err)
+		}
+		r.address = a
+	case c.Name == "":
+		bad("unique name", "must be set (the Call Bridge's unique name, for example \"cb1\")")
+	case strings.Contains(c.Name, "."):
+		bad("unique name", "must not contain a domain part: %q (set the domain separately)", c.Name)
+	default:
+		label, err := normalizeDomain(c.Name)
+		if err != nil || strings.ContainsAny(c.Name, "@/ ") {
+			bad("unique name", "%q is not a valid name: use letters, digits and hyphens", c.Name)
+		} else if derr == nil && domain != "" {
+			r.address = label + "." + domain
+		}
+	}
+
+	if c.Server != "" {
+		if _, err := discovery.ParseAddress(c.Server); err != nil {
+			bad("server address", "%v", err)
+		}
+		r.explicit = true
+	}
+
+	n := 0
+	for _, set := range []bool{c.Secret != "", c.SecretFile != "", c.SecretEnv != ""} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		bad("secret", "must be set (Secret, SecretFile or SecretEnv)")
+	case n > 1:
+		bad("secret", "set only one of Secret, SecretFile and SecretEnv")
+	case c.Secret != "":
+		r.secret = c.Secret
+	case c.SecretFile != "":
+		b, err := os.ReadFile(c.SecretFile)
+		if err != nil {
+			bad("secret file", "%v", err)
+			break
+		}
+		r.secret = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		if r.secret == "" {
+			bad("secret file", "%s is empty", c.SecretFile)
+		}
+	case c.SecretEnv != "":
+		r.secret = os.Getenv(c.SecretEnv)
+		if r.secret == "" {
+			bad("secret env", "environment variable %s is empty or unset", c.SecretEnv)
+		}
+	}
+
+	switch {
+	case c.RootCAs != nil && c.RootCAFile != "":
+		bad("root CAs", "set RootCAs or RootCAFile, not both")
+	case c.RootCAFile != "":
+		pool, err := tlsverify.LoadRoots(c.RootCAFile)
+		if err != nil {
+			bad("root CA file", "%v", err)
+		}
+		r.roots = pool
+	default:
+		r.roots = c.RootCAs
+	}
+	if c.ServerName != "" {
+		if _, err := normalizeDomain(strings.Trim(c.ServerName, "[]")); err != nil && !isIPLiteral(c.ServerName) {
+			bad("server name", "%q is not a valid name: %v", c.ServerName, err)
+		}
+	}
+
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"dial timeout", c.DialTimeout}, {"handshake timeout", c.HandshakeTimeout},
+		{"keepalive idle", c.KeepaliveIdle}, {"ping timeout", c.PingTimeout},
+		{"read timeout", c.ReadTimeout}, {"fail-back interval", c.FailBackInterval},
+		{"backoff base", c.Backoff.Base}, {"backoff max", c.Backoff.Max},
+		{"backoff reset", c.Backoff.ResetAfter},
+	} {
+		if d.v < 0 {
+			bad(d.name, "must not be negative: %v", d.v)
+		}
+	}
+	if c.Backoff.Max > 0 && c.Backoff.Base > c.Backoff.Max {
+		bad("backoff", "base %v is larger than max %v", c.Backoff.Base, c.Backoff.Max)
+	}
+	if c.Workers < 0 {
+		bad("workers", "must not be negative: %d", c.Workers)
+	}
+	for _, ns := range c.NameServers {
+		if _, err := discovery.ParseAddress(ns); err != nil {
+			bad("name servers", "%v", err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	if r.DialTimeout == 0 {
+		r.DialTimeout = 10 * time.Second
+	}
+	if r.HandshakeTimeout == 0 {
+		r.HandshakeTimeout = 15 * time.Second
+	}
+	if r.PingInterval == 0 {
+		r.PingInterval = 30 * time.Second
+	}
+	if r.PingTimeout == 0 {
+		r.PingTimeout = 10 * time.Second
+	}
+	if r.FailBackInterval == 0 {
+		r.failBackT = 60 * time.Second
+	} else {
+		r.failBackT = r.FailBackInterval
+	}
+	r.Backoff = c.Backoff.withDefaults()
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	return r, nil
+}
+
+var idnaProfile = idna.Lookup
+
+func normalizeDomain(s string) (string, error) {
+	s = strings.TrimSuffix(strings.TrimSpace(s), ".")
+	if s == "" {
+		return "", errors.New("empty")
+	}
+	a, err := idnaProfile.ToASCII(s)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToLower(a), nil
+}
+
+func isIPLiteral(s string) bool {
+	_, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	return err == nil
+}

@@ -1,0 +1,115 @@
+package callbridge
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const testSecret = "s3cr3t-Do-Not-Log"
+
+func validConfig() Config {
+	return Config{Name: "cb1", Domain: "example.com", Secret: testSecret}
+}
+
+func fieldErrors(t *testing.T, err error) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	var joined interface{ Unwrap() []error }
+	require.ErrorAs(t, err, &joined)
+	for _, e := range joined.Unwrap() {
+		var fe *FieldError
+		require.ErrorAs(t, e, &fe)
+		assert.ErrorIs(t, e, ErrInvalidConfig)
+		got[fe.Field] = fe.Msg
+	}
+	return got
+}
+
+func TestValidateOK(t *testing.T) {
+	r, err := validConfig().resolve()
+	require.NoError(t, err)
+	assert.Equal(t, "cb1.example.com", r.address)
+	assert.Equal(t, testSecret, r.secret)
+	assert.False(t, r.explicit)
+
+	c := validConfig()
+	c.Domain = "Example.COM."
+	c.Server = "xmpp.example.com:5223"
+	r, err = c.resolve()
+	require.NoError(t, err)
+	assert.Equal(t, "example.com", r.Domain)
+	assert.True(t, r.explicit)
+
+	c = validConfig()
+	c.Domain = "bücher.example"
+	r, err = c.resolve()
+	require.NoError(t, err)
+	assert.Equal(t, "cb1.xn--bcher-kva.example", r.address)
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Config{
+		Name:        "cb1.example.com",
+		Server:      "xmpp://host",
+		Secret:      testSecret,
+		SecretEnv:   "X",
+		DialTimeout: -1,
+		Backoff:     Backoff{Base: 10, Max: 5},
+	}
+	err := c.Validate()
+	require.Error(t, err)
+	got := fieldErrors(t, err)
+	for _, f := range []string{"domain", "unique name", "server address", "secret", "dial timeout", "backoff"} {
+		assert.Contains(t, got, f)
+	}
+	assert.Contains(t, err.Error(), `unique name: must not contain a domain part: "cb1.example.com"`)
+	assert.NotContains(t, err.Error(), testSecret)
+}
+
+func TestSecretSources(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "secret")
+	require.NoError(t, os.WriteFile(file, []byte(testSecret+"\n"), 0o600))
+	c := Config{Name: "cb1", Domain: "example.com", SecretFile: file}
+	r, err := c.resolve()
+	require.NoError(t, err)
+	assert.Equal(t, testSecret, r.secret)
+
+	t.Setenv("CBLINK_TEST_SECRET", testSecret)
+	c = Config{Name: "cb1", Domain: "example.com", SecretEnv: "CBLINK_TEST_SECRET"}
+	r, err = c.resolve()
+	require.NoError(t, err)
+	assert.Equal(t, testSecret, r.secret)
+
+	for name, c := range map[string]Config{
+		"missing file": {Name: "cb1", Domain: "example.com", SecretFile: filepath.Join(dir, "nope")},
+		"unset env":    {Name: "cb1", Domain: "example.com", SecretEnv: "CBLINK_TEST_UNSET_VAR"},
+		"none":         {Name: "cb1", Domain: "example.com"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := c.Validate()
+			require.Error(t, err)
+			assert.True(t, errors.Is(err, ErrInvalidConfig))
+		})
+	}
+}
+
+func TestConfigRedactsSecret(t *testing.T) {
+	c := validConfig()
+	var b strings.Builder
+	slog.New(slog.NewTextHandler(&b, nil)).Info("config", "cfg", c)
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("config", "cfg", c)
+	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%v %+v %#v %s", c, c, c, c), b.String()} {
+		assert.NotContains(t, s, testSecret)
+		assert.Contains(t, s, "cb1")
+	}
+	assert.Contains(t, b.String(), "[redacted]")
+}

@@ -1,0 +1,88 @@
+package callbridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// attemptDelay is RFC 8305's recommended Connection Attempt Delay: how long
+// one TCP attempt has to succeed before the next address is tried in
+// parallel.
+const attemptDelay = 250 * time.Millisecond
+
+// dialFunc is net.Dialer.DialContext's signature; tests replace it.
+type dialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// dialResult is the outcome of one connection attempt.
+type dialResult struct {
+	conn net.Conn
+	addr netip.AddrPort
+	err  error
+}
+
+// raceDial connects to the first of addrs that answers, RFC 8305 style: the
+// addresses are tried in the given order (discovery interleaves the
+// families), a new attempt starting every delay or as soon as the previous
+// one failed, all attempts running at once until one succeeds. The losers
+// are cancelled and closed. It returns every attempt's error when all fail.
+func raceDial(ctx context.Context, dial dialFunc, addrs []netip.AddrPort, delay time.Duration) (net.Conn, netip.AddrPort, error) {
+	if len(addrs) == 0 {
+		return nil, netip.AddrPort{}, errors.New("no addresses to dial")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan dialResult, len(addrs))
+	started := 0
+	start := func() {
+		a := addrs[started]
+		started++
+		go func() {
+			c, err := dial(ctx, "tcp", a.String())
+			results <- dialResult{conn: c, addr: a, err: err}
+		}()
+	}
+	start()
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+
+	var errs []error
+	var won *dialResult
+	for finished := 0; finished < started; {
+		select {
+		case <-timer.C:
+			if started < len(addrs) && won == nil {
+				start()
+				timer.Reset(delay)
+			}
+			continue
+		case r := <-results:
+			finished++
+			switch {
+			case r.err == nil && won == nil:
+				won = &r
+				cancel() // stop the others; drain them below
+			case r.err == nil:
+				r.conn.Close()
+			default:
+				if won == nil {
+					errs = append(errs, fmt.Errorf("%s: %w", r.addr, r.err))
+					if started < len(addrs) {
+						start()
+						timer.Reset(delay)
+					}
+				}
+			}
+		}
+	}
+	if won != nil {
+		return won.conn, won.addr, nil
+	}
+	if err := ctx.Err(); err != nil && len(errs) == 0 {
+		return nil, netip.AddrPort{}, err
+	}
+	return nil, netip.AddrPort{}, errors.Join(errs...)
+}

@@ -1,0 +1,183 @@
+package callbridge
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// maxQueued bounds the events held for one slow subscriber; past it the
+// oldest are dropped (and counted) so the supervisor never waits.
+const maxQueued = 1024
+
+// hub holds the status and fans state changes out to subscribers without
+// ever blocking the supervisor: each subscriber has its own queue and
+// goroutine.
+type hub struct {
+	mu      sync.Mutex
+	status  Status
+	changed chan struct{} // closed on every change; nil until someone waits
+	subs    map[*subscription]struct{}
+	final   bool // Stopped was published: no new subscribers get events
+}
+
+func newHub() *hub {
+	return &hub{status: Status{State: Idle, Since: time.Now()}, subs: map[*subscription]struct{}{}}
+}
+
+func (h *hub) snapshot() Status {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.status
+}
+
+// update applies fn to the status and, when the state changed, publishes
+// an Event. fn runs under the hub's lock and must not block.
+func (h *hub) update(fn func(*Status)) (Event, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	prev := h.status.State
+	fn(&h.status)
+	if h.status.State == prev {
+		return Event{}, false
+	}
+	h.status.Since = time.Now()
+	ev := Event{From: prev, To: h.status.State, Status: h.status}
+	if h.changed != nil {
+		close(h.changed)
+		h.changed = nil
+	}
+	for s := range h.subs {
+		s.push(ev)
+	}
+	if ev.To == Stopped {
+		h.final = true
+		for s := range h.subs {
+			s.finish()
+		}
+	}
+	return ev, true
+}
+
+// waitChange blocks until the state differs from `from` or ctx ends.
+func (h *hub) waitChange(ctx context.Context, from State) bool {
+	for {
+		h.mu.Lock()
+		if h.status.State != from {
+			h.mu.Unlock()
+			return true
+		}
+		if h.changed == nil {
+			h.changed = make(chan struct{})
+		}
+		ch := h.changed
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (h *hub) subscribe() (<-chan Event, func()) {
+	s := &subscription{ch: make(chan Event), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	h.mu.Lock()
+	if h.final {
+		h.mu.Unlock()
+		close(s.ch)
+		return s.ch, func() {}
+	}
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	go s.run()
+	var once sync.Once
+	cancel := func() {
+		once.Do(func() {
+			h.mu.Lock()
+			delete(h.subs, s)
+			h.mu.Unlock()
+			close(s.stop)
+			<-s.done
+		})
+	}
+	return s.ch, cancel
+}
+
+// closeAll ends every subscription; used when the bridge shuts down.
+func (h *hub) closeAll() {
+	h.mu.Lock()
+	subs := h.subs
+	h.subs = map[*subscription]struct{}{}
+	h.final = true
+	h.mu.Unlock()
+	for s := range subs {
+		s.finish()
+		<-s.done
+	}
+}
+
+type subscription struct {
+	mu       sync.Mutex
+	queue    []Event
+	dropped  int
+	finished bool // no more events: close ch once the queue is drained
+	ch       chan Event
+	wake     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func (s *subscription) push(ev Event) {
+	s.mu.Lock()
+	if len(s.queue) >= maxQueued {
+		s.queue = s.queue[1:]
+		s.dropped++
+	}
+	s.queue = append(s.queue, ev)
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *subscription) finish() {
+	s.mu.Lock()
+	s.finished = true
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *subscription) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *subscription) run() {
+	defer close(s.done)
+	defer close(s.ch)
+	for {
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			fin := s.finished
+			s.mu.Unlock()
+			if fin {
+				return
+			}
+			select {
+			case <-s.wake:
+				continue
+			case <-s.stop:
+				return
+			}
+		}
+		ev := s.queue[0]
+		s.queue = s.queue[1:]
+		s.mu.Unlock()
+		select {
+		case s.ch <- ev:
+		case <-s.stop:
+			return
+		}
+	}
+}

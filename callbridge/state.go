@@ -1,0 +1,127 @@
+package callbridge
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// State is where the bridge is in its connection cycle.
+//
+// A cycle runs Resolving -> Connecting -> TLS -> Authenticating ->
+// Connected. A failure at any step moves to the next endpoint (back to
+// Connecting) or, when every endpoint failed, to BackingOff and then Resolving
+// again. Connected moves to Resolving when the link drops. Every state moves
+// to Stopped when Run returns; Stopped is final.
+type State int
+
+const (
+	// Idle: Run has not been called yet.
+	Idle State = iota
+	// Resolving: looking up the server (SRV, then A/AAAA), or parsing the
+	// explicit address.
+	Resolving
+	// Connecting: opening TCP connections to an endpoint's addresses.
+	Connecting
+	// TLS: the TLS handshake and certificate checks.
+	TLS
+	// Authenticating: the XEP-0114 component handshake.
+	Authenticating
+	// Connected: the link is up and join requests are being handled.
+	Connected
+	// BackingOff: every endpoint failed; waiting before the next cycle.
+	BackingOff
+	// Stopped: Run has returned.
+	Stopped
+)
+
+var stateNames = [...]string{"idle", "resolving", "connecting", "tls", "authenticating", "connected", "backoff", "stopped"}
+
+func (s State) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "state(" + strconv.Itoa(int(s)) + ")"
+}
+
+// MarshalText makes a State print by name in JSON and logs.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// ErrorKind classifies why a cycle failed, for status, stats and logs.
+type ErrorKind string
+
+// Error kinds. Permanent ones (KindAuth, KindUnknownName, KindConfig) will
+// not go away without an operator fixing the XMPP server or the settings.
+const (
+	KindNone        ErrorKind = ""
+	KindDNS         ErrorKind = "dns"
+	KindNoService   ErrorKind = "no-service"
+	KindNetwork     ErrorKind = "network"
+	KindTLS         ErrorKind = "tls"
+	KindCertificate ErrorKind = "certificate"
+	KindAuth        ErrorKind = "auth"
+	KindUnknownName ErrorKind = "unknown-name"
+	KindConflict    ErrorKind = "conflict"
+	KindRedirect    ErrorKind = "redirect"
+	KindShutdown    ErrorKind = "server-shutdown"
+	KindStream      ErrorKind = "stream"
+	KindTimeout     ErrorKind = "timeout"
+	KindConfig      ErrorKind = "config"
+	KindClosed      ErrorKind = "closed"
+)
+
+// Status is a snapshot of the bridge. Fields describe the current or last
+// attempt; by the time a caller reads it the bridge may have moved on.
+type Status struct {
+	State State `json:"state"`
+	// Server is the FQDN of the XMPP server in use or being tried (the SRV
+	// target or the explicit host); Addr the IP:port.
+	Server string `json:"server,omitempty"`
+	Addr   string `json:"addr,omitempty"`
+	// Since is when State was entered.
+	Since time.Time `json:"since"`
+	// Attempt counts failed cycles since the last successful connection.
+	Attempt int `json:"attempt"`
+	// Backoff is the wait in progress while State is BackingOff.
+	Backoff time.Duration `json:"backoff,omitempty"`
+	// LastErr is the most recent failure, nil if none since Connected.
+	LastErr error `json:"-"`
+	// LastErrKind classifies LastErr; Permanent says an operator must act.
+	LastErrKind ErrorKind `json:"last_error_kind,omitempty"`
+	Permanent   bool      `json:"permanent,omitempty"`
+	// ConnectedSince is when the current link came up (zero if none).
+	ConnectedSince time.Time `json:"connected_since,omitzero"`
+}
+
+// LastError returns LastErr's message, "" when nil; handy for JSON.
+func (s Status) LastError() string {
+	if s.LastErr == nil {
+		return ""
+	}
+	return s.LastErr.Error()
+}
+
+// Event is one state change, delivered to subscribers in order.
+type Event struct {
+	From, To State
+	Status   Status // the status right after the change
+}
+
+func (e Event) String() string {
+	s := fmt.Sprintf("%s -> %s", e.From, e.To)
+	if e.Status.Server != "" {
+		s += " server=" + e.Status.Server
+	}
+	if e.Status.LastErr != nil && e.To != Connected {
+		s += " err=" + e.Status.LastErr.Error()
+	}
+	return s
+}
+
+// ErrClosed is returned by Run after Close, by a second call to Run, and
+// by sends after the bridge stopped.
+var ErrClosed = errors.New("callbridge: closed")
+
+// ErrNotConnected is returned at once by sends while no link is up.
+var ErrNotConnected = errors.New("callbridge: not connected")
