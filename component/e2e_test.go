@@ -334,6 +334,8 @@ func TestE2EJoin(t *testing.T) {
 		{name: "accepted", req: component.JoinRequest{Call: "1234", Passcode: "42", DisplayName: "Ann <& Bob>"}, session: "s-Ann <& Bob>"},
 		{name: "wrong passcode", req: component.JoinRequest{Call: "1234", Passcode: "41"}, want: component.ErrJoinForbidden},
 		{name: "unknown call", req: component.JoinRequest{Call: "999"}, want: stanza.Error{Condition: stanza.ItemNotFound}},
+		{name: "unusual shape decoded by encoding/xml", raw: `<iq type='set' id='cdata' from='guest123@example.com/webrtc' to='cb1.example.com'><join xmlns='urn:cblink:join:0' call='1234' passcode='42'><display-name><![CDATA[Zoë <x>]]></display-name></join></iq>`,
+			session: "s-Zoë <x>"},
 		{name: "missing call", raw: `<iq type='set' id='nocall' from='guest123@example.com/webrtc' to='cb1.example.com'><join xmlns='urn:cblink:join:0' passcode='42'/></iq>`,
 			want: stanza.Error{Condition: stanza.BadRequest}},
 	}

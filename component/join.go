@@ -1,10 +1,12 @@
 package component
 
 import (
+	"bytes"
 	"context"
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -75,8 +77,15 @@ func (m *Mux) HandleJoin(h JoinHandler) {
 		if iq.Type != string(stanza.SetIQ) {
 			return nil, errJoinBadRequest
 		}
-		var p joinXML
-		if err := iq.DecodePayload(&p); err != nil || p.Call == "" {
+		p, ok := parseJoinFast(iq.Raw)
+		if !ok {
+			// Unusual but valid XML (prefixes, CDATA, comments, extra
+			// children): let encoding/xml decide.
+			if err := iq.DecodePayload(&p); err != nil {
+				return nil, errJoinBadRequest
+			}
+		}
+		if p.Call == "" {
 			return nil, errJoinBadRequest
 		}
 		res, err := h(ctx, &JoinRequest{From: iq.From, ID: iq.ID, Call: p.Call, Passcode: p.Passcode, DisplayName: p.DisplayName})
@@ -149,4 +158,115 @@ func ParseJoinResponse(raw []byte) (*JoinResult, error) {
 		return nil, *iq.Error
 	}
 	return nil, errors.New("component: join response is neither result nor error")
+}
+
+// parseJoinFast decodes the join payload of the common shape without
+// encoding/xml (which costs most of a join round trip). It reports false
+// for anything it does not fully understand; the caller then falls back to
+// encoding/xml, so both paths give the same answer.
+func parseJoinFast(raw []byte) (p joinXML, ok bool) {
+	end := tagEnd(raw)
+	if end <= 0 || raw[end-2] == '/' {
+		return p, false
+	}
+	rest := trimSpace(raw[end:])
+	if !bytes.HasPrefix(rest, []byte("<join")) || len(rest) < 6 || (!isSpace(rest[5]) && rest[5] != '>' && rest[5] != '/') {
+		return p, false
+	}
+	jend := tagEnd(rest)
+	if jend <= 0 {
+		return p, false
+	}
+	tag := rest[5:jend]
+	selfClosing := len(tag) >= 2 && tag[len(tag)-2] == '/'
+	good, nsOK := true, false
+	left := eachAttr(tag, func(name, val []byte) {
+		if bytes.ContainsAny(val, "\r\n\t<") || !validText(val) {
+			good = false
+			return
+		}
+		var err error
+		switch string(name) {
+		case "xmlns":
+			nsOK = string(val) == NSJoin
+		case "call":
+			p.Call, err = xstream.Unescape(val)
+		case "passcode":
+			p.Passcode, err = xstream.Unescape(val)
+		default:
+			good = false // anything else: let encoding/xml judge it
+		}
+		if err != nil {
+			good = false
+		}
+	})
+	if !good || !nsOK || (string(left) != ">" && string(left) != "/>") {
+		return p, false
+	}
+	rest = rest[jend:]
+	if !selfClosing {
+		rest = trimSpace(rest)
+		const open, closeTag = "<display-name>", "</display-name>"
+		if bytes.HasPrefix(rest, []byte(open)) {
+			rest = rest[len(open):]
+			i := bytes.IndexByte(rest, '<')
+			if i < 0 || !bytes.HasPrefix(rest[i:], []byte(closeTag)) || bytes.IndexByte(rest[:i], '\r') >= 0 ||
+				bytes.Contains(rest[:i], []byte("]]>")) || !validText(rest[:i]) {
+				return p, false
+			}
+			var err error
+			if p.DisplayName, err = xstream.Unescape(rest[:i]); err != nil {
+				return p, false
+			}
+			rest = trimSpace(rest[i+len(closeTag):])
+		}
+		if !bytes.HasPrefix(rest, []byte("</join>")) {
+			return p, false
+		}
+		rest = rest[len("</join>"):]
+	}
+	// Nothing but whitespace may follow before the IQ's end tag.
+	rest = trimSpace(rest)
+	return p, bytes.HasPrefix(rest, []byte("</iq>"))
+}
+
+// validText reports whether b is UTF-8 made of characters XML allows.
+func validText(b []byte) bool {
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r == utf8.RuneError && n == 1 {
+			return false
+		}
+		if !(r == 0x09 || r == 0x0A || r == 0x0D || (r >= 0x20 && r <= 0xD7FF) ||
+			(r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= 0x10FFFF)) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	return b
+}
+
+// tagEnd returns the index just past the first '>' outside quotes, or -1.
+func tagEnd(b []byte) int {
+	var q byte
+	for i, c := range b {
+		switch {
+		case q != 0:
+			if c == q {
+				q = 0
+			}
+		case c == '"' || c == '\'':
+			q = c
+		case c == '>':
+			return i + 1
+		}
+	}
+	return -1
 }

@@ -321,11 +321,14 @@ func unescape(raw []byte) string {
 
 // parseAddrs parses From and To. It is costly (PRECIS), so it runs off the
 // reader goroutine. Unparsable addresses stay zero.
-func (st *Stanza) parseAddrs() {
+func (st *Stanza) parseAddrs(self *settings) {
 	if st.fromRaw != "" {
 		st.From, _ = jid.Parse(st.fromRaw)
 	}
-	if st.toRaw != "" {
+	switch {
+	case st.toRaw == self.addrStr:
+		st.To = self.addr // the usual case, without PRECIS
+	case st.toRaw != "":
 		st.To, _ = jid.Parse(st.toRaw)
 	}
 }
@@ -333,7 +336,7 @@ func (st *Stanza) parseAddrs() {
 // runJob runs a handler on a worker goroutine and answers IQs.
 func (s *Session) runJob(j *job) {
 	st := j.st
-	st.parseAddrs()
+	st.parseAddrs(&s.cfg)
 	if st.fromRaw != "" && st.From.Domainpart() == "" {
 		s.stats.dropped.Add(1)
 		if j.iq != nil {

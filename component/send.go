@@ -215,7 +215,7 @@ func (s *Session) roundTrip(ctx context.Context, id, typ, from, to string, body 
 		if r.err != nil {
 			return nil, r.err
 		}
-		r.st.parseAddrs()
+		r.st.parseAddrs(&s.cfg)
 		if se, ok := r.st.StanzaError(); ok {
 			return r.st, se
 		}
