@@ -31,22 +31,28 @@ func (h *hub) snapshot() Status {
 	return h.status
 }
 
-// update applies fn to the status and, when the state changed, publishes
-// an Event. fn runs under the hub's lock and must not block.
+// update applies fn to the status and publishes an Event when the state
+// changed, or when a connected bridge moved to another server (fail-back:
+// From and To are then both Connected). fn runs under the hub's lock and
+// must not block.
 func (h *hub) update(fn func(*Status)) (Event, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	prev := h.status.State
+	prev := h.status
 	fn(&h.status)
-	if h.status.State == prev {
+	moved := h.status.State == Connected && (h.status.Server != prev.Server || h.status.Addr != prev.Addr)
+	if h.status.State == prev.State && !moved {
 		return Event{}, false
 	}
-	h.status.Since = time.Now()
-	ev := Event{From: prev, To: h.status.State, Status: h.status}
-	if h.changed != nil {
-		close(h.changed)
-		h.changed = nil
+	ev := Event{From: prev.State, To: h.status.State}
+	if h.status.State != prev.State {
+		h.status.Since = time.Now()
+		if h.changed != nil {
+			close(h.changed)
+			h.changed = nil
+		}
 	}
+	ev.Status = h.status
 	for s := range h.subs {
 		s.push(ev)
 	}

@@ -1,0 +1,328 @@
+package callbridge
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"mellium.im/xmpp/stream"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/component/componenttest"
+	"github.com/cblink/cblink/tlsverify"
+)
+
+func TestConnectsToPreferredSRVTarget(t *testing.T) {
+	r := newRig(t, 20, 10, 30)
+	rb := r.start(r.config())
+	st := rb.waitConnectedTo(t, "xmpp2.example.com", 10*time.Second)
+	assert.Equal(t, r.servers[1].Addr(), st.Addr)
+	assert.False(t, st.ConnectedSince.IsZero())
+
+	reply := join(t, r.servers[1], "42", "1234")
+	assert.Contains(t, reply, "type='result'")
+	assert.Contains(t, reply, "s-42")
+	reply = join(t, r.servers[1], "42", "bad")
+	assert.Contains(t, reply, "forbidden")
+
+	stats := rb.Stats()
+	assert.Equal(t, uint64(1), stats.Connects)
+	assert.Equal(t, uint64(1), stats.JoinsHandled)
+	assert.Equal(t, uint64(1), stats.JoinsRefused)
+	assert.GreaterOrEqual(t, stats.StanzasIn, uint64(2))
+
+	// The state sequence of a first connection.
+	var seq []State
+	for _, ev := range rb.eventList() {
+		seq = append(seq, ev.To)
+	}
+	assert.Equal(t, []State{Resolving, Connecting, TLS, Authenticating, Connected}, seq[:5])
+}
+
+func TestFailoverWithoutBackoff(t *testing.T) {
+	r := newRig(t, 10, 20)
+	cfg := r.config()
+	// A backoff this long would fail the test: moving to the next server
+	// after a drop must not wait for it.
+	cfg.Backoff = Backoff{Base: time.Minute, Max: time.Minute}
+	rb := r.start(cfg)
+	rb.waitConnectedTo(t, "xmpp1.example.com", 10*time.Second)
+
+	start := time.Now()
+	r.servers[0].Stop()
+	r.servers[0].CloseClientConnections()
+	st := rb.waitConnectedTo(t, "xmpp2.example.com", 20*time.Second)
+	t.Logf("failover took %v", time.Since(start))
+	assert.Equal(t, r.servers[1].Addr(), st.Addr)
+	assert.Contains(t, join(t, r.servers[1], "7", "1234"), "s-7")
+	for _, ev := range rb.eventList() {
+		assert.NotEqual(t, BackingOff, ev.To, "no backoff between servers")
+	}
+}
+
+func TestAllDownBackoffGrowsAndCaps(t *testing.T) {
+	r := newRig(t, 10)
+	r.servers[0].Stop()
+	cfg := r.config()
+	cfg.Backoff = Backoff{Base: 10 * time.Millisecond, Max: 80 * time.Millisecond, Multiplier: 2}
+	rb := r.start(cfg)
+
+	var waits []time.Duration
+	require.Eventually(t, func() bool {
+		waits = waits[:0]
+		for _, ev := range rb.eventList() {
+			if ev.To == BackingOff {
+				waits = append(waits, ev.Status.Backoff)
+			}
+		}
+		return len(waits) >= 6
+	}, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, []time.Duration{10, 20, 40, 80, 80, 80}, scale(waits[:6], time.Millisecond))
+	st := rb.Status()
+	assert.Equal(t, KindNetwork, st.LastErrKind)
+	assert.False(t, st.Permanent)
+
+	// The server comes back: the bridge reconnects on its own.
+	require.NoError(t, r.servers[0].Start())
+	rb.waitConnectedTo(t, "xmpp1.example.com", 10*time.Second)
+	assert.Zero(t, rb.Status().Attempt)
+}
+
+func scale(ds []time.Duration, unit time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d / unit
+	}
+	return out
+}
+
+func TestWrongSecretIsPermanentAndRetried(t *testing.T) {
+	r := newRig(t, 10)
+	cfg := r.config()
+	cfg.Secret = "wrong-" + testSecret
+	cfg.Backoff = Backoff{Base: 10 * time.Millisecond, Max: 30 * time.Millisecond}
+	rb := r.start(cfg)
+
+	require.Eventually(t, func() bool {
+		n := 0
+		for _, ev := range rb.eventList() {
+			if ev.To == BackingOff {
+				n++
+				assert.Equal(t, 30*time.Millisecond, ev.Status.Backoff, "permanent errors retry at the cap")
+			}
+		}
+		return n >= 3
+	}, 10*time.Second, 5*time.Millisecond)
+	st := rb.Status()
+	assert.Equal(t, KindAuth, st.LastErrKind)
+	assert.True(t, st.Permanent)
+	assert.ErrorIs(t, st.LastErr, stream.NotAuthorized)
+	var ce *ConnectError
+	require.ErrorAs(t, st.LastErr, &ce)
+	assert.Equal(t, Authenticating, ce.Step)
+	assert.Equal(t, "xmpp1.example.com", ce.Server)
+	assert.Positive(t, rb.Stats().ConnectFailures[KindAuth])
+
+	// The operator fixes the secret on the server: the bridge gets in.
+	r.servers[0].AddComponent(testAddr, cfg.Secret)
+	rb.waitConnectedTo(t, "xmpp1.example.com", 10*time.Second)
+}
+
+func TestStopOnPermanentError(t *testing.T) {
+	r := newRig(t, 10)
+	cfg := r.config()
+	cfg.Name = "cb9"
+	cfg.StopOnPermanentError = true
+	b, err := New(cfg)
+	require.NoError(t, err)
+	err = b.Run(context.Background())
+	noteErr(err)
+	var pe *PermanentError
+	require.ErrorAs(t, err, &pe)
+	assert.ErrorIs(t, err, stream.HostUnknown)
+	assert.Equal(t, Stopped, b.Status().State)
+	assert.Equal(t, KindUnknownName, b.Status().LastErrKind)
+	assert.ErrorIs(t, b.Run(context.Background()), ErrClosed)
+}
+
+func TestSeeOtherHostFollowedOnce(t *testing.T) {
+	r := newRig(t, 10, 20)
+	// xmpp1 redirects to xmpp2's address; xmpp2 is also reachable through
+	// SRV, so make SRV's path fail by giving xmpp2 a fault on its first
+	// connection only if it were tried first (it is not: priority 20).
+	r.servers[0].SetFaultFunc(func(int) []componenttest.Fault {
+		return []componenttest.Fault{{Phase: componenttest.PhaseHeader, Action: componenttest.ActionStreamError,
+			Err: stream.Error{Err: "see-other-host", Content: r.servers[1].Addr()}}}
+	})
+	rb := r.start(r.config())
+	st := rb.waitConnectedTo(t, "127.0.0.1", 10*time.Second)
+	assert.Equal(t, r.servers[1].Addr(), st.Addr)
+	var sawRedirect bool
+	for _, ev := range rb.eventList() {
+		if ev.Status.LastErrKind == KindRedirect {
+			sawRedirect = true
+		}
+	}
+	assert.True(t, sawRedirect)
+}
+
+func TestBlackholedServerReplaced(t *testing.T) {
+	r := newRig(t, 10, 20)
+	cfg := r.config()
+	cfg.PingInterval = 100 * time.Millisecond
+	cfg.PingTimeout = 200 * time.Millisecond
+	rb := r.start(cfg)
+	rb.waitConnectedTo(t, "xmpp1.example.com", 10*time.Second)
+	conn, err := r.servers[0].WaitConn(context.Background(), testAddr)
+	require.NoError(t, err)
+	start := time.Now()
+	conn.Blackhole()
+	rb.waitConnectedTo(t, "xmpp2.example.com", 10*time.Second)
+	t.Logf("blackhole detected and replaced in %v", time.Since(start))
+	assert.Positive(t, rb.Stats().Disconnects[KindTimeout])
+}
+
+func TestFailBack(t *testing.T) {
+	r := newRig(t, 10, 20)
+	r.servers[0].Stop()
+	cfg := r.config()
+	cfg.FailBack = true
+	cfg.FailBackInterval = 50 * time.Millisecond
+	rb := r.start(cfg)
+	rb.waitConnectedTo(t, "xmpp2.example.com", 10*time.Second)
+	old, err := r.servers[1].WaitConn(context.Background(), testAddr)
+	require.NoError(t, err)
+
+	require.NoError(t, r.servers[0].Start())
+	rb.waitConnectedTo(t, "xmpp1.example.com", 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, old.WaitClosed(ctx))
+	assert.True(t, old.ClosedByPeer(), "the old link is closed cleanly")
+	var moved bool
+	for _, ev := range rb.eventList() {
+		moved = moved || (ev.From == Connected && ev.To == Connected && ev.Status.Server == "xmpp1.example.com")
+	}
+	assert.True(t, moved, "fail-back is published as an event")
+	assert.Contains(t, join(t, r.servers[0], "9", "1234"), "s-9")
+}
+
+func TestUpdateNewSecret(t *testing.T) {
+	r := newRig(t, 10)
+	rb := r.start(r.config())
+	rb.waitConnectedTo(t, "xmpp1.example.com", 10*time.Second)
+	first, err := r.servers[0].WaitConn(context.Background(), testAddr)
+	require.NoError(t, err)
+
+	r.servers[0].AddComponent(testAddr, "new-"+testSecret)
+	cfg := r.config()
+	cfg.Secret = "new-" + testSecret
+	require.NoError(t, rb.Update(cfg))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, first.WaitClosed(ctx))
+	require.Eventually(t, func() bool {
+		c, err := r.servers[0].WaitConn(ctx, testAddr)
+		return err == nil && c != first
+	}, 10*time.Second, 10*time.Millisecond)
+	rb.waitState(t, Connected, 10*time.Second)
+	assert.Contains(t, join(t, r.servers[0], "5", "1234"), "s-5", "handlers survive the update")
+
+	bad := cfg
+	bad.Domain = ""
+	assert.ErrorIs(t, rb.Update(bad), ErrInvalidConfig)
+}
+
+func TestCancelClosesStreamCleanly(t *testing.T) {
+	r := newRig(t, 10)
+	rb := r.start(r.config())
+	rb.waitConnectedTo(t, "xmpp1.example.com", 10*time.Second)
+	conn, err := r.servers[0].WaitConn(context.Background(), testAddr)
+	require.NoError(t, err)
+	assert.ErrorIs(t, rb.stop(t), context.Canceled)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, conn.WaitClosed(ctx))
+	assert.True(t, conn.ClosedByPeer(), "</stream:stream> seen by the server")
+	assert.Equal(t, Stopped, rb.Status().State)
+	evs := rb.eventList()
+	assert.Equal(t, Stopped, evs[len(evs)-1].To)
+	_, err = rb.Session()
+	assert.ErrorIs(t, err, ErrClosed)
+}
+
+func TestCloseAndSendWhileDown(t *testing.T) {
+	r := newRig(t, 10)
+	r.servers[0].Stop()
+	rb := r.start(r.config())
+	rb.waitState(t, BackingOff, 10*time.Second)
+	err := rb.Send(context.Background(), component.Message{Type: "chat"})
+	assert.ErrorIs(t, err, ErrNotConnected)
+	_, err = rb.SendIQ(context.Background(), component.IQ{})
+	assert.ErrorIs(t, err, ErrNotConnected)
+	require.NoError(t, rb.Close())
+	assert.ErrorIs(t, <-rb.errc, ErrClosed)
+	rb.errc <- ErrClosed
+	require.NoError(t, rb.Close(), "Close is idempotent")
+}
+
+func TestCertificateMissingFQDN(t *testing.T) {
+	r := newRig(t, 10)
+	cfg := r.config()
+	// The certificate names xmpp1.example.com; demand another FQDN.
+	cfg.ServerName = "xmpp9.example.com"
+	rb := r.start(cfg)
+	rb.waitState(t, BackingOff, 10*time.Second)
+	st := rb.Status()
+	assert.Equal(t, KindCertificate, st.LastErrKind)
+	var ne *tlsverify.NameError
+	require.ErrorAs(t, st.LastErr, &ne)
+	assert.Contains(t, st.LastErr.Error(), "xmpp9.example.com")
+}
+
+func TestNoServiceRecord(t *testing.T) {
+	r := newRig(t, 10)
+	r.dns.Set("_xmpp-component._tcp.example.com.", 33)
+	require.NoError(t, r.dns.AddZone("_xmpp-component._tcp.example.com. 1 IN SRV 0 0 0 ."))
+	rb := r.start(r.config())
+	rb.waitState(t, BackingOff, 10*time.Second)
+	assert.Equal(t, KindNoService, rb.Status().LastErrKind)
+}
+
+func TestHandlersFrozenAfterRun(t *testing.T) {
+	r := newRig(t, 10)
+	rb := r.start(r.config())
+	rb.waitState(t, Connected, 10*time.Second)
+	assert.Panics(t, func() { rb.HandleMessage(func(context.Context, *component.Stanza) {}) })
+}
+
+// TestSecretNeverLogged runs after the other bridge tests (source order)
+// and searches every log line and error text they produced for the secret.
+func TestSecretNeverLogged(t *testing.T) {
+	// Produce some more failures with the secret in play.
+	r := newRig(t, 10)
+	cfg := r.config()
+	cfg.Secret = "wrong-" + testSecret
+	rb := r.start(cfg)
+	rb.waitState(t, BackingOff, 10*time.Second)
+	noteErr(rb.Status().LastErr)
+	rb.stop(t)
+
+	logSink.mu.Lock()
+	logs := logSink.buf.String()
+	logSink.mu.Unlock()
+	require.NotEmpty(t, logs)
+	assert.NotContains(t, logs, testSecret)
+	assert.Contains(t, logs, "state=connected")
+	errSink.mu.Lock()
+	defer errSink.mu.Unlock()
+	require.NotEmpty(t, errSink.texts)
+	for _, e := range errSink.texts {
+		assert.NotContains(t, e, testSecret)
+	}
+	assert.True(t, strings.Contains(logs, "auth") || errors.Is(rb.Status().LastErr, stream.NotAuthorized))
+}
