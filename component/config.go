@@ -78,7 +78,11 @@ type Config struct {
 	// Workers is the number of goroutines running handlers. Default 8.
 	Workers int
 	// QueueSize bounds the stanzas waiting for a worker; when it is full
-	// the reader waits, which pushes back on the server. Default 256.
+	// the reader waits (which pushes back on the server) up to one second,
+	// then sheds the stanza: an IQ request gets resource-constraint, other
+	// stanzas are dropped (Stats.Dropped). The bound on the wait keeps a
+	// handler that waits for a SendIQ reply from deadlocking the link.
+	// Default 256.
 	QueueSize int
 	// OrderPerSender makes stanzas from the same sender run in arrival
 	// order, by hashing the sender to one worker.

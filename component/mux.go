@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync/atomic"
+	"time"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -138,15 +139,22 @@ func (s *Session) startWorkers() {
 	}
 }
 
-// enqueue hands a job to a worker, waiting while the queue is full (which
-// stops reading and so pushes back on the server). It returns false when
-// the link ends meanwhile.
-func (s *Session) enqueue(j *job, fromRaw []byte) bool {
+// queueWait bounds how long the reader waits for room in a full worker
+// queue. Waiting pushes back on the server, but the reader must not wait
+// for ever: handlers may themselves wait for replies that only the reader
+// can deliver.
+const queueWait = time.Second
+
+// enqueue hands a job to a worker, waiting up to queueWait while the queue
+// is full. A job that still finds no room is shed: an IQ request is
+// answered with resource-constraint (type wait), other stanzas are
+// dropped. It returns false when the link ends meanwhile.
+func (s *Session) enqueue(j *job, a *rawAttrs) bool {
 	q := s.queues[0]
 	if len(s.queues) > 1 {
 		// FNV-1a of the sender: same sender, same worker, same order.
 		h := uint32(2166136261)
-		for _, c := range fromRaw {
+		for _, c := range a.from {
 			h ^= uint32(c)
 			h *= 16777619
 		}
@@ -155,9 +163,24 @@ func (s *Session) enqueue(j *job, fromRaw []byte) bool {
 	select {
 	case q <- j:
 		return true
+	default:
+	}
+	s.flushReplies() // don't hold back answers while waiting
+	t := time.NewTimer(queueWait)
+	defer t.Stop()
+	select {
+	case q <- j:
+		return true
 	case <-s.quit:
 		return false
+	case <-t.C:
 	}
+	s.stats.dropped.Add(1)
+	s.log.Warn("handlers overloaded: stanza shed", slog.String("kind", j.st.Kind.String()), slog.String("from", j.st.fromRaw))
+	if j.iq != nil {
+		s.replyErrorRaw(a, stanza.Error{Type: stanza.Wait, Condition: stanza.ResourceConstraint})
+	}
+	return true
 }
 
 // route handles one element on the reader goroutine. Pings, replies to our
@@ -200,7 +223,7 @@ func (s *Session) route(el *xstream.Element) bool {
 			s.stats.dropped.Add(1)
 			return true
 		}
-		return s.enqueue(&job{st: copyStanza(el, &a, kind)}, fromRaw)
+		return s.enqueue(&job{st: copyStanza(el, &a, kind)}, &a)
 	}
 	typ := a.typ
 	switch string(typ) {
@@ -230,7 +253,7 @@ func (s *Session) route(el *xstream.Element) bool {
 		s.replyErrorRaw(&a, stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable})
 		return true
 	}
-	return s.enqueue(&job{st: copyStanza(el, &a, KindIQ), iq: h}, fromRaw)
+	return s.enqueue(&job{st: copyStanza(el, &a, KindIQ), iq: h}, &a)
 }
 
 // replyFrom is the from of a reply: the request's to when it is ours.

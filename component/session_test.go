@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -529,4 +530,87 @@ func TestCloseWaitsForHandlers(t *testing.T) {
 	<-started
 	s.Abort()
 	assert.True(t, finished)
+}
+
+func TestOverloadedHandlersDoNotDeadlock(t *testing.T) {
+	release := make(chan struct{})
+	mux := NewMux()
+	mux.HandleIQ("q", "urn:test", func(ctx context.Context, iq *Stanza) (any, error) {
+		s, _ := SessionFromContext(ctx)
+		if iq.ID == "first" {
+			// Wait for a reply the reader must deliver while the queue is full.
+			_, err := s.SendIQ(ctx, IQ{Type: stanza.GetIQ, ID: "nested"})
+			return nil, err
+		}
+		<-release
+		return nil, nil
+	})
+	cfg := testConfig(nil)
+	cfg.Handler = mux
+	cfg.Workers = 1
+	cfg.QueueSize = 1
+	s, p := startSession(t, cfg)
+	p.write(`<iq type='set' id='first' from='u@example.com'><q xmlns='urn:test'/></iq>`)
+	require.Equal(t, "nested", attr(t, p.nextStanza(), "id"))
+	// Fill the queue (1) and overflow it (2 more) before answering.
+	for _, id := range []string{"a", "b", "c"} {
+		p.write(`<iq type='set' id='` + id + `' from='u@example.com'><q xmlns='urn:test'/></iq>`)
+	}
+	p.write(`<iq type='result' id='nested' from='example.com'/>`)
+	close(release)
+	got := map[string]string{}
+	for range 4 {
+		st := p.nextStanza()
+		got[attr(t, st, "id")] = attr(t, st, "type")
+	}
+	assert.Equal(t, "result", got["first"])
+	assert.Equal(t, "result", got["a"])
+	assert.Contains(t, []string{"error", "result"}, got["b"])
+	assert.Contains(t, []string{"error", "result"}, got["c"])
+	assert.Positive(t, s.Stats().Dropped, "at least one request was shed")
+}
+
+// TestPingFastPathAllocs checks that answering a ping on the reader
+// allocates nothing: the decoder, routing and the reply batch reuse their
+// buffers.
+func TestPingFastPathAllocs(t *testing.T) {
+	set, err := testConfig(nil).resolve()
+	require.NoError(t, err)
+	w := xstream.NewWriter(io.Discard, 0, 0)
+	defer w.Close(context.Background(), nil)
+	s := &Session{cfg: set, w: w, ctx: context.Background(), quit: make(chan struct{})}
+	ping := []byte(`<iq type='get' id='p1' from='example.com' to='cb1.example.com'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	dec := xstream.NewDecoder(io.MultiReader(strings.NewReader(srvHeader), &repeater{b: ping}), 0, 0)
+	_, err = dec.ReadHeader()
+	require.NoError(t, err)
+	step := func() {
+		el, err := dec.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.route(&el)
+		s.flushReplies()
+	}
+	for range 100 { // warm up buffers
+		step()
+	}
+	allocs := testing.AllocsPerRun(1000, step)
+	assert.Zero(t, allocs)
+	assert.EqualValues(t, 100+1+1000, s.Stats().PingsAnswered) // AllocsPerRun warms up once
+}
+
+// repeater returns b over and over.
+type repeater struct {
+	b   []byte
+	off int
+}
+
+func (r *repeater) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		c := copy(p[n:], r.b[r.off:])
+		n += c
+		r.off = (r.off + c) % len(r.b)
+	}
+	return n, nil
 }
