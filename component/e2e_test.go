@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,8 @@ const (
 	secret = "e2e-s3cr3t-Sh4red"
 	addr   = "cb1.example.com"
 )
+
+var hexDigest = regexp.MustCompile(`[0-9a-fA-F]{40}`)
 
 type syncBuf struct {
 	mu sync.Mutex
@@ -113,6 +116,8 @@ func (e *env) noSecret(texts ...string) {
 	texts = append(texts, e.logs.String())
 	for _, s := range texts {
 		require.NotContains(e.t, s, secret)
+		// A handshake digest (40 hex digits) must not appear either.
+		require.False(e.t, hexDigest.MatchString(s), "digest-like value in %q", s)
 	}
 }
 
