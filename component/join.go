@@ -237,8 +237,7 @@ func validText(b []byte) bool {
 		if r == utf8.RuneError && n == 1 {
 			return false
 		}
-		if !(r == 0x09 || r == 0x0A || r == 0x0D || (r >= 0x20 && r <= 0xD7FF) ||
-			(r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= 0x10FFFF)) {
+		if !xstream.IsXMLChar(r) {
 			return false
 		}
 		b = b[n:]

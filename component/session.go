@@ -391,16 +391,7 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 			r.last = now
 		}
 	}
-	// xstream's Decoder takes a (0, nil) read for io.ErrNoProgress at
-	// once; io.Reader allows it (net.Pipe returns it for an empty write),
-	// so retry a few times as bufio does.
-	for range 100 {
-		n, err := r.conn.Read(p)
-		if n > 0 || err != nil || len(p) == 0 {
-			return n, err
-		}
-	}
-	return 0, io.ErrNoProgress
+	return r.conn.Read(p)
 }
 
 // flushReplies queues the reader's batched replies (reader goroutine only).

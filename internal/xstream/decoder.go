@@ -34,6 +34,7 @@ const (
 	DefaultMaxSize  = 256 << 10
 	DefaultMaxDepth = 32
 	minBuf          = 4 << 10
+	maxEmptyReads   = 100
 )
 
 // Errors returned by the Decoder. ErrTooLarge and ErrTooDeep mean the peer
@@ -80,11 +81,12 @@ type Decoder struct {
 }
 
 type scanner struct {
-	pos   int
-	state scanState
-	quote byte
-	depth int
-	names [][2]int // start offset and length of each open element's name
+	pos    int
+	tagEnd int // end of the top-level start tag, once seen
+	state  scanState
+	quote  byte
+	depth  int
+	names  [][2]int // start offset and length of each open element's name
 }
 
 type scanState uint8
@@ -141,7 +143,15 @@ func (d *Decoder) fill() error {
 		d.r0 = 0
 		d.buf = nb
 	}
-	n, err := d.r.Read(d.buf[d.w0:])
+	var n int
+	var err error
+	// io.Reader allows (0, nil); bufio retries such reads, and so do we.
+	for range maxEmptyReads {
+		n, err = d.r.Read(d.buf[d.w0:])
+		if n > 0 || err != nil {
+			break
+		}
+	}
 	d.w0 += n
 	if n > 0 {
 		return nil
@@ -166,6 +176,13 @@ func (d *Decoder) skipPending() {
 		d.consume(d.pendingSkip)
 		d.pendingSkip = 0
 	}
+}
+
+func trimSpaceRight(b []byte) []byte {
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
@@ -324,7 +341,7 @@ func (d *Decoder) Next() (Element, error) {
 		if err != nil {
 			return Element{}, err
 		}
-		name := bytes.TrimRight(d.buf[d.r0+2:end], " \t\r\n")
+		name := trimSpaceRight(d.buf[d.r0+2 : end])
 		if !isQName(name, d.streamPrefix, "stream") {
 			return Element{}, d.syntax(false, "unexpected end tag at top level", 0)
 		}
@@ -348,7 +365,7 @@ func (d *Decoder) Next() (Element, error) {
 			raw := d.buf[d.r0 : d.r0+n]
 			d.pendingSkip = n
 			el := Element{Raw: raw}
-			el.init()
+			el.init(d.sc.tagEnd)
 			return el, nil
 		}
 		if d.w0-d.r0 > d.maxSize {
@@ -434,6 +451,10 @@ func (d *Decoder) scan() (int, error) {
 			// Scan attributes up to '>' or '/>'.
 			for p < len(b) {
 				c := b[p]
+				if c > '>' { // names and most of the tag: nothing to do
+					p++
+					continue
+				}
 				if c == '"' || c == '\'' {
 					s.quote = c
 					s.state = stQuote
@@ -445,6 +466,9 @@ func (d *Decoder) scan() (int, error) {
 				}
 				if c == '>' {
 					p++
+					if s.depth == 1 && s.tagEnd == 0 {
+						s.tagEnd = p
+					}
 					if b[p-2] == '/' {
 						s.depth--
 						s.names = s.names[:len(s.names)-1]
@@ -459,7 +483,11 @@ func (d *Decoder) scan() (int, error) {
 			}
 		case stQuote:
 			i := bytes.IndexByte(b[p:], s.quote)
-			if lt := bytes.IndexByte(b[p:], '<'); lt >= 0 && (i < 0 || lt < i) {
+			val := b[p:]
+			if i >= 0 {
+				val = val[:i]
+			}
+			if lt := bytes.IndexByte(val, '<'); lt >= 0 {
 				return 0, d.syntax(false, "'<' in attribute value", p+lt)
 			}
 			if i < 0 {
@@ -478,7 +506,7 @@ func (d *Decoder) scan() (int, error) {
 				}
 				return 0, nil
 			}
-			name := bytes.TrimRight(b[p:p+i], " \t\r\n")
+			name := trimSpaceRight(b[p : p+i])
 			top := s.names[len(s.names)-1]
 			if !bytes.Equal(name, b[top[0]:top[0]+top[1]]) {
 				return 0, d.syntax(false, "mismatched end tag", p)

@@ -21,28 +21,31 @@ type Element struct {
 	tagEnd  int // index just past the start tag's '>'
 }
 
-func (e *Element) init() {
+func (e *Element) init(tagEnd int) {
 	n := 1
 	for n < len(e.Raw) && isNameByte(e.Raw[n]) {
 		n++
 	}
 	e.nameLen = n - 1
-	e.tagEnd = tagEnd(e.Raw)
+	e.tagEnd = tagEnd
 }
 
 // tagEnd returns the index just past the first '>' outside quotes.
 func tagEnd(b []byte) int {
-	var q byte
-	for i, c := range b {
-		switch {
-		case q != 0:
-			if c == q {
-				q = 0
-			}
-		case c == '"' || c == '\'':
-			q = c
-		case c == '>':
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if c > '>' { // most bytes: letters; all that matter are <= '>'
+			continue
+		}
+		switch c {
+		case '>':
 			return i + 1
+		case '"', '\'':
+			j := bytes.IndexByte(b[i+1:], c)
+			if j < 0 {
+				return len(b)
+			}
+			i += j + 1
 		}
 	}
 	return len(b)
@@ -107,10 +110,12 @@ func (e *Element) AttrString(name string) string {
 	return s
 }
 
-// FirstChild returns the start tag of the first child element, its
-// qualified name and its xmlns attribute (raw), or ok=false when the
-// element has no child element.
-func (e *Element) FirstChild() (name, xmlns []byte, ok bool) {
+// FirstChild returns the local name of the first child element and its
+// namespace (raw, as written in the xmlns or xmlns:prefix attribute that
+// binds it, on the child or on this element), or ok=false when the element
+// has no child element. The namespace is empty when the child inherits the
+// stream's default namespace.
+func (e *Element) FirstChild() (local, ns []byte, ok bool) {
 	in := e.Inner()
 	for {
 		i := bytes.IndexByte(in, '<')
@@ -133,18 +138,34 @@ func (e *Element) FirstChild() (name, xmlns []byte, ok bool) {
 		for n < len(in) && isNameByte(in[n]) {
 			n++
 		}
-		name = in[:n]
-		end := tagEnd(in)
-		xmlns, _ = findAttr(in[n:end], "xmlns")
-		return name, xmlns, true
+		attrs := in[n:tagEnd(in)]
+		local = in[:n]
+		c := bytes.IndexByte(local, ':')
+		if c < 0 {
+			ns, _ = findAttr(attrs, "xmlns")
+			return local, ns, true
+		}
+		prefix := local[:c]
+		local = local[c+1:]
+		// Rare: a prefixed payload. Build the attribute name on the stack.
+		var buf [64]byte
+		key := append(append(buf[:0], "xmlns:"...), prefix...)
+		ns, found := findAttrBytes(attrs, key)
+		if !found {
+			ns, _ = findAttrBytes(e.Raw[1+e.nameLen:e.tagEnd], key)
+		}
+		return local, ns, true
 	}
 }
 
 // findAttr scans the attribute list of a start tag (after the element
 // name) for name.
 func findAttr(tag []byte, name string) ([]byte, bool) {
+	return findAttrBytes(tag, []byte(name))
+}
+
+func findAttrBytes(tag, name []byte) ([]byte, bool) {
 	for len(tag) > 0 {
-		// skip space
 		i := 0
 		for i < len(tag) && isSpace(tag[i]) {
 			i++
@@ -180,7 +201,7 @@ func findAttr(tag []byte, name string) ([]byte, bool) {
 		}
 		val := tag[i+1 : i+1+j]
 		tag = tag[i+2+j:]
-		if string(an) == name {
+		if bytes.Equal(an, name) {
 			return val, true
 		}
 	}
@@ -301,7 +322,7 @@ func Unescape(b []byte) (string, error) {
 			} else {
 				v, err = strconv.ParseUint(string(ref[1:]), 10, 32)
 			}
-			if err != nil || !isXMLChar(rune(v)) {
+			if err != nil || !IsXMLChar(rune(v)) {
 				return "", errBadRef
 			}
 			out = utf8.AppendRune(out, rune(v))
@@ -313,7 +334,8 @@ func Unescape(b []byte) (string, error) {
 	return string(out), nil
 }
 
-func isXMLChar(r rune) bool {
+// IsXMLChar reports whether XML 1.0 allows the character r.
+func IsXMLChar(r rune) bool {
 	return r == 0x09 || r == 0x0A || r == 0x0D ||
 		(r >= 0x20 && r <= 0xD7FF) || (r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= 0x10FFFF)
 }

@@ -41,7 +41,7 @@ func AppendEscaped(dst []byte, s string) []byte {
 		default:
 			r, w := utf8.DecodeRuneInString(s[i:])
 			width = w
-			if r == utf8.RuneError && w == 1 || !isXMLChar(r) {
+			if r == utf8.RuneError && w == 1 || !IsXMLChar(r) {
 				rep = "\uFFFD"
 			} else {
 				i += w

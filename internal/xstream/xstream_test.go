@@ -338,3 +338,44 @@ func TestWriterBackpressure(t *testing.T) {
 	c1.Close()
 	<-w.Done()
 }
+
+func TestFirstChildPrefixed(t *testing.T) {
+	d := NewDecoder(strings.NewReader(serverHeader+
+		"<iq type='get' id='1'><p:query xmlns:p='urn:x'/></iq>"+
+		"<iq type='get' id='2' xmlns:q='urn:y'><q:query/></iq>"+
+		"<iq type='get' id='3'><query/></iq>"), 0, 0)
+	_, err := d.ReadHeader()
+	require.NoError(t, err)
+	for _, want := range []string{"urn:x", "urn:y", ""} {
+		el, err := d.Next()
+		require.NoError(t, err)
+		local, ns, ok := el.FirstChild()
+		require.True(t, ok)
+		assert.Equal(t, "query", string(local))
+		assert.Equal(t, want, string(ns))
+	}
+}
+
+// emptyReader returns (0, nil) a few times before each real read, as
+// io.Reader allows.
+type emptyReader struct {
+	r     io.Reader
+	empty int
+}
+
+func (e *emptyReader) Read(p []byte) (int, error) {
+	if e.empty < 3 {
+		e.empty++
+		return 0, nil
+	}
+	e.empty = 0
+	return e.r.Read(p)
+}
+
+func TestDecoderToleratesEmptyReads(t *testing.T) {
+	d := NewDecoder(&emptyReader{r: iotest.OneByteReader(strings.NewReader(serverHeader + "<a/></stream:stream>"))}, 0, 0)
+	_, err := d.ReadHeader()
+	require.NoError(t, err)
+	got, _ := readAll(t, d)
+	assert.Equal(t, []string{"<a/>"}, got)
+}
