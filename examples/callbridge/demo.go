@@ -1,0 +1,314 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"github.com/cblink/cblink/callbridge"
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/component/componenttest"
+	"github.com/cblink/cblink/discovery"
+	"github.com/cblink/cblink/examples/internal/lab"
+	"github.com/cblink/cblink/tlsverify"
+)
+
+// demoPasscodes are the calls the demo's Call Bridge knows, with their
+// passcodes.
+var demoPasscodes = map[string]string{"100": "1234", "200": ""}
+
+// printer serialises the demo's output lines from several goroutines.
+type printer struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (p *printer) printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, format+"\n", args...)
+}
+
+// runDemo runs the self-contained scenario: two XMPP servers and a DNS
+// server on loopback, SRV discovery, TLS with the SAN checks, the XEP-0114
+// handshake, join requests, a failover, and a clean shutdown. With stay it
+// keeps the bridge running after the scenario until ctx ends.
+func runDemo(ctx context.Context, out io.Writer, stay bool) error {
+	p := &printer{w: out}
+	const name, domain = "cb1", "example.com"
+	addr := name + "." + domain
+	secret := randomSecret()
+
+	p.printf("cblink demo: a Call Bridge, two XMPP servers and a DNS server, all in this process on loopback")
+	l, err := lab.Start(lab.Options{
+		Domain:     domain,
+		Components: map[string]string{addr: secret},
+		Servers: []lab.Server{
+			{Name: "xmpp1.example.com", Priority: 10, Weight: 10},
+			{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("starting the servers: %w", err)
+	}
+	defer l.Close()
+	for i, s := range l.Servers {
+		p.printf("  XMPP server %s listening on %s (direct TLS), component %s registered", l.Names[i], s.Addr(), addr)
+	}
+	p.printf("  DNS server on %s publishing _xmpp-component._tcp.%s", l.DNS.Addr(), domain)
+
+	cfg := callbridge.Config{
+		Name:             name,
+		Domain:           domain,
+		Secret:           secret,
+		RootCAs:          l.Pool(),
+		NameServers:      []string{l.DNS.Addr()},
+		DialTimeout:      2 * time.Second,
+		HandshakeTimeout: 3 * time.Second,
+		Logger:           slog.New(slog.DiscardHandler), // the demo prints the events itself
+	}
+	p.printf("")
+	p.printf("1. settings (as on CMS's XMPP page): %v, name servers %v", cfg, cfg.NameServers)
+
+	// What the bridge will find, shown up front.
+	res, err := (&discovery.Resolver{NameServers: cfg.NameServers}).Lookup(ctx, discovery.Request{Domain: domain})
+	if err != nil {
+		return fmt.Errorf("SRV lookup: %w", err)
+	}
+	for _, te := range res.Trace {
+		if te.Type == "SRV" {
+			p.printf("2. SRV answer for %s (%s from %s):", te.Name, te.Rcode, te.Server)
+			for _, a := range te.Answers {
+				p.printf("     %s", strings.Join(strings.Fields(a), " "))
+			}
+		}
+	}
+	p.printf("3. addresses, in the order to try (RFC 2782: lowest priority first):")
+	for i, ep := range res.Endpoints {
+		p.printf("     %d. %s port %d (priority %d): %v", i+1, ep.Target, ep.Port, ep.Priority, ep.Addrs)
+	}
+
+	b, err := callbridge.New(cfg)
+	if err != nil {
+		return err
+	}
+	var joins sync.Mutex
+	n := 0
+	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		want, known := demoPasscodes[req.Call]
+		switch {
+		case !known:
+			p.printf("     bridge: join request from %s for call %s (%q): unknown call, refused", req.From, req.Call, req.DisplayName)
+			return nil, component.ErrJoinUnknownCall
+		case req.Passcode != want:
+			p.printf("     bridge: join request from %s for call %s (%q): wrong passcode, refused", req.From, req.Call, req.DisplayName)
+			return nil, component.ErrJoinForbidden
+		}
+		joins.Lock()
+		n++
+		session := fmt.Sprintf("s-%s-%d", req.Call, n)
+		joins.Unlock()
+		p.printf("     bridge: join request from %s for call %s (%q): accepted, session %s", req.From, req.Call, req.DisplayName, session)
+		return &component.JoinResult{Session: session}, nil
+	})
+	b.HandleIQ("query", nsDiscoInfo, discoInfo)
+
+	// Print every state change as the bridge goes through the steps, and
+	// signal each new link to the scenario below.
+	events, _ := b.Subscribe()
+	connected := make(chan callbridge.Status, 4)
+	printed := make(chan struct{})
+	go func() {
+		defer close(printed)
+		for ev := range events {
+			p.printf("   [bridge] %s", describe(ev, l, addr))
+			if ev.To == callbridge.Connected {
+				connected <- ev.Status
+			}
+		}
+	}()
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	runErr := make(chan error, 1)
+	p.printf("4. the bridge starts (callbridge.Bridge.Run):")
+	go func() { runErr <- b.Run(runCtx) }()
+	finish := func() error {
+		stop()
+		err := <-runErr
+		<-printed
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	}
+
+	waitLink := func() (callbridge.Status, error) {
+		select {
+		case st := <-connected:
+			return st, nil
+		case <-time.After(10 * time.Second):
+			return callbridge.Status{}, errors.New("the bridge did not connect within 10s")
+		case err := <-runErr:
+			runErr <- err
+			return callbridge.Status{}, fmt.Errorf("the bridge stopped: %w", err)
+		}
+	}
+	st, err := waitLink()
+	if err != nil {
+		finish()
+		return err
+	}
+	first, err := l.Server(st.Server)
+	if err != nil {
+		finish()
+		return err
+	}
+
+	p.printf("5. WebRTC users ask to join, through %s:", st.Server)
+	for _, u := range []struct{ user, display, call, passcode string }{
+		{"alice", "Alice", "100", "1234"},
+		{"bob", "Bob", "100", "0000"},
+		{"carol", "Carol", "300", ""},
+	} {
+		if err := webJoin(ctx, p, first, addr, u.user, u.display, u.call, u.passcode); err != nil {
+			finish()
+			return err
+		}
+	}
+
+	p.printf("6. %s crashes (listener stopped, connections dropped):", st.Server)
+	first.Stop()
+	first.CloseClientConnections()
+	st2, err := waitLink()
+	if err != nil {
+		finish()
+		return err
+	}
+	second, err := l.Server(st2.Server)
+	if err != nil {
+		finish()
+		return err
+	}
+	p.printf("   failover done: now on %s", st2.Server)
+	if err := webJoin(ctx, p, second, addr, "dave", "Dave", "200", ""); err != nil {
+		finish()
+		return err
+	}
+
+	if stay {
+		p.printf("running; interrupt (Ctrl-C) to stop")
+		select {
+		case <-ctx.Done():
+		case err := <-runErr:
+			runErr <- err
+		}
+	}
+
+	p.printf("7. shutting down (context cancelled):")
+	conn, cerr := second.WaitConn(context.Background(), addr)
+	if err := finish(); err != nil {
+		return fmt.Errorf("the bridge stopped with an error: %w", err)
+	}
+	if cerr == nil {
+		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = conn.WaitClosed(wctx)
+		cancel()
+		if conn.ClosedByPeer() {
+			p.printf("   %s received </stream:stream>: the link was closed cleanly", st2.Server)
+		} else {
+			p.printf("   %s did not see the stream closed cleanly", st2.Server)
+		}
+	}
+	s := b.Stats()
+	p.printf("   stats: %d connects, %d joins accepted, %d refused", s.Connects, s.JoinsHandled, s.JoinsRefused)
+	p.printf("demo finished")
+	return nil
+}
+
+// webJoin plays a WebRTC user whose join request the XMPP server forwards
+// to the Call Bridge, and prints how it was answered.
+func webJoin(ctx context.Context, p *printer, srv *componenttest.Server, addr, user, display, call, passcode string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := srv.WaitConn(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("no link on the server: %w", err)
+	}
+	from := jid.MustParse(user + "@example.com/web")
+	pc := "no passcode"
+	if passcode != "" {
+		pc = "passcode " + passcode
+	}
+	p.printf("   web: %s asks to join call %s (%s)", from, call, pc)
+	raw, err := conn.SendIQ(ctx, component.MarshalJoinIQ(&component.JoinRequest{
+		From: from, ID: "join-" + user, Call: call, Passcode: passcode, DisplayName: display,
+	}, jid.MustParse(addr)))
+	if err != nil {
+		return fmt.Errorf("join request: %w", err)
+	}
+	res, err := component.ParseJoinResponse(raw)
+	var se stanza.Error
+	switch {
+	case err == nil:
+		p.printf("   web: %s joined, session %s", user, res.Session)
+	case errors.As(err, &se):
+		p.printf("   web: %s refused: %s", user, se.Condition)
+	default:
+		return fmt.Errorf("join reply: %w", err)
+	}
+	return nil
+}
+
+// describe explains a state change in the words of the connection steps.
+func describe(ev callbridge.Event, l *lab.Lab, addr string) string {
+	st := ev.Status
+	switch ev.To {
+	case callbridge.Resolving:
+		if ev.From == callbridge.Connected {
+			return fmt.Sprintf("Resolving: link to %s lost (%s: %v); looking up the servers again", st.Server, st.LastErrKind, st.LastErr)
+		}
+		return "Resolving: SRV lookup of _xmpp-component._tcp." + l.Domain + ", then A/AAAA of each target"
+	case callbridge.Connecting:
+		if ev.From != callbridge.Resolving && st.LastErr != nil {
+			return fmt.Sprintf("Connecting: TCP to %s (the previous server failed: %v)", st.Server, st.LastErr)
+		}
+		return "Connecting: TCP to " + st.Server
+	case callbridge.TLS:
+		return fmt.Sprintf("TLS: TCP connected to %s; TLS handshake from the first byte (SNI %s)", st.Addr, l.Domain)
+	case callbridge.Authenticating:
+		msg := "Authenticating: certificate checked"
+		for i, n := range l.Names {
+			if n == st.Server {
+				sum := tlsverify.Summarize(l.Leaves[i].Cert)
+				msg = fmt.Sprintf("Authenticating: certificate of %s trusted (issuer %s); SANs %v name both %s (XMPP domain) and %s (server)",
+					st.Server, sum.Issuer, sum.DNSNames, l.Domain, st.Server)
+			}
+		}
+		return msg + "; XEP-0114 handshake as " + addr
+	case callbridge.Connected:
+		return fmt.Sprintf("Connected: to %s (%s) as %s; waiting for join requests", st.Server, st.Addr, addr)
+	case callbridge.BackingOff:
+		return fmt.Sprintf("BackingOff: every server failed (%s: %v); next try in %v", st.LastErrKind, st.LastErr, st.Backoff)
+	case callbridge.Stopped:
+		return "Stopped: stream closed"
+	}
+	return ev.String()
+}
+
+// randomSecret makes the demo's shared secret.
+func randomSecret() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
