@@ -1,0 +1,444 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"mellium.im/xmpp/stream"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/discovery"
+	"github.com/cblink/cblink/examples/internal/settings"
+	"github.com/cblink/cblink/tlsverify"
+)
+
+// Step names, in the order they run.
+const (
+	stepSettings  = "settings"
+	stepSRV       = "srv"    // or stepServer with an explicit -server
+	stepServer    = "server" // explicit address: no SRV lookup
+	stepAddress   = "address"
+	stepTCP       = "tcp"
+	stepTLS       = "tls"
+	stepSAN       = "san"
+	stepHandshake = "handshake"
+	stepPing      = "ping"
+	stepResult    = "result"
+)
+
+// targetSteps are the steps run for every server.
+var targetSteps = []string{stepAddress, stepTCP, stepTLS, stepSAN, stepHandshake, stepPing}
+
+// checker walks the connection steps once and records them.
+type checker struct {
+	s       *settings.Settings
+	timeout time.Duration
+	steps   []Step
+
+	domain  string // normalised
+	addr    string // component address
+	secret  string
+	verify  tlsverify.Config // per-target ServerName filled in
+	sni     string
+	servers []string // the targets that passed every step
+}
+
+func (c *checker) add(step, target string, r Result, d time.Duration, detail, hint string) {
+	c.steps = append(c.steps, newStep(step, target, r, d, detail, hint))
+}
+
+// skipRest records the steps after failed as not reached.
+func (c *checker) skipRest(target, failed, why string) {
+	after := false
+	for _, s := range targetSteps {
+		if after {
+			c.add(s, target, Skip, 0, why, "")
+		}
+		if s == failed {
+			after = true
+		}
+	}
+}
+
+// run checks everything and reports whether a Call Bridge would connect.
+func (c *checker) run(ctx context.Context) bool {
+	if !c.checkSettings() {
+		c.add(stepResult, "", Fail, 0, "a Call Bridge with these settings would not start", "")
+		return false
+	}
+	targets := c.locate(ctx)
+	for _, t := range targets {
+		c.checkTarget(ctx, t)
+	}
+	switch {
+	case len(targets) == 0:
+		c.add(stepResult, "", Fail, 0, "no server to connect to: a Call Bridge with these settings would not connect", "")
+	case len(c.servers) == 0:
+		c.add(stepResult, "", Fail, 0, fmt.Sprintf("no server accepts this Call Bridge (%s checked): it would not connect", plural(len(targets), "server")), "")
+	default:
+		c.add(stepResult, "", OK, 0, fmt.Sprintf("%d of %s would work: %s", len(c.servers), plural(len(targets), "server"), strings.Join(c.servers, ", ")), "")
+	}
+	return len(c.servers) > 0
+}
+
+func (c *checker) checkSettings() bool {
+	start := time.Now()
+	cfg := c.s.Config()
+	if err := cfg.Validate(); err != nil {
+		c.add(stepSettings, "", Fail, time.Since(start), strings.Join(settings.Problems(err), "; "),
+			"fix the settings above (flags, or CBLINK_<FLAG> environment variables)")
+		return false
+	}
+	secret, err := c.s.Secret()
+	if err != nil { // Validate read the same source a moment ago
+		c.add(stepSettings, "", Fail, time.Since(start), "secret: "+err.Error(), "set -secret-file, or "+settings.SecretEnv)
+		return false
+	}
+	c.secret = secret
+	c.domain = strings.ToLower(strings.TrimSuffix(c.s.Domain, "."))
+	c.addr = c.s.Name + "." + c.domain
+	c.sni = c.s.SNI
+	if c.sni == "" {
+		c.sni = c.domain
+	}
+	c.verify = tlsverify.Config{Domain: c.domain, RootsFile: c.s.CAFile}
+
+	where := "SRV _xmpp-component._tcp." + c.domain
+	if c.s.Server != "" {
+		where = c.s.Server
+	}
+	secretFrom := settings.SecretEnv
+	if c.s.SecretFile != "" {
+		secretFrom = c.s.SecretFile
+	}
+	roots := "system roots"
+	if c.s.CAFile != "" {
+		roots = c.s.CAFile
+	}
+	dns := "/etc/resolv.conf"
+	if ns := c.s.NameServers(); len(ns) > 0 {
+		dns = strings.Join(ns, ",")
+	}
+	c.add(stepSettings, "", OK, time.Since(start), fmt.Sprintf("component %s, server %s, secret from %s (redacted), CA %s, DNS %s",
+		c.addr, where, secretFrom, roots, dns), "")
+	return true
+}
+
+// target is one server to check; ep is nil when it has no address.
+type target struct {
+	name string // host:port
+	ep   *discovery.Endpoint
+	why  error // why there is no address
+}
+
+// locate runs the SRV (or explicit address) step and returns the targets
+// in the order a Call Bridge tries them, those without address last.
+func (c *checker) locate(ctx context.Context) []target {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	start := time.Now()
+	r := &discovery.Resolver{NameServers: c.s.NameServers()}
+	res, err := r.Lookup(ctx, discovery.Request{Domain: c.domain, Server: c.s.Server})
+	d := time.Since(start)
+	srvName := "_xmpp-component._tcp." + c.domain
+
+	if c.s.Server != "" {
+		a, perr := discovery.ParseAddress(c.s.Server)
+		if perr != nil {
+			c.add(stepServer, c.s.Server, Fail, d, perr.Error(), "set -server to host[:port]")
+			return nil
+		}
+		c.add(stepServer, a.String(), OK, 0, "explicit address from -server; no SRV lookup", "")
+		if err != nil {
+			return []target{{name: a.String(), why: err}}
+		}
+		return []target{{name: a.String(), ep: &res.Endpoints[0]}}
+	}
+
+	var records []string
+	for _, te := range traceOf(res) {
+		if te.Type == "SRV" && te.Source != discovery.SourceNote {
+			for _, a := range te.Answers {
+				records = append(records, srvRecord(a))
+			}
+		}
+	}
+	switch {
+	case errors.Is(err, discovery.ErrNoService):
+		c.add(stepSRV, srvName, Fail, d, fmt.Sprintf("SRV answer %q: the single target \".\"", strings.Join(records, ", ")),
+			"the domain publishes that there is no XMPP component service: replace the \".\" record by _xmpp-component._tcp."+c.domain+" SRV records naming the XMPP servers, or set -server")
+		return nil
+	case errors.Is(err, discovery.ErrNoSRV):
+		c.add(stepSRV, srvName, Fail, d, err.Error(),
+			"publish _xmpp-component._tcp."+c.domain+" SRV records or set -server")
+		return nil
+	case err != nil && !errors.Is(err, discovery.ErrNoAddresses):
+		c.add(stepSRV, srvName, Fail, d, err.Error(),
+			"check that the name servers ("+nameServers(c.s)+") answer for "+c.domain)
+		return nil
+	}
+
+	var targets []target
+	var order []string
+	for i := range res.Endpoints {
+		ep := &res.Endpoints[i]
+		t := net.JoinHostPort(ep.Target, strconv.Itoa(int(ep.Port)))
+		targets = append(targets, target{name: t, ep: ep})
+		order = append(order, t)
+	}
+	// Targets skipped for want of an address, from the trace notes.
+	for _, te := range traceOf(res) {
+		if te.Source == discovery.SourceNote && te.Type == "A/AAAA" {
+			targets = append(targets, target{name: strings.TrimSuffix(te.Name, "."), why: te.Err})
+		}
+	}
+	detail := fmt.Sprintf("%s [%s]", plural(len(records), "record"), strings.Join(records, "; "))
+	if len(order) > 0 {
+		detail += "; order to try: " + strings.Join(order, ", ")
+	}
+	c.add(stepSRV, srvName, OK, d, detail, "")
+	return targets
+}
+
+func traceOf(res *discovery.Result) []discovery.TraceEntry {
+	if res == nil {
+		return nil
+	}
+	return res.Trace
+}
+
+// srvRecord shortens a zone-file SRV answer to "priority weight port target".
+func srvRecord(rr string) string {
+	f := strings.Fields(rr)
+	if len(f) >= 5 && f[len(f)-5] == "SRV" {
+		return strings.Join(f[len(f)-4:], " ")
+	}
+	return strings.Join(f, " ")
+}
+
+func nameServers(s *settings.Settings) string {
+	if ns := s.NameServers(); len(ns) > 0 {
+		return "-dns " + strings.Join(ns, ",")
+	}
+	return "/etc/resolv.conf"
+}
+
+// checkTarget runs the steps from address lookup to ping for one server.
+func (c *checker) checkTarget(ctx context.Context, t target) {
+	if t.ep == nil {
+		detail := "no usable address"
+		if t.why != nil {
+			detail = t.why.Error()
+		}
+		host, _, _ := net.SplitHostPort(t.name)
+		if host == "" {
+			host = t.name
+		}
+		c.add(stepAddress, t.name, Fail, 0, detail, "publish an A or AAAA record for "+host)
+		c.skipRest(t.name, stepAddress, "not reached: no address")
+		return
+	}
+	ep := t.ep
+	addrs := make([]string, len(ep.Addrs))
+	for i, a := range ep.Addrs {
+		addrs[i] = a.String()
+	}
+	c.add(stepAddress, t.name, OK, 0, strings.Join(addrs, ", "), "")
+
+	// TCP: the addresses in order, the first that answers.
+	start := time.Now()
+	var conn net.Conn
+	var errs []string
+	for _, a := range ep.Addrs {
+		d := net.Dialer{Timeout: c.timeout}
+		cn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(a, ep.Port).String())
+		if err == nil {
+			conn = cn
+			break
+		}
+		errs = append(errs, err.Error())
+	}
+	if conn == nil {
+		c.add(stepTCP, t.name, Fail, time.Since(start), strings.Join(errs, "; "),
+			fmt.Sprintf("check that the XMPP server on %s runs and accepts components on port %d (direct TLS), and that no firewall blocks it", ep.Target, ep.Port))
+		c.skipRest(t.name, stepTCP, "not reached: no TCP connection")
+		return
+	}
+	defer conn.Close()
+	c.add(stepTCP, t.name, OK, time.Since(start), "connected to "+conn.RemoteAddr().String(), "")
+
+	tconn := c.checkTLS(ctx, t.name, ep, conn)
+	if tconn == nil {
+		return
+	}
+	c.checkHandshake(ctx, t.name, tconn)
+}
+
+// checkTLS runs the TLS handshake, then the chain and the SAN checks as
+// separate steps, so that both problems show at once. It returns the TLS
+// connection when a Call Bridge would go on to the handshake, else nil.
+func (c *checker) checkTLS(ctx context.Context, name string, ep *discovery.Endpoint, conn net.Conn) *tls.Conn {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	start := time.Now()
+	sni := c.sni
+	if _, err := netip.ParseAddr(sni); err == nil {
+		sni = "" // crypto/tls sends no SNI for an IP
+	}
+	// Verification runs below, with tlsverify, on the chain received: the
+	// handshake itself must not stop at the first problem.
+	tconn := tls.Client(conn, &tls.Config{ServerName: sni, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		c.add(stepTLS, name, Fail, time.Since(start), err.Error(),
+			"the server did not complete a direct-TLS handshake: check that port "+strconv.Itoa(int(ep.Port))+
+				" is the component port with TLS from the first byte, and that the SNI "+c.sni+" is one of its hosts (else set -sni)")
+		c.skipRest(name, stepTLS, "not reached: no TLS")
+		return nil
+	}
+	cs := tconn.ConnectionState()
+	chain := cs.PeerCertificates
+	v := c.verify
+	v.ServerName = ep.Target
+	if c.s.ServerName != "" {
+		v.ServerName = c.s.ServerName
+	}
+	err := v.Verify(chain)
+	var ce *tlsverify.ChainError
+	chainOK := !errors.As(err, &ce)
+	var nameErr error
+	if chainOK {
+		if err != nil && !errors.Is(err, tlsverify.ErrNameMismatch) {
+			// Neither a chain nor a name problem: a configuration error.
+			c.add(stepTLS, name, Fail, time.Since(start), err.Error(), "check -ca")
+			c.skipRest(name, stepTLS, "not reached")
+			return nil
+		}
+		nameErr = err
+		sum := tlsverify.Summarize(chain[0])
+		c.add(stepTLS, name, OK, time.Since(start), fmt.Sprintf("%s %s, SNI %q; chain trusted: %s issued by %s, valid until %s",
+			tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), sni, sum.Subject, sum.Issuer, sum.NotAfter.Format(time.DateOnly)), "")
+	} else {
+		c.add(stepTLS, name, Fail, time.Since(start), ce.Error(), chainHint(ce))
+		// Check the names anyway, trusting this leaf's key, so that a
+		// certificate with both problems shows both.
+		if len(chain) > 0 {
+			pv := tlsverify.Config{Domain: v.Domain, ServerName: v.ServerName, Pins: []string{tlsverify.Summarize(chain[0]).SPKIPin}, PinOnly: true}
+			nameErr = pv.Verify(chain)
+		}
+	}
+
+	var ne *tlsverify.NameError
+	switch {
+	case errors.As(nameErr, &ne):
+		c.add(stepSAN, name, Fail, 0, ne.Error(), c.sanHint(ne))
+	case nameErr != nil:
+		c.add(stepSAN, name, Skip, 0, "names not checked: "+nameErr.Error(), "")
+	default:
+		c.add(stepSAN, name, OK, 0, fmt.Sprintf("SANs DNS:%v name both %s (XMPP domain) and %s (server)",
+			chain[0].DNSNames, v.Domain, v.ServerName), "")
+	}
+	if !chainOK || nameErr != nil {
+		why := "not attempted: a Call Bridge does not send its handshake to a server whose certificate fails the checks"
+		c.add(stepHandshake, name, Skip, 0, why, "")
+		c.add(stepPing, name, Skip, 0, why, "")
+		return nil
+	}
+	return tconn
+}
+
+func chainHint(ce *tlsverify.ChainError) string {
+	switch {
+	case errors.Is(ce, tlsverify.ErrUnknownAuthority):
+		return "pass the CA bundle that signed the XMPP server's certificate with -ca"
+	case errors.Is(ce, tlsverify.ErrExpired):
+		return "renew the XMPP server's certificate"
+	case errors.Is(ce, tlsverify.ErrNotYetValid):
+		return "check the clock of this host; the certificate is not valid yet"
+	case errors.Is(ce, tlsverify.ErrKeyUsage):
+		return "reissue the XMPP server certificate for TLS server authentication (extended key usage serverAuth)"
+	}
+	return "reissue the XMPP server certificate with a complete chain (the server must send its intermediates)"
+}
+
+func (c *checker) sanHint(ne *tlsverify.NameError) string {
+	names := make([]string, len(ne.Required))
+	for i, r := range ne.Required {
+		names[i] = r.Name
+	}
+	h := "reissue the XMPP server certificate with SANs " + strings.Join(names, " and ")
+	for _, m := range ne.Missing {
+		if m.Role&tlsverify.RoleServerName != 0 && c.s.Server != "" && c.s.ServerName == "" {
+			h += " (or, for a combined server dialled by another name, set -server-name to the FQDN the certificate names)"
+			break
+		}
+	}
+	return h
+}
+
+// checkHandshake runs the XEP-0114 handshake and one XEP-0199 round trip,
+// then closes the stream cleanly.
+func (c *checker) checkHandshake(ctx context.Context, name string, conn net.Conn) {
+	start := time.Now()
+	sess, err := component.NewSession(ctx, conn, component.Config{
+		Name:             c.s.Name,
+		Domain:           c.domain,
+		Secret:           c.secret,
+		HandshakeTimeout: c.timeout,
+		KeepaliveIdle:    -1,
+		PingInterval:     -1,
+	})
+	if err != nil {
+		c.add(stepHandshake, name, Fail, time.Since(start), err.Error(), c.handshakeHint(err))
+		c.add(stepPing, name, Skip, 0, "not reached: no link", "")
+		return
+	}
+	defer sess.Close()
+	c.add(stepHandshake, name, OK, time.Since(start), "logged in as "+sess.Addr().String(), "")
+
+	pctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	start = time.Now()
+	rtt, err := sess.Ping(pctx)
+	if err != nil {
+		c.add(stepPing, name, Fail, time.Since(start), err.Error(), "the server took the handshake but does not route a ping to its domain "+c.domain+": check its log")
+		return
+	}
+	c.add(stepPing, name, OK, time.Since(start), fmt.Sprintf("XEP-0199 ping to %s answered in %v", c.domain, rtt.Round(time.Microsecond)), "")
+	c.servers = append(c.servers, name)
+}
+
+func (c *checker) handshakeHint(err error) string {
+	var se *component.StreamError
+	switch {
+	case errors.Is(err, stream.NotAuthorized):
+		return "the shared secret does not match the one set with `xmpp callbridge add " + c.s.Name + "` on the XMPP server"
+	case errors.Is(err, stream.HostUnknown):
+		return "add the component on the XMPP server: xmpp callbridge add " + c.s.Name
+	case errors.Is(err, stream.Conflict):
+		return "the XMPP server already has a link for " + c.addr + ": a running Call Bridge with this name (or its stale link); Prosody refuses a second one, so run this check while that Call Bridge is stopped, or give each Call Bridge its own name"
+	case errors.Is(err, stream.SeeOtherHost) && errors.As(err, &se):
+		other, _ := se.OtherHost()
+		return "the server redirects to " + other + ": publish that server in the SRV records or set -server " + other
+	case errors.Is(err, stream.SystemShutdown):
+		return "the XMPP server is shutting down: try again when it is back"
+	case errors.Is(err, stream.InvalidNamespace), errors.Is(err, component.ErrNoStreamID), errors.Is(err, component.ErrProtocol):
+		return "this port does not speak XEP-0114: point -server or the SRV record at the XMPP server's component port"
+	case errors.Is(err, component.ErrTimeout):
+		return "the server did not answer the handshake in time: is this the component port, and is the server overloaded?"
+	}
+	return "see the XMPP server's log for why it refused " + c.addr
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
+}

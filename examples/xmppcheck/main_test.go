@@ -1,0 +1,332 @@
+package main
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/examples/internal/lab"
+)
+
+const (
+	testSecret  = "xc-S3cret-9f2e7d" // must never be printed
+	wrongSecret = "xc-Wr0ng-41ab"
+)
+
+// bin is the xmppcheck binary, built once by TestMain.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "xmppcheck-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "xmppcheck")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// startLab starts a lab with cb1.example.com registered and closes it when
+// the test ends. It writes the lab CA to ca.pem in dir.
+func startLab(t *testing.T, opts lab.Options) (*lab.Lab, string) {
+	t.Helper()
+	if opts.Components == nil {
+		opts.Components = map[string]string{"cb1.example.com": testSecret}
+	}
+	opts.Logf = t.Logf
+	l, err := lab.Start(opts)
+	require.NoError(t, err)
+	t.Cleanup(l.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(ca, l.CA.RootPEM(), 0o600))
+	return l, ca
+}
+
+type runResult struct {
+	code   int
+	stdout string
+	stderr string
+}
+
+// runCheck execs xmppcheck with args and env, checks that the secrets are
+// nowhere in its output, and returns its outcome.
+func runCheck(t *testing.T, env []string, args ...string) runResult {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(cleanEnv(), env...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	r := runResult{code: code, stdout: stdout.String(), stderr: stderr.String()}
+	for _, s := range []string{testSecret, wrongSecret} {
+		assert.NotContains(t, r.stdout+r.stderr, s, "a secret was printed")
+	}
+	t.Logf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	return r
+}
+
+// cleanEnv is the test process's environment without CBLINK_ variables.
+func cleanEnv() []string {
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "CBLINK_") {
+			env = append(env, e)
+		}
+	}
+	return env
+}
+
+func parseSteps(t *testing.T, out string) []Step {
+	t.Helper()
+	var steps []Step
+	require.NoError(t, json.Unmarshal([]byte(out), &steps), out)
+	require.NotEmpty(t, steps)
+	return steps
+}
+
+// find returns the step with the given name whose target contains target.
+func find(t *testing.T, steps []Step, step, target string) Step {
+	t.Helper()
+	for _, s := range steps {
+		if s.Step == step && strings.Contains(s.Target, target) {
+			return s
+		}
+	}
+	t.Fatalf("no step %s for %q in %+v", step, target, steps)
+	return Step{}
+}
+
+func port(t *testing.T, addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	return p
+}
+
+func twoServers() []lab.Server {
+	return []lab.Server{
+		{Name: "xmpp1.example.com", Priority: 10, Weight: 10},
+		{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
+	}
+}
+
+func TestChecks(t *testing.T) {
+	type want struct {
+		code int
+		// failStep/failTarget name the step expected to fail (none: every
+		// step passes); hint is a part of its hint.
+		failStep, failTarget, hint string
+		// pass lists targets expected to pass every step.
+		pass []string
+	}
+	for _, tc := range []struct {
+		name   string
+		opts   lab.Options
+		args   func(l *lab.Lab, ca string) []string
+		secret string
+		want   want
+	}{
+		{
+			name: "good set-up, both servers work",
+			opts: lab.Options{Servers: twoServers()},
+			want: want{code: 0, pass: []string{"xmpp1.example.com", "xmpp2.example.com"}},
+		},
+		{
+			name:   "wrong secret",
+			opts:   lab.Options{Servers: twoServers()[:1]},
+			secret: wrongSecret,
+			want: want{code: 1, failStep: stepHandshake, failTarget: "xmpp1.example.com",
+				hint: "the shared secret does not match the one set with `xmpp callbridge add cb1` on the XMPP server"},
+		},
+		{
+			name: "unknown name",
+			opts: lab.Options{Servers: twoServers()[:1]},
+			args: func(l *lab.Lab, ca string) []string { return []string{"-name", "cb9"} },
+			want: want{code: 1, failStep: stepHandshake, failTarget: "xmpp1.example.com",
+				hint: "add the component on the XMPP server: xmpp callbridge add cb9"},
+		},
+		{
+			name: "certificate lacks the FQDN",
+			opts: lab.Options{Servers: []lab.Server{{Name: "xmpp1.example.com", Priority: 10, SANs: []string{"example.com"}}}},
+			want: want{code: 1, failStep: stepSAN, failTarget: "xmpp1.example.com",
+				hint: "reissue the XMPP server certificate with SANs example.com and xmpp1.example.com"},
+		},
+		{
+			name: "untrusted CA",
+			opts: lab.Options{Servers: []lab.Server{{Name: "xmpp1.example.com", Priority: 10, Untrusted: true}}},
+			want: want{code: 1, failStep: stepTLS, failTarget: "xmpp1.example.com",
+				hint: "pass the CA bundle that signed the XMPP server's certificate with -ca"},
+		},
+		{
+			name: "SRV says no service",
+			opts: lab.Options{Servers: twoServers()[:1], SRV: lab.SRVDot},
+			want: want{code: 1, failStep: stepSRV, failTarget: "_xmpp-component._tcp.example.com",
+				hint: "the domain publishes that there is no XMPP component service"},
+		},
+		{
+			name: "no SRV records",
+			opts: lab.Options{Servers: twoServers()[:1], SRV: lab.SRVNone},
+			want: want{code: 1, failStep: stepSRV, failTarget: "_xmpp-component._tcp.example.com",
+				hint: "publish _xmpp-component._tcp.example.com SRV records or set -server"},
+		},
+		{
+			name: "first target dead, second good",
+			opts: lab.Options{Servers: []lab.Server{
+				{Name: "xmpp1.example.com", Priority: 10, Down: true},
+				{Name: "xmpp2.example.com", Priority: 20},
+			}},
+			want: want{code: 0, failStep: stepTCP, failTarget: "xmpp1.example.com",
+				hint: "accepts components on port", pass: []string{"xmpp2.example.com"}},
+		},
+		{
+			name: "explicit address with server name",
+			opts: lab.Options{Servers: twoServers()[:1]},
+			args: func(l *lab.Lab, ca string) []string {
+				return []string{"-server", "127.0.0.1:" + port(t, l.Servers[0].Addr()), "-server-name", "xmpp1.example.com"}
+			},
+			want: want{code: 0, pass: []string{"127.0.0.1"}},
+		},
+		{
+			name: "combined server dialled as localhost",
+			opts: lab.Options{Servers: twoServers()[:1]},
+			args: func(l *lab.Lab, ca string) []string {
+				require.NoError(t, l.DNS.AddZone("localhost. IN A 127.0.0.1\n"))
+				return []string{"-server", "localhost:" + port(t, l.Servers[0].Addr())}
+			},
+			want: want{code: 1, failStep: stepSAN, failTarget: "localhost", hint: "set -server-name"},
+		},
+		{
+			name: "invalid settings",
+			opts: lab.Options{Servers: twoServers()[:1]},
+			args: func(l *lab.Lab, ca string) []string { return []string{"-domain", ""} },
+			want: want{code: 1, failStep: stepSettings, hint: "fix the settings"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, ca := startLab(t, tc.opts)
+			args := []string{"-json", "-timeout", "5s", "-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr()}
+			if !tc.opts.Servers[0].Untrusted {
+				args = append(args, "-ca", ca)
+			}
+			if tc.args != nil {
+				args = append(args, tc.args(l, ca)...)
+			}
+			secret := tc.secret
+			if secret == "" {
+				secret = testSecret
+			}
+			r := runCheck(t, []string{"CBLINK_SECRET=" + secret}, args...)
+			require.Equal(t, tc.want.code, r.code, r.stderr)
+			steps := parseSteps(t, r.stdout)
+			result := steps[len(steps)-1]
+			assert.Equal(t, stepResult, result.Step)
+			assert.Equal(t, tc.want.code == 0, result.OK)
+
+			for _, s := range steps {
+				assert.Equal(t, s.Status == OK, s.OK, "ok agrees with status: %+v", s)
+				if s.Status == Fail && s.Step != stepResult {
+					assert.NotEmpty(t, s.Hint, "a failure carries a hint: %+v", s)
+				}
+			}
+			if tc.want.failStep != "" {
+				s := find(t, steps, tc.want.failStep, tc.want.failTarget)
+				assert.Equal(t, Fail, s.Status, "%+v", s)
+				assert.Contains(t, s.Hint, tc.want.hint)
+			} else {
+				for _, s := range steps {
+					assert.Equal(t, OK, s.Status, "%+v", s)
+				}
+			}
+			for _, p := range tc.want.pass {
+				for _, st := range targetSteps {
+					assert.Equal(t, OK, find(t, steps, st, p).Status, "%s %s", st, p)
+				}
+				assert.Contains(t, result.Detail, p)
+			}
+		})
+	}
+}
+
+// TestTextOutput checks the plain output of a failing set-up (a certificate
+// without the server's FQDN, the usual mistake) and a secret read from
+// -secret-file.
+func TestTextOutput(t *testing.T) {
+	l, ca := startLab(t, lab.Options{Servers: []lab.Server{
+		{Name: "xmpp1.example.com", Priority: 10, SANs: []string{"example.com"}},
+	}})
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secretFile, []byte(testSecret+"\n"), 0o600))
+	r := runCheck(t, nil, "-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-secret-file", secretFile)
+	assert.Equal(t, 1, r.code)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	var got []string
+	for _, line := range lines {
+		f := strings.Fields(line)
+		if f[0] == "hint:" {
+			got = append(got, "hint")
+			continue
+		}
+		got = append(got, f[0]+" "+f[1])
+	}
+	assert.Equal(t, []string{
+		"OK settings", "OK srv", "OK address", "OK tcp", "OK tls",
+		"FAIL san", "hint", "SKIP handshake", "SKIP ping", "FAIL result",
+	}, got)
+	assert.Contains(t, r.stdout, `lacks SAN "xmpp1.example.com"`)
+	assert.Contains(t, r.stdout, "secret from "+secretFile+" (redacted)")
+}
+
+// TestConflictWithRunningBridge: a link with the same name is already up
+// (a running Call Bridge), and the server refuses a second as Prosody does.
+func TestConflictWithRunningBridge(t *testing.T) {
+	l, ca := startLab(t, lab.Options{Servers: twoServers()[:1]})
+	ctx := t.Context()
+	tc, err := tls.Dial("tcp", l.Servers[0].Addr(), l.Servers[0].ClientTLSConfig())
+	require.NoError(t, err)
+	sess, err := component.NewSession(ctx, tc, component.Config{Name: "cb1", Domain: "example.com", Secret: testSecret})
+	require.NoError(t, err)
+	defer sess.Close()
+
+	r := runCheck(t, []string{"CBLINK_SECRET=" + testSecret}, "-json", "-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca)
+	assert.Equal(t, 1, r.code)
+	s := find(t, parseSteps(t, r.stdout), stepHandshake, "xmpp1")
+	assert.Equal(t, Fail, s.Status)
+	assert.Contains(t, s.Hint, "a running Call Bridge with this name")
+	assert.Contains(t, s.Hint, "Prosody refuses a second one")
+}
+
+// TestUsageError: a command line that does not parse exits 2.
+func TestUsageError(t *testing.T) {
+	r := runCheck(t, nil, "-no-such-flag")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "no-such-flag")
+}
