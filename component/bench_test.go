@@ -10,6 +10,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -295,4 +301,82 @@ func BenchmarkJoin(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkPingCrossProcess is BenchmarkPing with the component in a child
+// process: each side has a core of its own (GOMAXPROCS=1 on both), as in
+// the measurements of DESIGN.md, so the figures compare with its table. The
+// server drives the pings with PingFlood (a window of pings in flight, no
+// goroutine per ping), so that the component is what is measured; the
+// component-cpu% metric says how busy its core was. mellium's component in
+// the same set-up is the baseline.
+func BenchmarkPingCrossProcess(b *testing.B) {
+	for _, client := range []string{"cblink", "mellium"} {
+		for _, inFlight := range []int{1, 64} {
+			b.Run(fmt.Sprintf("%s/inflight=%d", client, inFlight), func(b *testing.B) {
+				srv, err := componenttest.NewServer(componenttest.Options{Components: map[string]string{addr: "bench-s3cret"}, MaxRawLog: -1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer srv.Close()
+				caFile := filepath.Join(b.TempDir(), "ca.pem")
+				if err := os.WriteFile(caFile, srv.RootPEM(), 0o600); err != nil {
+					b.Fatal(err)
+				}
+				cmd := exec.Command(os.Args[0], "-test.run=^$")
+				cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "CBLINK_BENCH_CHILD="+client,
+					"CBLINK_BENCH_ADDR="+srv.Addr(), "CBLINK_BENCH_CA="+caFile)
+				stdin, err := cmd.StdinPipe()
+				if err != nil {
+					b.Fatal(err)
+				}
+				cmd.Stderr = os.Stderr
+				if err := cmd.Start(); err != nil {
+					b.Fatal(err)
+				}
+				defer func() { stdin.Close(); _ = cmd.Wait() }()
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				conn, err := srv.WaitConn(ctx, addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+				cpu0, ok0 := procCPU(cmd.Process.Pid)
+				b.ReportAllocs()
+				b.ResetTimer()
+				start := time.Now()
+				if err := conn.PingFlood(ctx, b.N, inFlight); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rt/s")
+				// How busy the component's core was: near 100% means the
+				// component is the bottleneck, lower means the server is.
+				if cpu1, ok1 := procCPU(cmd.Process.Pid); ok0 && ok1 {
+					b.ReportMetric(100*(cpu1-cpu0).Seconds()/time.Since(start).Seconds(), "component-cpu%")
+				}
+			})
+		}
+	}
+}
+
+// procCPU returns the user+system CPU time of a process from /proc (Linux).
+func procCPU(pid int) (time.Duration, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	const clockTick = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / clockTick, true
 }

@@ -21,9 +21,10 @@ import (
 )
 
 const (
-	nsPing     = "urn:xmpp:ping"
-	nsStanzas  = "urn:ietf:params:xml:ns:xmpp-stanzas"
-	pingPrefix = "componenttest-ping-"
+	nsPing      = "urn:xmpp:ping"
+	nsStanzas   = "urn:ietf:params:xml:ns:xmpp-stanzas"
+	pingPrefix  = "componenttest-ping-"
+	floodPrefix = "componenttest-flood-"
 )
 
 // Stanza is a top-level element the component sent that was not consumed
@@ -109,6 +110,7 @@ type Conn struct {
 	written     atomic.Int64 // bytes written to the connection
 	writes      atomic.Int64 // write calls (batches)
 	pingSeq     atomic.Uint64
+	flood       atomic.Pointer[flood] // the PingFlood in progress, if any
 
 	// stall state, under stMu
 	stMu       sync.Mutex
@@ -894,6 +896,12 @@ func (c *Conn) deliver(el *xstream.Element, isErr bool) bool {
 		}
 		id = []byte(s)
 	}
+	if bytes.HasPrefix(id, []byte(floodPrefix)) {
+		if f := c.flood.Load(); f != nil {
+			f.reply(isErr)
+			return true
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	w, ok := c.pending[string(id)]
@@ -1163,6 +1171,89 @@ func (c *Conn) Ping(ctx context.Context) (time.Duration, error) {
 		waiterPool.Put(w)
 		return 0, ErrConnClosed
 	}
+}
+
+// flood is the state of a PingFlood: window tokens, one taken per ping
+// sent and given back per reply, so no goroutine waits per ping.
+type flood struct {
+	tokens chan struct{}
+	left   atomic.Int64 // replies still expected
+	errs   atomic.Int64
+	done   chan struct{}
+}
+
+func (f *flood) reply(isErr bool) {
+	if isErr {
+		f.errs.Add(1)
+	}
+	select {
+	case f.tokens <- struct{}{}:
+	default: // a stray duplicate reply: never more tokens than the window
+	}
+	if f.left.Add(-1) == 0 {
+		close(f.done)
+	}
+}
+
+// PingFlood sends n XEP-0199 pings to the component, keeping up to window
+// of them in flight, and returns when all have been answered. It is the
+// cheapest way to load a link: one goroutine sends, the connection's reader
+// counts the replies, and nothing waits per ping, so the component rather
+// than the server is what a benchmark measures. One flood at a time per
+// connection; replies of type error make it return ErrIQError.
+func (c *Conn) PingFlood(ctx context.Context, n, window int) error {
+	if err := c.ready(); err != nil {
+		return err
+	}
+	if n <= 0 {
+		return nil
+	}
+	window = max(1, min(window, n))
+	f := &flood{tokens: make(chan struct{}, window), done: make(chan struct{})}
+	f.left.Store(int64(n))
+	for range window {
+		f.tokens <- struct{}{}
+	}
+	if !c.flood.CompareAndSwap(nil, f) {
+		return errors.New("componenttest: a PingFlood is already running on this connection")
+	}
+	defer c.flood.Store(nil)
+	to, from := c.addr, c.s.opts.Domain
+	var buf [48]byte
+	for i := range n {
+		select {
+		case <-f.tokens:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+			return ErrConnClosed
+		}
+		idb := strconv.AppendInt(append(buf[:0], floodPrefix...), int64(i), 10)
+		err := c.write(ctx, func(b []byte) []byte {
+			b = append(b, "<iq type='get' id='"...)
+			b = append(b, idb...)
+			b = append(b, "' from='"...)
+			b = xstream.AppendEscaped(b, from)
+			b = append(b, "' to='"...)
+			b = xstream.AppendEscaped(b, to)
+			return append(b, "'><ping xmlns='urn:xmpp:ping'/></iq>"...)
+		})
+		if err != nil {
+			return c.writeErr(err)
+		}
+		c.stanzasOut.Add(1)
+	}
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return ErrConnClosed
+	}
+	if f.errs.Load() > 0 {
+		return ErrIQError
+	}
+	return nil
 }
 
 // SendOversize sends the component a <message> of exactly n bytes (padded

@@ -30,3 +30,26 @@ func TestPingAndSendIQ(t *testing.T) {
 	assert.Error(t, <-errc) // the client's read loop saw the stream end
 	c.abort()
 }
+
+func TestPingFlood(t *testing.T) {
+	srv := newTestServer(t, Options{})
+	c, err := connect(t, srv, "cb1.example.com", "s3cret")
+	require.NoError(t, err)
+	errc := make(chan error, 1)
+	go func() { errc <- c.answerPings("cb1.example.com") }()
+	conn, err := srv.WaitConn(testCtx(t), "cb1.example.com")
+	require.NoError(t, err)
+
+	before := conn.Info().StanzasIn
+	require.NoError(t, conn.PingFlood(testCtx(t), 500, 16))
+	assert.Equal(t, int64(500), conn.Info().StanzasIn-before, "every ping answered once")
+	// Floods can follow each other, and a plain Ping still works after.
+	require.NoError(t, conn.PingFlood(testCtx(t), 3, 64))
+	_, err = conn.Ping(testCtx(t))
+	require.NoError(t, err)
+
+	require.NoError(t, conn.CloseStream(testCtx(t)))
+	assert.Error(t, <-errc)
+	c.abort()
+	assert.ErrorIs(t, conn.PingFlood(testCtx(t), 1, 1), ErrConnClosed)
+}
