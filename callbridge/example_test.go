@@ -1,0 +1,106 @@
+package callbridge_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/cblink/cblink/callbridge"
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/component/componenttest"
+	"github.com/cblink/cblink/discovery/dnstest"
+	"github.com/cblink/cblink/internal/testpki"
+)
+
+// A Call Bridge finds its XMPP server through DNS SRV, connects over TLS,
+// logs in, and reports each step; here against an in-process XMPP server
+// and DNS server on loopback. Cancelling the context closes the stream
+// cleanly and makes Run return.
+func ExampleBridge_Run() {
+	// The XMPP server, with a certificate naming the domain and its FQDN,
+	// and the component cb1 registered.
+	ca := testpki.MustCA(testpki.Template{})
+	srv, err := componenttest.NewServer(componenttest.Options{
+		Domain:     "example.com",
+		DNSNames:   []string{"example.com", "xmpp1.example.com"},
+		CACert:     ca.Cert,
+		CAKey:      ca.Key,
+		Components: map[string]string{"cb1.example.com": "s3cret"},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Addr())
+	dns, err := dnstest.NewServer("$ORIGIN example.com.\n" +
+		"_xmpp-component._tcp IN SRV 0 0 " + port + " xmpp1\n" +
+		"xmpp1 IN A 127.0.0.1\n")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer dns.Close()
+
+	b, err := callbridge.New(callbridge.Config{
+		Name:        "cb1",
+		Domain:      "example.com",
+		Secret:      "s3cret",
+		RootCAs:     ca.Pool(),            // an internal CA; nil means the system roots
+		NameServers: []string{dns.Addr()}, // nil means /etc/resolv.conf
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		return &component.JoinResult{Session: "s-" + req.Call}, nil
+	})
+
+	events, _ := b.Subscribe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	for ev := range events { // closed after the Stopped event
+		switch ev.To {
+		case callbridge.Connecting, callbridge.Connected:
+			fmt.Println(ev.To, ev.Status.Server)
+		default:
+			fmt.Println(ev.To)
+		}
+		if ev.To == callbridge.Connected {
+			cancel()
+		}
+	}
+	err = <-done
+	fmt.Println("Run returned:", err, errors.Is(err, context.Canceled))
+	// Output:
+	// resolving
+	// connecting xmpp1.example.com
+	// tls
+	// authenticating
+	// connected xmpp1.example.com
+	// stopped
+	// Run returned: context canceled true
+}
+
+// Validate reports every problem of a Config at once, each naming its field.
+func ExampleConfig_Validate() {
+	cfg := callbridge.Config{
+		Name:   "cb1.example.com", // the name goes without the domain
+		Server: "xmpp1.example.com:99999",
+	}
+	err := cfg.Validate()
+	fmt.Println(errors.Is(err, callbridge.ErrInvalidConfig))
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		fmt.Println(e)
+	}
+	// Output:
+	// true
+	// callbridge: domain: must be set (the XMPP domain, for example "example.com")
+	// callbridge: unique name: must not contain a domain part: "cb1.example.com" (set the domain separately)
+	// callbridge: server address: discovery: parse server address "xmpp1.example.com:99999": has a port above 65535
+	// callbridge: secret: must be set (Secret, SecretFile or SecretEnv)
+}
