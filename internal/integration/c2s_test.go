@@ -32,7 +32,7 @@ type c2sClient struct {
 	JID      jid.JID // full JID after resource binding
 	sess     *xmpp.Session
 	conn     net.Conn
-	served   chan error
+	served   chan struct{} // closed when Serve returned
 	Messages chan clientMessage // messages received, buffered
 }
 
@@ -68,10 +68,13 @@ func dialC2S(ctx context.Context, t testing.TB, p *prosody, user, password strin
 		JID:      sess.LocalAddr(),
 		sess:     sess,
 		conn:     conn,
-		served:   make(chan error, 1),
+		served:   make(chan struct{}),
 		Messages: make(chan clientMessage, 16),
 	}
-	go func() { c.served <- sess.Serve(xmpp.HandlerFunc(c.handle)) }()
+	go func() {
+		defer close(c.served)
+		_ = sess.Serve(xmpp.HandlerFunc(c.handle))
+	}()
 	t.Cleanup(c.Close)
 	return c
 }
@@ -83,7 +86,10 @@ func (c *c2sClient) handle(r xmlstream.TokenReadEncoder, start *xml.StartElement
 		return nil // IQs get service-unavailable from Serve
 	}
 	var m clientMessage
-	if err := xml.NewTokenDecoder(r).DecodeElement(&m, start); err != nil {
+	// Serve hands over the start element apart from the rest; the decoder
+	// must see it to match the end element.
+	d := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), r))
+	if err := d.Decode(&m); err != nil {
 		return nil
 	}
 	select {
@@ -93,17 +99,16 @@ func (c *c2sClient) handle(r xmlstream.TokenReadEncoder, start *xml.StartElement
 	return nil
 }
 
-// Close ends the stream and the connection and waits for Serve to return.
+// Close ends the stream, waits (briefly) for the server's closing tag,
+// closes the connection and waits for Serve to return.
 func (c *c2sClient) Close() {
 	_ = c.sess.Close()
 	select {
 	case <-c.served:
+		c.conn.Close()
 	case <-time.After(2 * time.Second):
-	}
-	c.conn.Close()
-	select {
-	case <-c.served:
-	case <-time.After(2 * time.Second):
+		c.conn.Close()
+		<-c.served
 	}
 }
 

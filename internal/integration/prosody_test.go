@@ -51,6 +51,8 @@ type prosodyOptions struct {
 	// with prosodyctl before the start. Default: {defaultUser:
 	// defaultPassword}; an empty non-nil map registers nobody.
 	Users map[string]string
+	// Debug logs at Prosody's debug level (every stanza) instead of info.
+	Debug bool
 }
 
 // prosody is a running (or stopped) Prosody instance. Its addresses and ports
@@ -68,6 +70,7 @@ type prosody struct {
 	Dir, ConfigFile                 string
 	CertFile, KeyFile               string
 	Secrets                         map[string]string
+	debug                           bool
 	// StartupTime is how long the last Start took until every port accepted.
 	StartupTime time.Duration
 
@@ -122,7 +125,7 @@ func newProsody(t testing.TB, opts prosodyOptions) *prosody {
 	}
 	p := &prosody{
 		t: t, FQDN: opts.FQDN, IP: opts.IP, PKI: opts.PKI, Cert: opts.Cert,
-		Secrets: opts.Components, bin: bin, log: &logBuffer{},
+		Secrets: opts.Components, debug: opts.Debug, bin: bin, log: &logBuffer{},
 	}
 	ip := p.IP.String()
 	var err error
@@ -196,7 +199,11 @@ func (p *prosody) config(certDir string) string {
 	fmt.Fprintf(&b, "data_path = %s\n", lua(filepath.Join(p.Dir, "data")))
 	fmt.Fprintf(&b, "certificates = %s\n", lua(certDir))
 	b.WriteString("network_settings = { nagle = false } -- else about 40 ms per TLS handshake\n")
-	b.WriteString(`log = { { levels = { min = "info" }, to = "console" } }` + "\n")
+	level := "info"
+	if p.debug {
+		level = "debug"
+	}
+	fmt.Fprintf(&b, "log = { { levels = { min = %s }, to = \"console\" } }\n", lua(level))
 	fmt.Fprintf(&b, "interfaces = { %s }\n", ip)
 	fmt.Fprintf(&b, "c2s_ports = { %d }\n", p.C2SPort)
 	b.WriteString("c2s_direct_tls_ports = { }\nlegacy_ssl_ports = { }\n")
