@@ -75,7 +75,9 @@ type Config struct {
 	MaxStanzaSize int
 	// MaxDepth bounds the nesting depth of incoming stanzas. Default 32.
 	MaxDepth int
-	// Workers is the number of goroutines running handlers. Default 8.
+	// Workers bounds the goroutines running handlers (default 8). They
+	// start as stanzas arrive and exit after 30s without work, so an idle
+	// link runs none.
 	Workers int
 	// QueueSize bounds the stanzas waiting for a worker; when it is full
 	// the reader waits (which pushes back on the server) up to one second,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -113,29 +114,82 @@ type job struct {
 	iq IQHandler
 }
 
+// workQueue feeds handler jobs to at most max workers. Workers start when
+// jobs arrive and stop after workerIdle without one, so an idle link holds
+// no handler goroutines.
+type workQueue struct {
+	ch      chan *job
+	max     int
+	mu      sync.Mutex
+	running int
+	idle    int // running workers waiting for a job
+}
+
+// workerIdle is how long a worker waits for a job before it exits.
+const workerIdle = 30 * time.Second
+
 func (s *Session) startWorkers() {
 	n := s.cfg.Workers
 	if s.cfg.OrderPerSender {
+		// One queue and one worker per slot: same sender, same worker.
 		per := max(1, s.cfg.QueueSize/n)
-		s.queues = make([]chan *job, n)
+		s.queues = make([]*workQueue, n)
 		for i := range s.queues {
-			s.queues[i] = make(chan *job, per)
+			s.queues[i] = &workQueue{ch: make(chan *job, per), max: 1}
 		}
 	} else {
-		s.queues = []chan *job{make(chan *job, s.cfg.QueueSize)}
+		s.queues = []*workQueue{{ch: make(chan *job, s.cfg.QueueSize), max: n}}
 	}
-	for i := range n {
-		q := s.queues[i%len(s.queues)]
-		s.workers.Add(1)
-		go func() {
-			defer s.workers.Done()
-			for j := range q {
-				if s.ctx.Err() != nil {
-					continue // link ending: drop what is still queued
-				}
+}
+
+// kick starts a worker for q unless one is waiting or all are running.
+// Called after a job was queued.
+func (s *Session) kick(q *workQueue) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.idle > 0 || q.running >= q.max {
+		return
+	}
+	q.running++
+	s.workers.Add(1)
+	go s.work(q)
+}
+
+func (s *Session) work(q *workQueue) {
+	defer s.workers.Done()
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
+		q.mu.Lock()
+		q.idle++
+		q.mu.Unlock()
+		select {
+		case j, ok := <-q.ch:
+			q.mu.Lock()
+			q.idle--
+			if !ok {
+				q.running--
+				q.mu.Unlock()
+				return
+			}
+			q.mu.Unlock()
+			if s.ctx.Err() == nil { // link ending: drop what is still queued
 				s.runJob(j)
 			}
-		}()
+			t.Reset(workerIdle)
+		case <-t.C:
+			q.mu.Lock()
+			q.idle--
+			// A job queued before this check is ours; one queued after
+			// it finds idle == 0 and starts a new worker.
+			if len(q.ch) == 0 {
+				q.running--
+				q.mu.Unlock()
+				return
+			}
+			q.mu.Unlock()
+			t.Reset(workerIdle)
+		}
 	}
 }
 
@@ -161,7 +215,8 @@ func (s *Session) enqueue(j *job, a *rawAttrs) bool {
 		q = s.queues[h%uint32(len(s.queues))]
 	}
 	select {
-	case q <- j:
+	case q.ch <- j:
+		s.kick(q)
 		return true
 	default:
 	}
@@ -169,7 +224,8 @@ func (s *Session) enqueue(j *job, a *rawAttrs) bool {
 	t := time.NewTimer(queueWait)
 	defer t.Stop()
 	select {
-	case q <- j:
+	case q.ch <- j:
+		s.kick(q)
 		return true
 	case <-s.quit:
 		return false

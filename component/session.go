@@ -46,7 +46,7 @@ type Session struct {
 	readerDone chan struct{}
 	done       chan struct{}
 	workers    sync.WaitGroup
-	queues     []chan *job
+	queues     []*workQueue
 
 	pmu      sync.Mutex
 	pending  map[string]*pendingIQ
@@ -142,7 +142,7 @@ func NewSession(ctx context.Context, conn net.Conn, cfg Config) (*Session, error
 		s.rd.margin = set.ReadTimeout / 16
 	}
 	if s.mux != nil {
-		// Without a Mux nothing reaches a worker: don't start any.
+		// Without a Mux nothing reaches a worker: no queues.
 		s.startWorkers()
 	}
 	go s.readLoop()
@@ -363,7 +363,7 @@ func (s *Session) teardown() {
 	<-s.readerDone
 	<-s.w.Done()
 	for _, q := range s.queues {
-		close(q)
+		close(q.ch)
 	}
 	s.workers.Wait()
 	s.log.Debug("component session ended")
