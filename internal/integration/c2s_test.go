@@ -10,7 +10,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -32,7 +31,7 @@ type c2sClient struct {
 	JID      jid.JID // full JID after resource binding
 	sess     *xmpp.Session
 	conn     net.Conn
-	served   chan struct{} // closed when Serve returned
+	served   chan struct{}      // closed when Serve returned
 	Messages chan clientMessage // messages received, buffered
 }
 
@@ -182,6 +181,3 @@ func (f nsFilter) Token() (xml.Token, error) {
 	}
 	return tok, err
 }
-
-// bare returns the bare form of j as a string, for comparisons.
-func bare(j jid.JID) string { return strings.ToLower(j.Bare().String()) }

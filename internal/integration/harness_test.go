@@ -4,8 +4,10 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -60,4 +62,54 @@ func TestIntegrationHarnessAddresses(t *testing.T) {
 		ports := map[uint16]bool{p.C2SPort: true, p.ComponentPort: true, p.TLSPort: true}
 		assert.Len(t, ports, 3, "ports of %s must differ", p.FQDN)
 	}
+}
+
+// recordingTB stands in for a test in TestIntegrationHarnessMissingBinary:
+// it records how findBinary ended it.
+type recordingTB struct {
+	testing.TB
+	fatal, skip string
+}
+
+func (r *recordingTB) Helper() {}
+func (r *recordingTB) Fatal(args ...any) {
+	r.fatal = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+func (r *recordingTB) Skip(args ...any) {
+	r.skip = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+
+// TestIntegrationHarnessMissingBinary checks the missing-binary rule: fail
+// under CI, skip elsewhere, and name the package to install either way.
+func TestIntegrationHarnessMissingBinary(t *testing.T) {
+	for _, tc := range []struct {
+		name, ci string
+		fails    bool
+	}{
+		{name: "CI set", ci: "true", fails: true},
+		{name: "CI unset", ci: "", fails: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("CI", tc.ci)
+			r := &recordingTB{TB: t}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				findBinary(r, "cblink-no-such-server", "cblink-no-such-package")
+			}()
+			<-done
+			msg := r.skip
+			if tc.fails {
+				msg = r.fatal
+				assert.Empty(t, r.skip)
+			} else {
+				assert.Empty(t, r.fatal)
+			}
+			assert.Contains(t, msg, "apt-get install -y cblink-no-such-package")
+		})
+	}
+	// And a binary that is there is found.
+	assert.NotEmpty(t, findBinary(t, "prosody", pkgProsody))
 }

@@ -210,8 +210,8 @@ func (r *runRegistry) addPort(network, addr string) {
 	r.ports = append(r.ports, portRecord{network, addr})
 }
 
-// leftovers lists the processes of this run still alive and the ports
-// still bound, one line each.
+// leftovers lists the processes of this run still alive (and kills them, so
+// that nothing outlives the run) and the ports still bound, one line each.
 func (r *runRegistry) leftovers() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -224,7 +224,8 @@ func (r *runRegistry) leftovers() []string {
 			continue // gone
 		}
 		if strings.Contains(string(cmdline), p.marker) {
-			out = append(out, fmt.Sprintf("process %d (%s) still running", p.pid, p.name))
+			out = append(out, fmt.Sprintf("process %d (%s) still running; killed now", p.pid, p.name))
+			_ = syscall.Kill(p.pid, syscall.SIGKILL)
 		}
 	}
 	// Children this test binary forgot to record (a server that forked).
