@@ -224,6 +224,11 @@ func (r connReader) Read(p []byte) (int, error) {
 		n, err := c.rw.Read(p)
 		if n > 0 {
 			c.logRaw(p[:n])
+			// Bytes that arrived as a stall began are held until it ends,
+			// as if they had not been read yet.
+			if gerr := c.gate(); gerr != nil {
+				return 0, gerr
+			}
 		}
 		if n == 0 && err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 			c.stMu.Lock()
