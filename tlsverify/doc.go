@@ -9,7 +9,7 @@
 // subject CN, is the usual mistake; this package reports it in one line an
 // operator can act on:
 //
-//	tlsverify: certificate for xmpp1.example.com lacks SAN "example.com" (XMPP domain); it names DNS:[xmpp1.example.com] (CN "example.com" is ignored: only SANs count)
+//	tlsverify: certificate of xmpp1.example.com lacks SAN "example.com" (XMPP domain); it names DNS:[xmpp1.example.com] (CN "example.com" is ignored: only SANs count)
 //
 // # Use
 //

@@ -91,9 +91,20 @@ type NameError struct {
 
 // Error returns one line naming the missing SANs, the SANs present and why
 // near misses (CN, wildcards, IP as DNS SAN) do not count.
+// server names the server whose certificate this is: the FQDN required,
+// else the certificate's own first name.
+func (e *NameError) server() string {
+	for _, r := range e.Required {
+		if r.Role&RoleServerName != 0 {
+			return r.Name
+		}
+	}
+	return certName(e.Leaf)
+}
+
 func (e *NameError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "tlsverify: certificate for %s lacks ", certName(e.Leaf))
+	fmt.Fprintf(&b, "tlsverify: certificate of %s lacks ", e.server())
 	if len(e.Missing) == 1 {
 		m := e.Missing[0]
 		if m.IP != nil {

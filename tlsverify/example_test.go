@@ -58,7 +58,7 @@ func ExampleConfig_TLSConfig() {
 		}
 	}
 	// Output:
-	// tlsverify: certificate for xmpp1.example.com lacks SAN "example.com" (XMPP domain); it names DNS:[xmpp1.example.com] (CN "example.com" is ignored: only SANs count)
+	// tlsverify: certificate of xmpp1.example.com lacks SAN "example.com" (XMPP domain); it names DNS:[xmpp1.example.com] (CN "example.com" is ignored: only SANs count)
 	// missing example.com (XMPP domain)
 }
 
@@ -75,7 +75,7 @@ func ExampleConfig_Verify() {
 	fmt.Println(cfg.Verify(chainOf(leaf)))
 	// Output:
 	// true
-	// tlsverify: certificate for *.example.com lacks SAN "example.com" (XMPP domain); it names DNS:[*.example.com]; "*.example.com" does not cover "example.com" itself
+	// tlsverify: certificate of xmpp1.example.com lacks SAN "example.com" (XMPP domain); it names DNS:[*.example.com]; "*.example.com" does not cover "example.com" itself
 	// <nil>
 }
 

@@ -437,13 +437,13 @@ func TestErrorMessages(t *testing.T) {
 	cnOnly := root.MustIssue(testpki.Template{CommonName: "example.com", DNSNames: []string{"xmpp1.example.com"}})
 	err := baseConfig().Verify(chainOf(cnOnly))
 	require.ErrorIs(t, err, tlsverify.ErrNameMismatch)
-	assert.Equal(t, `tlsverify: certificate for xmpp1.example.com lacks SAN "example.com" (XMPP domain); it names DNS:[xmpp1.example.com] (CN "example.com" is ignored: only SANs count)`, err.Error())
+	assert.Equal(t, `tlsverify: certificate of xmpp1.example.com lacks SAN "example.com" (XMPP domain); it names DNS:[xmpp1.example.com] (CN "example.com" is ignored: only SANs count)`, err.Error())
 
 	wild := root.MustIssue(testpki.Template{DNSNames: []string{"*.example.com"}, IPs: []net.IP{net.ParseIP("192.0.2.7")}})
 	cfg := baseConfig()
 	cfg.ServerName = "127.0.0.1"
 	err = cfg.Verify(chainOf(wild))
-	assert.Equal(t, `tlsverify: certificate for *.example.com lacks SANs "example.com" (XMPP domain) and IP "127.0.0.1" (server name); it names DNS:[*.example.com] IP:[192.0.2.7]; "*.example.com" does not cover "example.com" itself`, err.Error())
+	assert.Equal(t, `tlsverify: certificate of 127.0.0.1 lacks SANs "example.com" (XMPP domain) and IP "127.0.0.1" (server name); it names DNS:[*.example.com] IP:[192.0.2.7]; "*.example.com" does not cover "example.com" itself`, err.Error())
 
 	expired := root.MustIssue(testpki.Template{DNSNames: []string{"xmpp1.example.com"}, NotAfter: testpki.Epoch.Add(time.Hour)})
 	err = baseConfig().Verify(chainOf(expired))
