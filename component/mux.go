@@ -320,21 +320,29 @@ func (s *Session) replyFrom(toRaw []byte) []byte {
 	return toRaw
 }
 
-// replyPing answers a ping without allocating: attributes are copied as
-// received (they are already escaped).
-func (s *Session) replyPing(a *rawAttrs) {
-	id, from, to := a.id, a.from, s.replyFrom(a.to)
-	b := s.rbatch
-	b = append(b, "<iq type='result'"...)
-	b = appendRawAttr(b, "id", id)
-	if len(to) > 0 {
+// appendReplyHead appends the start of an IQ reply to the request a: type,
+// the request's id, and from and to swapped (attributes copied as received:
+// they are already escaped).
+func (s *Session) appendReplyHead(b []byte, typ string, a *rawAttrs) []byte {
+	b = append(b, "<iq type='"...)
+	b = append(b, typ...)
+	b = append(b, '\'')
+	b = appendRawAttr(b, "id", a.id)
+	if to := s.replyFrom(a.to); len(to) > 0 {
 		b = appendRawAttr(b, "from", to)
 	} else {
 		b = xstream.AppendAttr(b, "from", s.cfg.addrStr)
 	}
-	if len(from) > 0 {
-		b = appendRawAttr(b, "to", from)
+	if len(a.from) > 0 {
+		b = appendRawAttr(b, "to", a.from)
 	}
+	return b
+}
+
+// replyPing answers a ping without allocating: attributes are copied as
+// received (they are already escaped).
+func (s *Session) replyPing(a *rawAttrs) {
+	b := s.appendReplyHead(s.rbatch, "result", a)
 	s.rbatch = append(b, "/>"...)
 	s.rcount++
 	s.stats.pingsAnswered.Add(1)
@@ -345,18 +353,7 @@ func (s *Session) replyPing(a *rawAttrs) {
 
 // replyErrorRaw answers a request with a stanza error, to and from swapped.
 func (s *Session) replyErrorRaw(a *rawAttrs, se stanza.Error) {
-	id, from, to := a.id, a.from, s.replyFrom(a.to)
-	b := s.rbatch
-	b = append(b, "<iq type='error'"...)
-	b = appendRawAttr(b, "id", id)
-	if len(to) > 0 {
-		b = appendRawAttr(b, "from", to)
-	} else {
-		b = xstream.AppendAttr(b, "from", s.cfg.addrStr)
-	}
-	if len(from) > 0 {
-		b = appendRawAttr(b, "to", from)
-	}
+	b := s.appendReplyHead(s.rbatch, "error", a)
 	b = append(b, '>')
 	b = appendStanzaError(b, se)
 	s.rbatch = append(b, "</iq>"...)

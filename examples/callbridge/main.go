@@ -49,20 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	statusAddr := fs.String("status-addr", "", "serve GET /status (JSON) and GET /metrics (Prometheus) on this `host:port`")
 	logFormat := fs.String("log-format", "text", "log format: `text` or json")
 	verbose := fs.Bool("v", false, "debug logs")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s [flags]   (every flag also reads CBLINK_<FLAG>; the secret comes from -secret-file or %s)\n", prog, settings.SecretEnv)
-		fs.PrintDefaults()
-	}
-	if err := settings.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected arguments: %s\n", prog, strings.Join(fs.Args(), " "))
-		return 2
+	if code, ok := settings.ParseCommandLine(prog, fs, args, stderr); !ok {
+		return code
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

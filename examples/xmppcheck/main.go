@@ -12,12 +12,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/cblink/cblink/examples/internal/settings"
@@ -36,20 +34,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	s.Register(fs)
 	asJSON := fs.Bool("json", false, "print the steps as a JSON array")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on each step")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s [flags]   (every flag also reads CBLINK_<FLAG>; the secret comes from -secret-file or %s)\n", prog, settings.SecretEnv)
-		fs.PrintDefaults()
-	}
-	if err := settings.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected arguments: %s\n", prog, strings.Join(fs.Args(), " "))
-		return 2
+	if code, ok := settings.ParseCommandLine(prog, fs, args, stderr); !ok {
+		return code
 	}
 	if *timeout <= 0 {
 		fmt.Fprintf(stderr, "%s: -timeout must be positive\n", prog)

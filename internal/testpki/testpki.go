@@ -99,6 +99,12 @@ func NewCA(t Template) (*CA, error) {
 	if t.CommonName == "" {
 		t.CommonName = "cblink test root CA"
 	}
+	return newCA(t, nil)
+}
+
+// newCA issues a CA certificate signed by parent, or self-signed when
+// parent is nil.
+func newCA(t Template, parent *CA) (*CA, error) {
 	key, err := newKey(t.Key)
 	if err != nil {
 		return nil, err
@@ -113,7 +119,13 @@ func NewCA(t Template) (*CA, error) {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	issuer, signer := tmpl, crypto.Signer(key)
+	var parents []*x509.Certificate
+	if parent != nil {
+		issuer, signer = parent.Cert, parent.Key
+		parents = append([]*x509.Certificate{parent.Cert}, parent.parents...)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
 	if err != nil {
 		return nil, fmt.Errorf("testpki: create CA: %w", err)
 	}
@@ -121,7 +133,7 @@ func NewCA(t Template) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &CA{Cert: cert, Key: key}, nil
+	return &CA{Cert: cert, Key: key, parents: parents}, nil
 }
 
 // MustCA is NewCA that panics on error, for test set-up.
@@ -156,30 +168,7 @@ func (ca *CA) NewIntermediate(t Template) (*CA, error) {
 	if t.CommonName == "" {
 		t.CommonName = "cblink test intermediate CA"
 	}
-	key, err := newKey(t.Key)
-	if err != nil {
-		return nil, err
-	}
-	nb, na := window(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          nextSerial(),
-		Subject:               pkix.Name{CommonName: t.CommonName, Organization: []string{"cblink tests"}},
-		NotBefore:             nb,
-		NotAfter:              na,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
-	if err != nil {
-		return nil, fmt.Errorf("testpki: create intermediate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	parents := append([]*x509.Certificate{ca.Cert}, ca.parents...)
-	return &CA{Cert: cert, Key: key, parents: parents}, nil
+	return newCA(t, ca)
 }
 
 // Issue signs a leaf certificate for t.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -79,6 +80,28 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// ParseCommandLine is Parse for a binary: it sets fs's usage text, parses,
+// and refuses stray arguments, printing any problem to stderr. When it
+// returns ok false, the binary exits with code (0 after -help, 2 else).
+func ParseCommandLine(prog string, fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: %s [flags]   (every flag also reads CBLINK_<FLAG>; the secret comes from -secret-file or %s)\n", prog, SecretEnv)
+		fs.PrintDefaults()
+	}
+	if err := Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments: %s\n", prog, strings.Join(fs.Args(), " "))
+		return 2, false
+	}
+	return 0, true
 }
 
 // NameServers splits the -dns list.
