@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stream"
 
 	"github.com/cblink/cblink/component"
@@ -325,4 +326,41 @@ func TestSecretNeverLogged(t *testing.T) {
 		assert.NotContains(t, e, testSecret)
 	}
 	assert.True(t, strings.Contains(logs, "auth") || errors.Is(rb.Status().LastErr, stream.NotAuthorized))
+}
+
+func TestJoinInFlightCancelledOnDrop(t *testing.T) {
+	r := newRig(t, 10)
+	b, err := New(r.config())
+	require.NoError(t, err)
+	inHandler := make(chan struct{})
+	cancelled := make(chan error, 1)
+	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		close(inHandler)
+		<-ctx.Done()
+		cancelled <- ctx.Err()
+		return nil, ctx.Err()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- b.Run(ctx) }()
+	defer func() { cancel(); <-errc }()
+
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	conn, err := r.servers[0].WaitConn(wctx, testAddr)
+	require.NoError(t, err)
+	go func() {
+		_, _ = conn.SendIQ(wctx, component.MarshalJoinIQ(&component.JoinRequest{
+			From: jid.MustParse("guest@example.com/web"), ID: "j1", Call: "1",
+		}, jid.MustParse(testAddr)))
+	}()
+	<-inHandler
+	conn.Reset() // the link drops while the request is being handled
+	select {
+	case err := <-cancelled:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler's context was not cancelled when the link dropped")
+	}
 }
