@@ -245,6 +245,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.mu.Unlock()
 	defer close(b.done)
 	defer cancel()
+	select {
+	case <-b.updated: // an Update before Run is already in b.cfg
+	default:
+	}
 
 	err := b.loop(ctx)
 	b.mu.Lock()
