@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -72,7 +73,12 @@ func startDNS(t testing.TB, zone dnsZone) *dnsmasq {
 	b.WriteString("listen-address=127.0.0.1\nbind-interfaces\n")
 	b.WriteString("no-resolv\nno-hosts\nno-poll\n")
 	b.WriteString("keep-in-foreground\nlog-facility=-\nlog-queries\n")
-	b.WriteString("user=nobody\n") // what it drops to when started as root
+	// Stay the user and group that started it: dnsmasq started as root
+	// otherwise drops to nobody:dip, and that change of credentials clears
+	// the parent-death signal (prctl PR_SET_PDEATHSIG), so a test binary
+	// that dies (a -timeout panic) would leave dnsmasq running.
+	usr, grp := currentUser(t)
+	fmt.Fprintf(&b, "user=%s\ngroup=%s\n", usr, grp)
 	fmt.Fprintf(&b, "local=/%s/\nlocal-ttl=60\n", domain)
 	for _, r := range zone.SRV {
 		name := r.Name
@@ -104,6 +110,16 @@ func startDNS(t testing.TB, zone dnsZone) *dnsmasq {
 	require.NoError(t, waitAccepting(d.proc, 10*time.Second, d.Addr))
 	t.Logf("dnsmasq on %s started in %v", d.Addr, time.Since(begin).Round(time.Millisecond))
 	return d
+}
+
+// currentUser names the user running the tests and its primary group.
+func currentUser(t testing.TB) (name, group string) {
+	t.Helper()
+	u, err := user.Current()
+	require.NoError(t, err)
+	g, err := user.LookupGroupId(u.Gid)
+	require.NoError(t, err)
+	return u.Username, g.Name
 }
 
 // Resolver returns a discovery.Resolver that asks only this dnsmasq.

@@ -3,7 +3,9 @@
 // Package integration tests cblink against real servers on loopback: Prosody
 // 0.12 as the XMPP server (XEP-0114 components over direct TLS, a c2s user
 // playing the web side) and dnsmasq serving the _xmpp-component._tcp SRV
-// records (RFC 2782) and A records of the XMPP servers.
+// records (RFC 2782) and A records of the XMPP servers. Besides the protocol
+// packages it drives the callbridge supervisor (failover, fail-back,
+// permanent errors) and the examples/xmppcheck binary.
 //
 // Every file carries the integration build tag; run with
 //
