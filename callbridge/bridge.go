@@ -134,7 +134,9 @@ func (b *Bridge) WaitForStateChange(ctx context.Context, from State) bool {
 // Subscribe returns a channel receiving every state change in order, and a
 // function that ends the subscription. A subscriber that does not keep up
 // never slows the bridge: past 1024 queued events the oldest are dropped.
-// The channel is closed after the Stopped event, or by cancel.
+// The channel is closed after the Stopped event, or by cancel; when the
+// bridge stops, a subscriber gets a second to drain its queue before the
+// rest is dropped, so Close never waits on a reader that went away.
 func (b *Bridge) Subscribe() (events <-chan Event, cancel func()) { return b.hub.subscribe() }
 
 // Stats returns the bridge's counters.

@@ -364,3 +364,24 @@ func TestJoinInFlightCancelledOnDrop(t *testing.T) {
 		t.Fatal("the handler's context was not cancelled when the link dropped")
 	}
 }
+
+func TestCloseDoesNotWaitForIdleSubscriber(t *testing.T) {
+	r := newRig(t, 10)
+	b, err := New(r.config())
+	require.NoError(t, err)
+	events, cancelSub := b.Subscribe() // never read
+	defer cancelSub()
+	errc := make(chan error, 1)
+	go func() { errc <- b.Run(context.Background()) }()
+	require.Eventually(t, func() bool { return b.Status().State == Connected }, 10*time.Second, time.Millisecond)
+	done := make(chan struct{})
+	go func() { b.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for a subscriber that does not read")
+	}
+	assert.ErrorIs(t, <-errc, ErrClosed)
+	for range events { // closed, possibly after a few events
+	}
+}

@@ -103,7 +103,7 @@ func (h *hub) subscribe() (<-chan Event, func()) {
 			h.mu.Lock()
 			delete(h.subs, s)
 			h.mu.Unlock()
-			close(s.stop)
+			s.halt()
 			<-s.done
 		})
 	}
@@ -119,9 +119,24 @@ func (h *hub) closeAll() {
 	h.mu.Unlock()
 	for s := range subs {
 		s.finish()
-		<-s.done
+	}
+	// Give subscribers a moment to take their last events (Stopped among
+	// them); one that does not read is cut off rather than waited for.
+	t := time.NewTimer(closeGrace)
+	defer t.Stop()
+	for s := range subs {
+		select {
+		case <-s.done:
+		case <-t.C:
+			s.halt()
+			<-s.done
+		}
 	}
 }
+
+// closeGrace bounds how long closing the bridge waits for subscribers to
+// drain their queues.
+const closeGrace = time.Second
 
 type subscription struct {
 	mu       sync.Mutex
@@ -131,8 +146,12 @@ type subscription struct {
 	ch       chan Event
 	wake     chan struct{}
 	stop     chan struct{}
+	stopOnce sync.Once
 	done     chan struct{}
 }
+
+// halt ends the subscription, dropping what is still queued.
+func (s *subscription) halt() { s.stopOnce.Do(func() { close(s.stop) }) }
 
 func (s *subscription) push(ev Event) {
 	s.mu.Lock()
