@@ -299,7 +299,7 @@ func (b *Bridge) failed(err error) {
 	k := kindOf(err)
 	b.stats.connectFailed(k)
 	b.set(func(s *Status) {
-		s.LastErr, s.LastErrKind, s.Permanent = err, k, permanent(err)
+		s.LastErr, s.LastErrKind, s.Permanent = err, k, component.IsPermanent(err)
 	})
 }
 
@@ -339,7 +339,9 @@ func (b *Bridge) loop(ctx context.Context) error {
 			} else {
 				failures++
 			}
-			b.set(func(s *Status) { s.LastErr, s.LastErrKind, s.Permanent = lerr, kindOf(lerr), permanent(lerr) })
+			b.set(func(s *Status) {
+				s.LastErr, s.LastErrKind, s.Permanent = lerr, kindOf(lerr), component.IsPermanent(lerr)
+			})
 			// A link that held is replaced at once; one that keeps
 			// dropping right after coming up waits like a failure.
 			if failures <= 1 {
@@ -347,11 +349,11 @@ func (b *Bridge) loop(ctx context.Context) error {
 			}
 		} else {
 			failures++
-			if permanent(err) && cfg.StopOnPermanentError {
+			if component.IsPermanent(err) && cfg.StopOnPermanentError {
 				return &PermanentError{Err: err}
 			}
 		}
-		wait := b.backoff(cfg, failures, permanent(err))
+		wait := b.backoff(cfg, failures, component.IsPermanent(err))
 		b.set(func(s *Status) { s.State = BackingOff; s.Backoff = wait; s.Attempt = failures })
 		t := time.NewTimer(wait)
 		select {

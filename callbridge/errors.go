@@ -96,6 +96,3 @@ func kindOf(err error) ErrorKind {
 	}
 	return KindNetwork
 }
-
-// permanent reports whether an operator must act before retrying can help.
-func permanent(err error) bool { return component.IsPermanent(err) }

@@ -184,30 +184,30 @@ func TestLiveStreamErrorAndCloseStream(t *testing.T) {
 }
 
 func TestFaultSendBytes(t *testing.T) {
-	t.Run("xml declaration with newlines before header", func(t *testing.T) {
-		srv := newTestServer(t, Options{})
-		srv.SetFault(Fault{Phase: PhaseClientHeader, Action: ActionSend, Bytes: []byte("<?xml version='1.0'?>\n\n")})
-		c, err := dialClient(srv, "")
-		require.NoError(t, err)
-		defer c.close()
-		raw := &bytes.Buffer{}
-		c.dec = xstream.NewDecoder(io.TeeReader(c.conn, raw), 0, 0)
-		require.NoError(t, c.start("cb1.example.com"))
-		require.NoError(t, c.handshake("s3cret"))
-		assert.True(t, bytes.HasPrefix(raw.Bytes(), []byte("<?xml version='1.0'?>\n\n<stream:stream ")), "%q", raw)
-	})
-	t.Run("whitespace before handshake success", func(t *testing.T) {
-		srv := newTestServer(t, Options{})
-		srv.SetFault(Fault{Phase: PhaseHandshakeReceived, Action: ActionSend, Bytes: []byte(" \n\t ")})
-		c, err := dialClient(srv, "")
-		require.NoError(t, err)
-		defer c.close()
-		raw := &bytes.Buffer{}
-		c.dec = xstream.NewDecoder(io.TeeReader(c.conn, raw), 0, 0)
-		require.NoError(t, c.start("cb1.example.com"))
-		require.NoError(t, c.handshake("s3cret"))
-		assert.True(t, bytes.HasSuffix(raw.Bytes(), []byte(" \n\t <handshake/>")), "%q", raw)
-	})
+	for _, tc := range []struct {
+		name  string
+		phase Phase
+		bytes string
+		check func(raw []byte) bool
+	}{
+		{"xml declaration with newlines before header", PhaseClientHeader, "<?xml version='1.0'?>\n\n",
+			func(raw []byte) bool { return bytes.HasPrefix(raw, []byte("<?xml version='1.0'?>\n\n<stream:stream ")) }},
+		{"whitespace before handshake success", PhaseHandshakeReceived, " \n\t ",
+			func(raw []byte) bool { return bytes.HasSuffix(raw, []byte(" \n\t <handshake/>")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newTestServer(t, Options{})
+			srv.SetFault(Fault{Phase: tc.phase, Action: ActionSend, Bytes: []byte(tc.bytes)})
+			c, err := dialClient(srv, "")
+			require.NoError(t, err)
+			defer c.close()
+			raw := &bytes.Buffer{}
+			c.dec = xstream.NewDecoder(io.TeeReader(c.conn, raw), 0, 0)
+			require.NoError(t, c.start("cb1.example.com"))
+			require.NoError(t, c.handshake("s3cret"))
+			assert.True(t, tc.check(raw.Bytes()), "%q", raw)
+		})
+	}
 	t.Run("live raw bytes", func(t *testing.T) {
 		srv := newTestServer(t, Options{})
 		c, err := connect(t, srv, "cb1.example.com", "s3cret")
