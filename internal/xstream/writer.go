@@ -103,6 +103,33 @@ func (w *Writer) Write(ctx context.Context, p []byte) error {
 	return w.Append(ctx, func(b []byte) []byte { return append(b, p...) })
 }
 
+// AppendControl queues what encode appends without waiting for room: it is
+// for small control stanzas (keepalives, liveness pings) that must go out,
+// or at least be timed, even while the queue is over its bound. It fails
+// only once the writer has stopped or is closing.
+func (w *Writer) AppendControl(encode func([]byte) []byte) error {
+	w.mu.Lock()
+	if err := w.errLocked(); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	wasEmpty := len(w.pend) == 0
+	w.pend = encode(w.pend)
+	w.mu.Unlock()
+	if wasEmpty {
+		w.signal()
+	}
+	return nil
+}
+
+// Pending returns the number of bytes queued and not yet handed to the
+// connection.
+func (w *Writer) Pending() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pend)
+}
+
 func (w *Writer) errLocked() error {
 	if w.err != nil {
 		return w.err
@@ -134,8 +161,10 @@ func (w *Writer) Done() <-chan struct{} { return w.done }
 func (w *Writer) LastWrite() time.Time { return time.Unix(0, w.lastWrite.Load()) }
 
 // Close queues final (it may be nil), lets the queue drain, and waits until
-// the goroutine exits or ctx ends. Later Appends fail with ErrWriterClosed.
-// It returns the write error, if any.
+// the goroutine exits or ctx ends; when ctx ends first it aborts, which
+// also interrupts a write blocked on a peer that stopped reading, so Close
+// returns soon after ctx ends whatever the peer does. Later Appends fail
+// with ErrWriterClosed. It returns the write error, if any.
 func (w *Writer) Close(ctx context.Context, final []byte) error {
 	w.mu.Lock()
 	if w.err == nil && !w.closing {
@@ -158,9 +187,11 @@ func (w *Writer) Close(ctx context.Context, final []byte) error {
 	return w.err
 }
 
-// Abort stops the writer at once, dropping what is queued. A write in
-// progress is interrupted only if the caller also closes the connection or
-// the write deadline passes. Abort does not wait for the goroutine.
+// Abort stops the writer at once, dropping what is queued. When the
+// underlying writer has SetWriteDeadline, a write in progress is
+// interrupted too (its deadline is moved to the past); otherwise it ends
+// when the caller closes the connection. Abort does not wait for the
+// goroutine.
 func (w *Writer) Abort(cause error) {
 	if cause == nil {
 		cause = ErrWriterClosed
@@ -168,6 +199,11 @@ func (w *Writer) Abort(cause error) {
 	w.mu.Lock()
 	if w.err == nil {
 		w.err = cause
+	}
+	if dl, ok := w.w.(deadliner); ok {
+		// Under the lock: the loop sets its deadline under the lock too,
+		// so it cannot move this one forward again.
+		_ = dl.SetWriteDeadline(time.Unix(1, 0))
 	}
 	w.pend = w.pend[:0]
 	if w.drained != nil {
@@ -205,11 +241,13 @@ func (w *Writer) loop() {
 			close(w.drained)
 			w.drained = nil
 		}
-		w.mu.Unlock()
-
 		if hasDeadline {
+			// Under the lock, so that an Abort after this point moves the
+			// deadline to the past and interrupts the write.
 			_ = dl.SetWriteDeadline(time.Now().Add(w.writeTimeout))
 		}
+		w.mu.Unlock()
+
 		_, err := w.w.Write(out)
 		if err != nil {
 			w.mu.Lock()

@@ -339,6 +339,67 @@ func TestWriterBackpressure(t *testing.T) {
 	<-w.Done()
 }
 
+// TestWriterCloseBoundedByCtx: a peer that stops reading must not hold
+// Close past its ctx, whatever the write timeout.
+func TestWriterCloseBoundedByCtx(t *testing.T) {
+	c1, c2 := net.Pipe() // nobody reads c2: the first write blocks
+	defer c2.Close()
+	defer c1.Close()
+	w := NewWriter(c1, 16, time.Hour)
+	ctx := context.Background()
+	require.NoError(t, w.Write(ctx, []byte(strings.Repeat("x", 16))))
+	require.Eventually(t, func() bool { return w.Pending() == 0 }, 5*time.Second, time.Millisecond, "writer takes the first batch")
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- w.Close(cctx, []byte(StreamEnd)) }()
+	select {
+	case err := <-done:
+		assert.Error(t, err, "the blocked write was interrupted")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for a write blocked on a peer that does not read (write timeout 1h)")
+	}
+	<-w.Done()
+}
+
+// TestWriterAbortInterruptsWrite: Abort alone (no conn.Close) ends a
+// write blocked on a peer that stopped reading.
+func TestWriterAbortInterruptsWrite(t *testing.T) {
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	defer c1.Close()
+	w := NewWriter(c1, 0, time.Hour)
+	require.NoError(t, w.Write(context.Background(), []byte("<a/>")))
+	require.Eventually(t, func() bool { return w.Pending() == 0 }, 5*time.Second, time.Millisecond)
+	w.Abort(errors.New("give up"))
+	select {
+	case <-w.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Abort did not interrupt the blocked write")
+	}
+}
+
+// TestWriterAppendControlDoesNotWait: control stanzas are queued even
+// while the queue is over its bound (a sender would wait).
+func TestWriterAppendControlDoesNotWait(t *testing.T) {
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	defer c1.Close()
+	w := NewWriter(c1, 16, time.Hour)
+	ctx := context.Background()
+	require.NoError(t, w.Write(ctx, []byte(strings.Repeat("x", 16))))
+	require.Eventually(t, func() bool { return w.Pending() == 0 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, w.Write(ctx, []byte(strings.Repeat("y", 16)))) // now over the bound
+	tctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, w.Write(tctx, []byte("z")), context.DeadlineExceeded, "a sender waits")
+	require.NoError(t, w.AppendControl(func(b []byte) []byte { return append(b, ' ') }), "a control stanza does not")
+	assert.Equal(t, 17, w.Pending())
+	w.Abort(nil)
+	<-w.Done()
+	assert.ErrorIs(t, w.AppendControl(func(b []byte) []byte { return b }), ErrWriterClosed)
+}
+
 func TestFirstChildPrefixed(t *testing.T) {
 	d := NewDecoder(strings.NewReader(serverHeader+
 		"<iq type='get' id='1'><p:query xmlns:p='urn:x'/></iq>"+
