@@ -56,8 +56,10 @@ type Config struct {
 	// PingInterval is how often an XEP-0199 ping goes to Domain to prove
 	// the server alive. Default 60s; negative disables.
 	PingInterval time.Duration
-	// PingTimeout bounds each of those pings; a ping that times out ends
-	// the link with ErrTimeout. Default 20s.
+	// PingTimeout bounds each of those pings; a ping that times out while
+	// nothing at all was read from the server ends the link with
+	// ErrTimeout (anything read proves the server alive, even if its pong
+	// is late). Default 20s.
 	PingTimeout time.Duration
 	// ReadTimeout ends the link with ErrTimeout when nothing at all (not
 	// even a keepalive) is read for that long. Default: 2*PingInterval +
@@ -66,8 +68,10 @@ type Config struct {
 	ReadTimeout time.Duration
 	// WriteTimeout bounds each write to the connection. Default 30s.
 	WriteTimeout time.Duration
-	// CloseTimeout bounds how long Close waits for the server's closing
-	// tag. Default 2s.
+	// CloseTimeout bounds Close (and Shutdown once its drain ends): the
+	// wait for the server's closing tag, for a write blocked on a server
+	// that stopped reading, and for handlers to return after their context
+	// is cancelled. Default 2s.
 	CloseTimeout time.Duration
 
 	// MaxStanzaSize bounds each incoming stanza in bytes; a larger one
@@ -76,14 +80,16 @@ type Config struct {
 	// MaxDepth bounds the nesting depth of incoming stanzas. Default 32.
 	MaxDepth int
 	// Workers bounds the goroutines running handlers (default 8). They
-	// start as stanzas arrive and exit after 30s without work, so an idle
+	// start as stanzas arrive, one for every stanza that finds no idle
+	// worker (so a quick request never waits behind a slow one while a
+	// worker could start), and exit after 30s without work, so an idle
 	// link runs none.
 	Workers int
-	// QueueSize bounds the stanzas waiting for a worker; when it is full
-	// the reader waits (which pushes back on the server) up to one second,
-	// then sheds the stanza: an IQ request gets resource-constraint, other
-	// stanzas are dropped (Stats.Dropped). The bound on the wait keeps a
-	// handler that waits for a SendIQ reply from deadlocking the link.
+	// QueueSize bounds the stanzas waiting for a worker. When it is full a
+	// stanza is shed at once: an IQ request is answered with
+	// resource-constraint (type wait), other stanzas are dropped
+	// (Stats.Shed, Stats.Dropped). The reader never waits for room, so the
+	// server's pongs and the replies handlers wait for keep flowing.
 	// Default 256.
 	QueueSize int
 	// OrderPerSender makes stanzas from the same sender run in arrival

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -455,4 +456,37 @@ func TestE2EServerPingFlood(t *testing.T) {
 	wg.Wait()
 	// The counter moves just after the reply is queued.
 	require.Eventually(t, func() bool { return s.Stats().PingsAnswered == 800 }, time.Second, time.Millisecond)
+}
+
+// TestE2ECloseWithServerNotReading: over TLS, a server that stopped
+// reading (full socket buffers, a write blocked) holds Close no longer
+// than about CloseTimeout: neither the write timeout nor TLS's own
+// close_notify wait apply.
+func TestE2ECloseWithServerNotReading(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	cfg := e.config()
+	cfg.WriteTimeout = time.Hour
+	cfg.CloseTimeout = 300 * time.Millisecond
+	s, c := e.connect(cfg)
+	c.Blackhole()
+	big := component.RawXML("<body>" + strings.Repeat("x", 16<<10) + "</body>")
+	full := false
+	for range 64 << 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		err := s.Send(ctx, component.Message{Payload: big})
+		cancel()
+		if err != nil {
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			full = true
+			break
+		}
+	}
+	require.True(t, full, "the socket buffers and the write queue never filled")
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for a server that does not read")
+	}
 }

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -108,135 +106,52 @@ func (m *Mux) lookupIQ(name, ns []byte) IQHandler {
 	return byName[string(name)]
 }
 
-// job is one stanza for a worker.
-type job struct {
-	st *Stanza
-	iq IQHandler
+// startWorker starts a worker goroutine for lane l of the pool.
+func (s *Session) startWorker(l *lane) {
+	go s.pool.work(l, s.runJob)
 }
 
-// workQueue feeds handler jobs to at most max workers. Workers start when
-// jobs arrive and stop after workerIdle without one, so an idle link holds
-// no handler goroutines.
-type workQueue struct {
-	ch      chan *job
-	max     int
-	mu      sync.Mutex
-	running int
-	idle    int // running workers waiting for a job
-}
-
-// workerIdle is how long a worker waits for a job before it exits.
-const workerIdle = 30 * time.Second
-
-func (s *Session) startWorkers() {
-	n := s.cfg.Workers
-	if s.cfg.OrderPerSender {
-		// One queue and one worker per slot: same sender, same worker.
-		per := max(1, s.cfg.QueueSize/n)
-		s.queues = make([]*workQueue, n)
-		for i := range s.queues {
-			s.queues[i] = &workQueue{ch: make(chan *job, per), max: 1}
-		}
-	} else {
-		s.queues = []*workQueue{{ch: make(chan *job, s.cfg.QueueSize), max: n}}
-	}
-}
-
-// kick starts a worker for q unless one is waiting or all are running.
-// Called after a job was queued.
-func (s *Session) kick(q *workQueue) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.idle > 0 || q.running >= q.max {
-		return
-	}
-	q.running++
-	s.workers.Add(1)
-	go s.work(q)
-}
-
-func (s *Session) work(q *workQueue) {
-	defer s.workers.Done()
-	t := time.NewTimer(workerIdle)
-	defer t.Stop()
-	for {
-		q.mu.Lock()
-		q.idle++
-		q.mu.Unlock()
-		select {
-		case j, ok := <-q.ch:
-			q.mu.Lock()
-			q.idle--
-			if !ok {
-				q.running--
-				q.mu.Unlock()
-				return
-			}
-			q.mu.Unlock()
-			if s.ctx.Err() == nil { // link ending: drop what is still queued
-				s.runJob(j)
-			}
-			t.Reset(workerIdle)
-		case <-t.C:
-			q.mu.Lock()
-			q.idle--
-			// A job queued before this check is ours; one queued after
-			// it finds idle == 0 and starts a new worker.
-			if len(q.ch) == 0 {
-				q.running--
-				q.mu.Unlock()
-				return
-			}
-			q.mu.Unlock()
-			t.Reset(workerIdle)
-		}
-	}
-}
-
-// queueWait bounds how long the reader waits for room in a full worker
-// queue. Waiting pushes back on the server, but the reader must not wait
-// for ever: handlers may themselves wait for replies that only the reader
-// can deliver.
-const queueWait = time.Second
-
-// enqueue hands a job to a worker, waiting up to queueWait while the queue
-// is full. A job that still finds no room is shed: an IQ request is
-// answered with resource-constraint (type wait), other stanzas are
-// dropped. It returns false when the link ends meanwhile.
-func (s *Session) enqueue(j *job, a *rawAttrs) bool {
-	q := s.queues[0]
-	if len(s.queues) > 1 {
+// enqueue hands a job to the pool without ever waiting: the reader must
+// keep reading (the server's pongs and the replies handlers wait for come
+// through it). A job that finds its queue full is shed at once: an IQ
+// request is answered with resource-constraint (type wait). While the
+// session closes, an IQ request is answered with service-unavailable
+// (type wait). Messages and presences are dropped in both cases.
+func (s *Session) enqueue(j *job, a *rawAttrs) {
+	i := 0
+	if n := len(s.pool.lanes); n > 1 {
 		// FNV-1a of the sender: same sender, same worker, same order.
 		h := uint32(2166136261)
 		for _, c := range a.from {
 			h ^= uint32(c)
 			h *= 16777619
 		}
-		q = s.queues[h%uint32(len(s.queues))]
+		i = int(h % uint32(n))
 	}
-	select {
-	case q.ch <- j:
-		s.kick(q)
-		return true
-	default:
+	switch s.pool.push(i, j) {
+	case pushed:
+		return
+	case pushedStart:
+		s.startWorker(s.pool.lanes[i])
+		return
+	case refusedFull:
+		s.stats.dropped.Add(1)
+		s.log.Warn("handlers overloaded: stanza shed", slog.String("kind", j.st.Kind.String()), slog.String("from", j.st.fromRaw))
+		if j.iq != nil {
+			s.stats.shed.Add(1)
+			s.replyErrorRaw(a, stanza.Error{Type: stanza.Wait, Condition: stanza.ResourceConstraint})
+		}
+	case refusedDraining:
+		if j.iq == nil {
+			s.stats.dropped.Add(1)
+			return
+		}
+		s.stats.refused.Add(1)
+		s.replyErrorRaw(a, errClosing)
+		// Answer at once rather than at the next read: the stream is
+		// about to close.
+		s.flushReplies()
 	}
-	s.flushReplies() // don't hold back answers while waiting
-	t := time.NewTimer(queueWait)
-	defer t.Stop()
-	select {
-	case q.ch <- j:
-		s.kick(q)
-		return true
-	case <-s.quit:
-		return false
-	case <-t.C:
-	}
-	s.stats.dropped.Add(1)
-	s.log.Warn("handlers overloaded: stanza shed", slog.String("kind", j.st.Kind.String()), slog.String("from", j.st.fromRaw))
-	if j.iq != nil {
-		s.replyErrorRaw(a, stanza.Error{Type: stanza.Wait, Condition: stanza.ResourceConstraint})
-	}
-	return true
 }
 
 // route handles one element on the reader goroutine. Pings, replies to our
@@ -279,7 +194,8 @@ func (s *Session) route(el *xstream.Element) bool {
 			s.stats.dropped.Add(1)
 			return true
 		}
-		return s.enqueue(&job{st: copyStanza(el, &a, kind)}, &a)
+		s.enqueue(&job{st: copyStanza(el, &a, kind)}, &a)
+		return true
 	}
 	typ := a.typ
 	switch string(typ) {
@@ -309,7 +225,8 @@ func (s *Session) route(el *xstream.Element) bool {
 		s.replyErrorRaw(&a, stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable})
 		return true
 	}
-	return s.enqueue(&job{st: copyStanza(el, &a, KindIQ), iq: h}, &a)
+	s.enqueue(&job{st: copyStanza(el, &a, KindIQ), iq: h}, &a)
+	return true
 }
 
 // replyFrom is the from of a reply: the request's to when it is ours.
@@ -416,7 +333,7 @@ func (s *Session) runJob(j *job) {
 	if st.fromRaw != "" && st.From.Domainpart() == "" {
 		s.stats.dropped.Add(1)
 		if j.iq != nil {
-			s.replyError(st, stanza.Error{Type: stanza.Modify, Condition: stanza.JIDMalformed})
+			s.replyError(j, stanza.Error{Type: stanza.Modify, Condition: stanza.JIDMalformed})
 		}
 		return
 	}
@@ -435,26 +352,41 @@ func (s *Session) runJob(j *job) {
 	panicked := s.call(st, func() { result, err = j.iq(s.ctx, st) })
 	switch {
 	case panicked:
-		s.replyError(st, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
+		s.replyError(j, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
 		return
 	case err != nil:
 		s.stats.handlerErrors.Add(1)
 		se := errorFromHandler(err)
 		s.log.Info("IQ handler error", slog.String("payload", st.payloadNS+" "+st.payloadName),
 			slog.String("from", st.fromRaw), slog.Any("error", err))
-		s.replyError(st, se)
+		s.replyError(j, se)
 		return
 	}
 	body, err := encodePayload(result)
 	if err != nil {
 		s.stats.handlerErrors.Add(1)
 		s.log.Error("IQ handler result cannot be encoded", slog.Any("error", err))
-		s.replyError(st, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
+		s.replyError(j, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
 		return
 	}
-	_ = s.append(s.ctx, func(b []byte) []byte {
+	s.reply(j, func(b []byte) []byte {
 		return appendStanza(b, KindIQ, "result", st.ID, s.replyFromStr(st), st.fromRaw, body)
 	})
+}
+
+// reply queues the answer to request j, unless it has one already or the
+// teardown has answered it on its behalf. If the answer cannot be queued
+// (the session is closing and the queue is full), j stays unanswered so
+// that the teardown answers it.
+func (s *Session) reply(j *job, encode func([]byte) []byte) {
+	s.replyMu.RLock()
+	defer s.replyMu.RUnlock()
+	if s.repliesClosed || j.answered {
+		return
+	}
+	if s.append(s.ctx, encode) == nil {
+		j.answered = true
+	}
 }
 
 // call runs f, recovering and logging a panic.
@@ -479,16 +411,19 @@ func (s *Session) replyFromStr(st *Stanza) string {
 	return s.cfg.addrStr
 }
 
-func (s *Session) replyError(st *Stanza, se stanza.Error) {
-	_ = s.append(s.ctx, func(b []byte) []byte {
-		b = append(b, "<iq type='error'"...)
-		b = xstream.AppendAttr(b, "id", st.ID)
-		b = xstream.AppendAttr(b, "from", s.replyFromStr(st))
-		if st.fromRaw != "" {
-			b = xstream.AppendAttr(b, "to", st.fromRaw)
-		}
-		b = append(b, '>')
-		b = appendStanzaError(b, se)
-		return append(b, "</iq>"...)
-	})
+func (s *Session) replyError(j *job, se stanza.Error) {
+	s.reply(j, func(b []byte) []byte { return s.appendErrorReply(b, j.st, se) })
+}
+
+// appendErrorReply appends an IQ error answering st.
+func (s *Session) appendErrorReply(b []byte, st *Stanza, se stanza.Error) []byte {
+	b = append(b, "<iq type='error'"...)
+	b = xstream.AppendAttr(b, "id", st.ID)
+	b = xstream.AppendAttr(b, "from", s.replyFromStr(st))
+	if st.fromRaw != "" {
+		b = xstream.AppendAttr(b, "to", st.fromRaw)
+	}
+	b = append(b, '>')
+	b = appendStanzaError(b, se)
+	return append(b, "</iq>"...)
 }

@@ -14,14 +14,39 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
 
+	"github.com/cblink/cblink/internal/closing"
 	"github.com/cblink/cblink/internal/xstream"
 )
 
 // Session is one authenticated component link. It is safe for concurrent
-// use. It starts its goroutines in NewSession and stops all of them before
-// Close or Abort returns, or, when the link ends by itself, before Done is
-// closed.
+// use.
+//
+// # Ownership
+//
+// A Session owns its connection and every goroutine it starts: the reader,
+// the writer, the housekeeping loop (keepalives, pings, teardown) and the
+// handler workers. Handshake starts the writer and the housekeeping loop,
+// Start the reader; workers start as stanzas arrive. Close, Shutdown and
+// Abort stop all of them and return only once they have exited; when the
+// link ends by itself, Done is closed once they have. The one exception is
+// a handler that ignores its cancelled context: nothing can stop it, so
+// the teardown stops waiting for it after Config.CloseTimeout (its request
+// has been answered by then), logs it, and lets its worker exit when it
+// returns. A handler that calls Close, Shutdown or Abort on its own
+// session is not waited for either: the call returns once everything else
+// has stopped.
+//
+// # Requests are answered exactly once
+//
+// Every IQ get or set the session reads gets exactly one reply while the
+// stream can still carry one: the handler's result or error, resource-
+// constraint when the queue is full, or service-unavailable (type wait)
+// when the session is closing. Close answers the requests still queued or
+// running with service-unavailable before its closing tag; Shutdown first
+// lets them finish. Once the server has ended the stream, or the
+// connection is gone, nothing more can be sent.
 type Session struct {
 	cfg  settings
 	conn net.Conn
@@ -30,9 +55,10 @@ type Session struct {
 	w    *xstream.Writer
 	log  *slog.Logger
 	mux  *Mux
+	pool *pool // nil without a Mux
 
 	// ctx is given to handlers; it is cancelled as soon as the link starts
-	// to end.
+	// to end (after the drain of Shutdown).
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -42,11 +68,18 @@ type Session struct {
 	err      error
 	mode     endMode
 	final    []byte // written before the closing tag (a local stream error)
+	cutJobs  []*job // taken out of the queue by fail, answered by the teardown
 
+	startOnce  sync.Once
 	readerDone chan struct{}
 	done       chan struct{}
-	workers    sync.WaitGroup
-	queues     []*workQueue
+
+	// replyMu orders handler replies against the teardown: a handler
+	// queues its reply under the read lock; the teardown takes the write
+	// lock to answer, once, every request still unanswered and then seal
+	// the stream.
+	replyMu       sync.RWMutex
+	repliesClosed bool
 
 	pmu      sync.Mutex
 	pending  map[string]*pendingIQ
@@ -67,7 +100,8 @@ type Session struct {
 type endMode uint8
 
 const (
-	// endGraceful: send </stream:stream>, wait for the server's, close.
+	// endGraceful: answer what is unanswered, send </stream:stream>, wait
+	// for the server's, close.
 	endGraceful endMode = iota
 	// endReply: the server ended the stream; answer with our closing tag.
 	endReply
@@ -78,6 +112,7 @@ const (
 type counters struct {
 	in, out, keepalivesIn, keepalivesOut, pingsAnswered atomic.Uint64
 	pingsSent, handlerErrors, handlerPanics, dropped    atomic.Uint64
+	shed, refused                                       atomic.Uint64
 	lastRTT                                             atomic.Int64
 }
 
@@ -91,20 +126,37 @@ type Stats struct {
 	PingsSent     uint64        // XEP-0199 pings sent (Ping and PingInterval)
 	HandlerErrors uint64        // handler errors answered with a stanza error
 	HandlerPanics uint64        // handler panics recovered
-	Dropped       uint64        // stanzas dropped (no handler, bad address, unknown reply)
+	Dropped       uint64        // stanzas dropped (no handler, bad address, unknown reply, no room)
+	Shed          uint64        // requests answered resource-constraint: the queue was full
+	Refused       uint64        // requests answered service-unavailable: the session was closing
 	LastPingRTT   time.Duration // round trip of the last successful ping, 0 if none
 	LastWrite     time.Time     // when the last write to the connection completed
 }
 
-// NewSession runs the XEP-0114 handshake on conn, which must be connected
+// NewSession runs the XEP-0114 handshake on conn and starts the session:
+// it is Handshake followed by Start. Use Handshake when the program must
+// publish the session (store it where its handlers will look) before the
+// first stanza is dispatched.
+func NewSession(ctx context.Context, conn net.Conn, cfg Config) (*Session, error) {
+	s, err := Handshake(ctx, conn, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.Start()
+	return s, nil
+}
+
+// Handshake runs the XEP-0114 handshake on conn, which must be connected
 // to the XMPP server's component port (TLS already set up, if any). ctx
 // bounds only the handshake (with Config.HandshakeTimeout); once it
-// returns, ctx no longer matters: end the session with Close or Abort.
+// returns, ctx no longer matters: end the session with Close, Shutdown or
+// Abort.
 //
-// On success the session owns conn and its loops are running. On failure
+// On success the session owns conn and can send (keepalives and pings run
+// too), but it reads nothing, so no handler runs, until Start. On failure
 // conn is closed and the error says why; Classify tells whether a retry
 // can help. The secret never appears in errors or logs.
-func NewSession(ctx context.Context, conn net.Conn, cfg Config) (*Session, error) {
+func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Session, error) {
 	set, err := cfg.resolve()
 	if err != nil {
 		conn.Close()
@@ -133,6 +185,14 @@ func NewSession(ctx context.Context, conn net.Conn, cfg Config) (*Session, error
 	s.idPrefix = hex.EncodeToString(rnd[:]) + "-"
 	if s.mux != nil {
 		s.mux.freeze()
+		// Without a Mux nothing reaches a worker: no pool.
+		if s.cfg.OrderPerSender {
+			// One lane of one worker per slot: same sender, same worker.
+			n := s.cfg.Workers
+			s.pool = newPool(n, max(1, s.cfg.QueueSize/n), 1)
+		} else {
+			s.pool = newPool(1, s.cfg.QueueSize, s.cfg.Workers)
+		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithValue(context.Background(), sessionKey{}, s))
 	s.w = xstream.NewWriter(conn, 0, set.WriteTimeout)
@@ -141,14 +201,17 @@ func NewSession(ctx context.Context, conn net.Conn, cfg Config) (*Session, error
 		s.rd.timeout = set.ReadTimeout
 		s.rd.margin = set.ReadTimeout / 16
 	}
-	if s.mux != nil {
-		// Without a Mux nothing reaches a worker: no queues.
-		s.startWorkers()
-	}
-	go s.readLoop()
 	go s.run()
-	s.log.Info("component link up")
 	return s, nil
+}
+
+// Start starts reading and dispatching stanzas. It is idempotent, and does
+// nothing once the link has ended.
+func (s *Session) Start() {
+	s.startOnce.Do(func() {
+		go s.readLoop()
+		s.log.Info("component link up")
+	})
 }
 
 type sessionKey struct{}
@@ -164,7 +227,7 @@ func SessionFromContext(ctx context.Context) (*Session, bool) {
 func (s *Session) Addr() jid.JID { return s.cfg.addr }
 
 // Done is closed once the link has ended and all the session's goroutines
-// have exited.
+// have exited (see Session for the handlers that are not waited for).
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Err returns why the link ended: ErrClosed after Close or Abort, a
@@ -204,26 +267,56 @@ func (s *Session) Stats() Stats {
 		HandlerErrors: s.stats.handlerErrors.Load(),
 		HandlerPanics: s.stats.handlerPanics.Load(),
 		Dropped:       s.stats.dropped.Load(),
+		Shed:          s.stats.shed.Load(),
+		Refused:       s.stats.refused.Load(),
 		LastPingRTT:   time.Duration(s.stats.lastRTT.Load()),
 		LastWrite:     s.w.LastWrite(),
 	}
 }
 
-// Close ends the link gracefully: it sends </stream:stream>, waits up to
-// Config.CloseTimeout for the server's closing tag, closes the connection
-// and waits for the session's goroutines, handlers included (a handler
-// must therefore not call Close itself; it may call Abort from another
-// goroutine or simply return). It is idempotent and safe from any
-// goroutine; once the link has ended it only waits. It returns nil.
+// Close ends the link at once but cleanly: handlers' contexts are
+// cancelled, every request still queued or running is answered with
+// service-unavailable, </stream:stream> is sent, and Close waits up to
+// Config.CloseTimeout for the server's closing tag (a server that stopped
+// reading cannot hold it longer), closes the connection and waits for the
+// session's goroutines, handlers included (see Session for the two
+// exceptions). It is idempotent and safe from any goroutine, handlers
+// included; once the link has ended it only waits. It returns nil.
 func (s *Session) Close() error {
+	leave := closing.Enter()
+	defer leave()
 	s.fail(ErrClosed, endGraceful, nil)
 	<-s.done
 	return nil
 }
 
+// Shutdown ends the link gracefully: it stops taking new requests (they
+// are answered with service-unavailable, and new messages and presences
+// are dropped), lets the queued and running ones finish with their normal
+// context, and then closes as Close does. When ctx ends first, the
+// handlers' contexts are cancelled and what is left is answered with
+// service-unavailable; Shutdown then returns ctx's error once the link is
+// closed. Replies to the session's own IQ requests keep being delivered
+// while it drains, so handlers may still use SendIQ. Like Close it may be
+// called from a handler.
+func (s *Session) Shutdown(ctx context.Context) error {
+	leave := closing.Enter()
+	defer leave()
+	var err error
+	if s.pool != nil {
+		err = s.pool.drain(ctx, s.quit)
+	}
+	s.fail(ErrClosed, endGraceful, nil)
+	<-s.done
+	return err
+}
+
 // Abort ends the link at once without the closing handshake (for a
-// supervisor that has given up on it) and waits like Close.
+// supervisor that has given up on it): nothing more is written, and it
+// waits like Close.
 func (s *Session) Abort() {
+	leave := closing.Enter()
+	defer leave()
 	s.fail(ErrClosed, endAbort, nil)
 	<-s.done
 }
@@ -232,8 +325,14 @@ func (s *Session) Abort() {
 // teardown; it never blocks.
 func (s *Session) fail(err error, mode endMode, final []byte) {
 	s.quitOnce.Do(func() {
+		// Take the queued work out first: no handler may start once the
+		// link is ending (the teardown answers these).
+		var queued []*job
+		if s.pool != nil {
+			queued = s.pool.cut()
+		}
 		s.errMu.Lock()
-		s.err, s.mode, s.final = err, mode, final
+		s.err, s.mode, s.final, s.cutJobs = err, mode, final, queued
 		s.errMu.Unlock()
 		close(s.quit)
 		s.cancel()
@@ -262,7 +361,9 @@ func (s *Session) downErr() error {
 }
 
 // run is the session's housekeeping goroutine: keepalives, pings,
-// writer failures, and the teardown.
+// writer failures, and the teardown. It never waits for room in the write
+// queue: keepalives and pings bypass its bound, so a ping times out on
+// schedule even while a server that stopped reading holds the queue full.
 func (s *Session) run() {
 	defer s.teardown()
 	var kaC, pingC, pingTO <-chan time.Time
@@ -281,6 +382,7 @@ func (s *Session) run() {
 		pingRes   chan iqResult
 		pingID    string
 		pingStart time.Time
+		pingReads uint64 // reads from the server when the ping was sent
 		pingTimer *time.Timer
 	)
 	defer func() {
@@ -298,11 +400,11 @@ func (s *Session) run() {
 			s.fail(fmt.Errorf("component: write to the server: %w", s.w.Err()), endAbort, nil)
 		case <-kaC:
 			idle := s.cfg.KeepaliveIdle
-			if since := time.Since(s.w.LastWrite()); since < idle {
-				kaTimer.Reset(idle - since)
+			if since := time.Since(s.w.LastWrite()); since < idle || s.w.Pending() > 0 {
+				kaTimer.Reset(max(idle-since, idle/4))
 				continue
 			}
-			if err := s.w.Write(s.ctx, []byte(" ")); err == nil {
+			if err := s.w.AppendControl(func(b []byte) []byte { return append(b, ' ') }); err == nil {
 				s.stats.keepalivesOut.Add(1)
 			}
 			kaTimer.Reset(idle)
@@ -315,12 +417,16 @@ func (s *Session) run() {
 			if err != nil {
 				continue
 			}
-			pingRes, pingID, pingStart = p.ch, id, time.Now()
-			if err := s.writeIQ(s.ctx, id, "get", s.cfg.addrStr, s.cfg.serverAddr, pingPayload); err != nil {
+			pingRes, pingID, pingStart, pingReads = p.ch, id, time.Now(), s.rd.reads.Load()
+			err = s.w.AppendControl(func(b []byte) []byte {
+				return appendStanza(b, KindIQ, "get", id, s.cfg.addrStr, s.cfg.serverAddr, pingPayload)
+			})
+			if err != nil {
 				s.unregister(pingID)
 				pingRes = nil
 				continue
 			}
+			s.stats.out.Add(1)
 			s.stats.pingsSent.Add(1)
 			pingTimer = time.NewTimer(s.cfg.PingTimeout)
 			pingTO = pingTimer.C
@@ -333,52 +439,133 @@ func (s *Session) run() {
 			s.stats.lastRTT.Store(int64(time.Since(pingStart)))
 		case <-pingTO:
 			s.unregister(pingID)
-			s.fail(fmt.Errorf("component: ping to %s unanswered after %v: %w", s.cfg.serverAddr, s.cfg.PingTimeout, ErrTimeout), endAbort, nil)
+			pingRes, pingTO = nil, nil
+			if s.rd.reads.Load() != pingReads {
+				// The pong has not come, but the server has sent
+				// something since the ping: it is alive (its pong may
+				// wait behind what it is sending). Liveness measures the
+				// server, not this side's backlog.
+				s.log.Debug("ping unanswered in time, but the server is sending: alive", slog.Duration("timeout", s.cfg.PingTimeout))
+				continue
+			}
+			s.fail(fmt.Errorf("component: ping to %s unanswered after %v, nothing read meanwhile: %w", s.cfg.serverAddr, s.cfg.PingTimeout, ErrTimeout), endAbort, nil)
 		}
 	}
 }
 
-// teardown takes the link down after fail and waits for every goroutine.
+// teardown takes the link down after fail and waits for every goroutine,
+// all within Config.CloseTimeout (but for a handler that ignores its
+// context, which is logged and left behind).
 func (s *Session) teardown() {
 	s.errMu.Lock()
-	mode, final := s.mode, s.final
+	mode, final, queued := s.mode, s.final, s.cutJobs
+	s.cutJobs = nil
 	s.errMu.Unlock()
 	s.failPending(s.downErr())
-	switch mode {
-	case endAbort:
+	closeCtx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
+	defer cancel()
+
+	// Answer once every request that has no reply yet, while the stream
+	// can carry one: those fail took out of the queue, and those whose
+	// handlers are still running.
+	s.replyMu.Lock()
+	var running []*job
+	if s.pool != nil {
+		running = s.pool.running()
+	}
+	s.repliesClosed = true
+	if mode == endGraceful {
+		for _, j := range queued {
+			s.refuseJob(closeCtx, j)
+		}
+		for _, j := range running {
+			if !j.answered {
+				s.refuseJob(closeCtx, j)
+			}
+		}
+	} else {
+		for _, j := range queued {
+			if j.iq == nil {
+				s.stats.dropped.Add(1)
+			}
+		}
+	}
+	if mode != endAbort {
+		s.w.Seal(append(final, xstream.StreamEnd...))
+	}
+	s.replyMu.Unlock()
+
+	s.startOnce.Do(func() { close(s.readerDone) }) // never started: nothing to read
+	clean := false
+	if mode == endAbort {
 		s.w.Abort(s.Err())
-	default:
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
-		_ = s.w.Close(ctx, append(final, xstream.StreamEnd...))
-		if mode == endGraceful {
+	} else {
+		clean = s.w.Close(closeCtx, nil) == nil
+		if mode == endGraceful && clean {
 			// Wait for the server's closing tag (the reader returns).
 			select {
 			case <-s.readerDone:
-			case <-ctx.Done():
+			case <-closeCtx.Done():
 			}
 		}
-		cancel()
 	}
-	s.conn.Close()
+	s.closeConn(clean)
 	<-s.readerDone
 	<-s.w.Done()
-	for _, q := range s.queues {
-		close(q.ch)
+	if s.pool != nil {
+		for _, j := range s.pool.stop(closeCtx.Done()) {
+			s.log.Error("handler still running after its context was cancelled; leaving it behind",
+				slog.String("kind", j.st.Kind.String()), slog.String("payload", j.st.payloadNS+" "+j.st.payloadName),
+				slog.String("from", j.st.fromRaw), slog.Duration("waited", s.cfg.CloseTimeout))
+		}
 	}
-	s.workers.Wait()
 	s.log.Debug("component session ended")
 	close(s.done)
 }
 
+// refuseJob answers a request that will not run (or whose handler is
+// still running when the stream closes) with service-unavailable.
+// s.replyMu is held.
+func (s *Session) refuseJob(ctx context.Context, j *job) {
+	if j.iq == nil {
+		s.stats.dropped.Add(1)
+		return
+	}
+	err := s.w.Append(ctx, func(b []byte) []byte { return s.appendErrorReply(b, j.st, errClosing) })
+	if err == nil {
+		j.answered = true
+		s.stats.out.Add(1)
+		s.stats.refused.Add(1)
+	}
+}
+
+// errClosing answers requests that arrive, or are still waiting, while the
+// session closes: the service may be back (on this or another link) soon.
+var errClosing = stanza.Error{Type: stanza.Wait, Condition: stanza.ServiceUnavailable}
+
+// closeConn closes the connection. After a clean close the TLS layer sends
+// its close_notify; otherwise the transport is closed directly, since
+// close_notify would wait up to 5 seconds for a peer that stopped reading.
+func (s *Session) closeConn(clean bool) {
+	if !clean {
+		if nc, ok := s.conn.(interface{ NetConn() net.Conn }); ok {
+			_ = nc.NetConn().Close()
+		}
+	}
+	_ = s.conn.Close()
+}
+
 // deadlineReader moves the read deadline forward as data is read, so that
 // a silent server is noticed after ReadTimeout without a timer or a
-// syscall per stanza: the deadline is refreshed at most every margin.
+// syscall per stanza: the deadline is refreshed at most every margin. It
+// also counts reads, which prove the server alive.
 type deadlineReader struct {
 	conn    net.Conn
 	flush   func()        // called before blocking, to send the replies batched so far
 	timeout time.Duration // 0: no deadline (handshake, or disabled)
 	margin  time.Duration
 	last    time.Time
+	reads   atomic.Uint64 // reads that returned data
 }
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
@@ -391,7 +578,11 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 			r.last = now
 		}
 	}
-	return r.conn.Read(p)
+	n, err := r.conn.Read(p)
+	if n > 0 {
+		r.reads.Add(1)
+	}
+	return n, err
 }
 
 // flushReplies queues the reader's batched replies (reader goroutine only).

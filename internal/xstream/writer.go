@@ -166,13 +166,7 @@ func (w *Writer) LastWrite() time.Time { return time.Unix(0, w.lastWrite.Load())
 // returns soon after ctx ends whatever the peer does. Later Appends fail
 // with ErrWriterClosed. It returns the write error, if any.
 func (w *Writer) Close(ctx context.Context, final []byte) error {
-	w.mu.Lock()
-	if w.err == nil && !w.closing {
-		w.pend = append(w.pend, final...)
-		w.closing = true
-	}
-	w.mu.Unlock()
-	w.signal()
+	w.Seal(final)
 	select {
 	case <-w.done:
 	case <-ctx.Done():
@@ -185,6 +179,19 @@ func (w *Writer) Close(ctx context.Context, final []byte) error {
 		return nil
 	}
 	return w.err
+}
+
+// Seal queues final (it may be nil) as the last bytes: later Appends fail
+// with ErrWriterClosed while what is queued drains. It does not wait; Close
+// does. Sealing twice keeps the first final.
+func (w *Writer) Seal(final []byte) {
+	w.mu.Lock()
+	if w.err == nil && !w.closing {
+		w.pend = append(w.pend, final...)
+		w.closing = true
+	}
+	w.mu.Unlock()
+	w.signal()
 }
 
 // Abort stops the writer at once, dropping what is queued. When the

@@ -1,0 +1,557 @@
+package component
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"mellium.im/xmpp/stanza"
+
+	"github.com/cblink/cblink/internal/xstream"
+)
+
+// reqIQ is a request for the urn:test handler, from a web user.
+func reqIQ(id string) string {
+	return `<iq type='set' id='` + id + `' from='u@example.com/web' to='cb1.example.com'><q xmlns='urn:test'/></iq>`
+}
+
+// pumped is what a pump saw of the client's side of the stream.
+type pumped struct {
+	stanzas chan string   // everything but keepalives and pings to the server
+	pings   atomic.Int64  // pings to the server seen
+	ended   chan struct{} // closed when the client's stream ended
+	endErr  error         // why (xstream.ErrStreamEnd for </stream:stream>)
+}
+
+// pump reads the client's stanzas in the background (after p.start, which
+// startSession calls). Pings to the server
+// are answered when answerPings is set; onPing, if set, runs for each.
+func (p *peer) pump(answerPings bool, onPing func()) *pumped {
+	out := &pumped{stanzas: make(chan string, 4096), ended: make(chan struct{})}
+	go func() {
+		defer close(out.ended)
+		for el := range p.els {
+			if el.Keepalive {
+				continue
+			}
+			raw := string(el.Raw)
+			if strings.Contains(raw, "urn:xmpp:ping") && strings.Contains(raw, "to='example.com'") {
+				out.pings.Add(1)
+				if answerPings {
+					p.write(`<iq type='result' id='` + el.AttrString("id") + `' from='example.com' to='cb1.example.com'/>`)
+				}
+				if onPing != nil {
+					onPing()
+				}
+				continue
+			}
+			out.stanzas <- raw
+		}
+		out.endErr = <-p.done
+	}()
+	return out
+}
+
+// next returns the next stanza, failing the test after 10 s.
+func (o *pumped) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case s := <-o.stanzas:
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for a stanza from the client")
+	}
+	return ""
+}
+
+// rest returns every stanza up to the end of the client's stream.
+func (o *pumped) rest(t *testing.T) []string {
+	t.Helper()
+	select {
+	case <-o.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client's stream did not end")
+	}
+	var all []string
+	for {
+		select {
+		case s := <-o.stanzas:
+			all = append(all, s)
+		default:
+			return all
+		}
+	}
+}
+
+// replies maps each IQ reply's id to its type and error condition, failing
+// on a second reply to the same id.
+func replies(t *testing.T, stanzas []string) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	for _, raw := range stanzas {
+		if !strings.HasPrefix(raw, "<iq") {
+			continue
+		}
+		id, typ := attr(t, raw, "id"), attr(t, raw, "type")
+		if typ != "result" && typ != "error" {
+			continue
+		}
+		if prev, dup := got[id]; dup {
+			t.Errorf("request %s answered twice: %s, then %s", id, prev, raw)
+		}
+		v := typ
+		if typ == "error" {
+			for _, c := range []string{"service-unavailable", "resource-constraint", "internal-server-error"} {
+				if strings.Contains(raw, "<"+c) {
+					v += ":" + c
+				}
+			}
+			if strings.Contains(raw, "type='wait'") {
+				v += ":wait"
+			}
+		}
+		got[id] = v
+	}
+	return got
+}
+
+func testMux(h IQHandler) *Mux {
+	m := NewMux()
+	m.HandleIQ("q", "urn:test", h)
+	return m
+}
+
+// TestNoHeadOfLineBlocking: a quick request that arrives together with a
+// slow one must not wait behind it while a worker could start.
+func TestNoHeadOfLineBlocking(t *testing.T) {
+	var mu sync.Mutex
+	release := map[string]chan struct{}{}
+	gate := func(id string) chan struct{} {
+		mu.Lock()
+		defer mu.Unlock()
+		if release[id] == nil {
+			release[id] = make(chan struct{})
+		}
+		return release[id]
+	}
+	cfg := testConfig(nil)
+	cfg.Workers = 4
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		if strings.HasPrefix(iq.ID, "slow") {
+			select {
+			case <-gate(iq.ID):
+			case <-ctx.Done():
+			}
+		}
+		return nil, nil
+	})
+	for round := range 20 {
+		s, p := startSession(t, cfg)
+		out := p.pump(false, nil)
+		// One worker, now idle: the case where both requests used to go
+		// to it.
+		p.write(reqIQ("warm-up"))
+		require.Equal(t, "warm-up", attr(t, out.next(t), "id"))
+		slow, quick := fmt.Sprint("slow", round), fmt.Sprint("quick", round)
+		p.write(reqIQ(slow) + reqIQ(quick)) // they arrive together
+		require.Equal(t, quick, attr(t, out.next(t), "id"), "round %d: the quick request waited behind the slow one", round)
+		close(gate(slow))
+		require.Equal(t, slow, attr(t, out.next(t), "id"))
+		s.Abort()
+	}
+}
+
+// TestCloseAnswersEveryRequest: Close answers what is queued and running
+// with service-unavailable, each exactly once, before its closing tag.
+func TestCloseAnswersEveryRequest(t *testing.T) {
+	inHandler := make(chan struct{}, 1)
+	cfg := testConfig(nil)
+	cfg.Workers = 1
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		inHandler <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	s, p := startSession(t, cfg)
+	out := p.pump(false, nil)
+	for i := range 5 {
+		p.write(reqIQ(fmt.Sprint("r", i)))
+	}
+	<-inHandler
+	require.Eventually(t, func() bool { return s.Stats().StanzasIn == 5 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, s.Close())
+	got := replies(t, out.rest(t))
+	assert.ErrorIs(t, out.endErr, xstream.ErrStreamEnd, "the replies come before the closing tag")
+	require.Len(t, got, 5, "every request answered: %v", got)
+	for i := 1; i < 5; i++ {
+		assert.Equal(t, "error:service-unavailable:wait", got[fmt.Sprint("r", i)])
+	}
+	assert.Contains(t, []string{"error:service-unavailable:wait", "error:internal-server-error"}, got["r0"])
+	assert.EqualValues(t, 4, s.Stats().Refused-boolToUint(got["r0"] == "error:service-unavailable:wait"), "%v %+v", got, s.Stats())
+}
+
+func boolToUint(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestShutdownDrains: Shutdown lets queued and running requests finish
+// with their normal context (SendIQ still works), refuses new ones, then
+// closes the stream.
+func TestShutdownDrains(t *testing.T) {
+	gate := make(chan struct{})
+	inHandler := make(chan struct{}, 1)
+	cfg := testConfig(nil)
+	cfg.Workers = 1
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		switch iq.ID {
+		case "r0":
+			inHandler <- struct{}{}
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		case "r1":
+			// A handler draining may still wait for a reply.
+			s, _ := SessionFromContext(ctx)
+			if _, err := s.SendIQ(ctx, IQ{Type: stanza.GetIQ, ID: "nested"}); err != nil {
+				return nil, err
+			}
+		}
+		return nil, ctx.Err()
+	})
+	s, p := startSession(t, cfg)
+	out := p.pump(false, nil)
+	for i := range 4 {
+		p.write(reqIQ(fmt.Sprint("r", i)))
+	}
+	<-inHandler
+	require.Eventually(t, func() bool { return s.Stats().StanzasIn == 4 }, 5*time.Second, time.Millisecond)
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	require.Eventually(t, func() bool {
+		s.pool.mu.Lock()
+		defer s.pool.mu.Unlock()
+		return s.pool.draining
+	}, 5*time.Second, time.Millisecond)
+	p.write(reqIQ("late"))
+	assert.Equal(t, "late", attr(t, out.next(t), "id"), "a request during the drain is answered at once")
+	close(gate)
+	require.Equal(t, "r0", attr(t, out.next(t), "id"))
+	nested := out.next(t)
+	require.Equal(t, "nested", attr(t, nested, "id"))
+	p.write(`<iq type='result' id='nested' from='example.com' to='cb1.example.com'/>`)
+	select {
+	case err := <-shut:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	got := replies(t, out.rest(t))
+	got["late"] = "error:service-unavailable:wait" // read above
+	got["r0"] = "result"
+	assert.ErrorIs(t, out.endErr, xstream.ErrStreamEnd)
+	assert.Equal(t, map[string]string{
+		"r0": "result", "r1": "result", "r2": "result", "r3": "result",
+		"late": "error:service-unavailable:wait",
+	}, got)
+}
+
+// TestShutdownGraceExpires: when the drain's ctx ends, handlers are
+// cancelled and what is left is answered; Shutdown says the grace ran out.
+func TestShutdownGraceExpires(t *testing.T) {
+	inHandler := make(chan struct{}, 1)
+	cfg := testConfig(nil)
+	cfg.Workers = 1
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		inHandler <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	s, p := startSession(t, cfg)
+	out := p.pump(false, nil)
+	p.write(reqIQ("r0") + reqIQ("r1") + reqIQ("r2"))
+	<-inHandler
+	require.Eventually(t, func() bool { return s.Stats().StanzasIn == 3 }, 5*time.Second, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, s.Shutdown(ctx), context.DeadlineExceeded)
+	got := replies(t, out.rest(t))
+	assert.Len(t, got, 3, "every request answered once: %v", got)
+	assert.Equal(t, "error:service-unavailable:wait", got["r1"])
+	assert.Equal(t, "error:service-unavailable:wait", got["r2"])
+}
+
+// TestBurstShedsWithoutKillingLink: a burst beyond the queue is shed at
+// once with resource-constraint; the reader keeps reading, so the
+// server's pongs are seen and the link stays up.
+func TestBurstShedsWithoutKillingLink(t *testing.T) {
+	release := make(chan struct{})
+	cfg := testConfig(nil)
+	cfg.Workers = 1
+	cfg.QueueSize = 4
+	cfg.PingInterval = 20 * time.Millisecond
+	cfg.PingTimeout = 200 * time.Millisecond
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	})
+	s, p := startSession(t, cfg)
+	out := p.pump(true, nil)
+	var burst strings.Builder
+	for i := range 40 {
+		burst.WriteString(reqIQ(fmt.Sprint("b", i)))
+	}
+	p.write(burst.String())
+	// One job runs (or is about to), QueueSize wait, the rest are shed at
+	// once, without waiting for room.
+	require.Eventually(t, func() bool { return s.Stats().Shed >= 35 }, 10*time.Second, time.Millisecond)
+	n := int(s.Stats().Shed)
+	require.LessOrEqual(t, n, 36)
+	var shed []string
+	for range n {
+		shed = append(shed, out.next(t))
+	}
+	for _, v := range replies(t, shed) {
+		assert.Equal(t, "error:resource-constraint:wait", v)
+	}
+	// The link lives through several ping rounds while the handler blocks.
+	base := out.pings.Load()
+	require.Eventually(t, func() bool { return out.pings.Load() >= base+5 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, s.Err(), "the link must stay up")
+	close(release)
+	var rest []string
+	for range 40 - n {
+		rest = append(rest, out.next(t))
+	}
+	for _, v := range replies(t, rest) {
+		assert.Equal(t, "result", v)
+	}
+	assert.Len(t, replies(t, append(shed, rest...)), 40, "every request answered once")
+	assert.NoError(t, s.Err())
+}
+
+// TestTrafficProvesServerAlive: a late pong does not end a link over
+// which the server keeps sending; silence does.
+func TestTrafficProvesServerAlive(t *testing.T) {
+	var chatty atomic.Bool
+	chatty.Store(true)
+	cfg := testConfig(nil)
+	cfg.PingInterval = 20 * time.Millisecond
+	cfg.PingTimeout = 300 * time.Millisecond
+	cfg.ReadTimeout = -1 // the ping alone decides
+	s, p := startSession(t, cfg)
+	out := p.pump(false, func() {
+		if chatty.Load() {
+			p.write(`<message from='u@example.com/web' to='cb1.example.com'/>`)
+		}
+	})
+	require.Eventually(t, func() bool { return out.pings.Load() >= 3 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, s.Err(), "pongs are late but the server is sending: alive")
+	chatty.Store(false)
+	err := waitDoneWithin(t, s, 10*time.Second)
+	assert.ErrorIs(t, err, ErrTimeout)
+	assert.Contains(t, err.Error(), "ping")
+}
+
+func waitDoneWithin(t *testing.T, s *Session, d time.Duration) error {
+	t.Helper()
+	select {
+	case <-s.Done():
+		return s.Err()
+	case <-time.After(d):
+		t.Fatalf("session did not end within %v", d)
+	}
+	return nil
+}
+
+// TestCloseBoundedWhenServerStopsReading: Close returns after about
+// CloseTimeout even when a write is blocked on a server that does not
+// read, whatever the write timeout.
+func TestCloseBoundedWhenServerStopsReading(t *testing.T) {
+	c, p := newPeer(t)
+	go p.accept()
+	cfg := testConfig(nil)
+	cfg.WriteTimeout = time.Hour
+	cfg.CloseTimeout = 100 * time.Millisecond
+	s, err := NewSession(context.Background(), c, cfg)
+	require.NoError(t, err)
+	// The peer never reads again: the write of this message blocks.
+	require.NoError(t, s.Send(context.Background(), Message{Payload: RawXML("<body>hello</body>")}))
+	require.Eventually(t, func() bool { return s.w.Pending() == 0 }, 5*time.Second, time.Millisecond, "the writer is blocked in its write")
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for a write blocked on a server that does not read")
+	}
+}
+
+// TestHandlerMayCloseItsSession: Close and Shutdown called from a handler
+// return once everything else has stopped.
+func TestHandlerMayCloseItsSession(t *testing.T) {
+	for _, how := range []string{"Close", "Shutdown", "Abort"} {
+		t.Run(how, func(t *testing.T) {
+			returned := make(chan struct{})
+			cfg := testConfig(nil)
+			cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+				s, _ := SessionFromContext(ctx)
+				switch how {
+				case "Close":
+					s.Close()
+				case "Shutdown":
+					_ = s.Shutdown(context.Background())
+				case "Abort":
+					s.Abort()
+				}
+				close(returned)
+				return nil, nil
+			})
+			s, p := startSession(t, cfg)
+			p.write(reqIQ("bye"))
+			select {
+			case <-returned:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s called from a handler did not return", how)
+			}
+			<-s.Done()
+			assert.ErrorIs(t, s.Err(), ErrClosed)
+		})
+	}
+}
+
+// TestStuckHandlerDoesNotHoldClose: a handler that ignores its context
+// cannot hold Close past CloseTimeout; its request is answered for it.
+func TestStuckHandlerDoesNotHoldClose(t *testing.T) {
+	release := make(chan struct{})
+	inHandler := make(chan struct{})
+	logs := &logBuf{}
+	cfg := testConfig(logs)
+	cfg.CloseTimeout = 100 * time.Millisecond
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		close(inHandler)
+		<-release // ignores ctx
+		return nil, nil
+	})
+	s, p := startSession(t, cfg)
+	out := p.pump(false, nil)
+	p.write(reqIQ("stuck"))
+	<-inHandler
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for a handler that ignores its context")
+	}
+	assert.Equal(t, map[string]string{"stuck": "error:service-unavailable:wait"}, replies(t, out.rest(t)))
+	assert.Contains(t, logs.String(), "handler still running after its context was cancelled")
+	close(release)
+	require.Eventually(t, func() bool {
+		s.pool.mu.Lock()
+		defer s.pool.mu.Unlock()
+		return s.pool.workers == 0
+	}, 5*time.Second, time.Millisecond, "the worker exits once the handler returns")
+}
+
+// TestHandshakeDispatchesNothingBeforeStart: Handshake authenticates but
+// reads nothing until Start, so a program can publish the session before
+// its first handler runs.
+func TestHandshakeDispatchesNothingBeforeStart(t *testing.T) {
+	got := make(chan string, 1)
+	mux := NewMux()
+	mux.HandleMessage(func(ctx context.Context, st *Stanza) { got <- st.ID })
+	cfg := testConfig(nil)
+	cfg.Handler = mux
+	c, p := newPeer(t)
+	go func() {
+		p.accept()
+		p.write(`<message id='early' from='u@example.com/web' to='cb1.example.com'/>`)
+	}()
+	s, err := Handshake(context.Background(), c, cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Abort)
+	select {
+	case id := <-got:
+		t.Fatalf("handler ran for %s before Start", id)
+	default:
+	}
+	assert.Zero(t, s.Stats().StanzasIn)
+	s.Start()
+	select {
+	case id := <-got:
+		assert.Equal(t, "early", id)
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler did not run after Start")
+	}
+}
+
+// TestCloseUnstartedSession: a session that never started (a connection
+// race's loser) closes its stream cleanly and promptly.
+func TestCloseUnstartedSession(t *testing.T) {
+	c, p := newPeer(t)
+	go p.accept()
+	cfg := testConfig(nil)
+	cfg.CloseTimeout = 5 * time.Second
+	s, err := Handshake(context.Background(), c, cfg)
+	require.NoError(t, err)
+	p.start()
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	assert.ErrorIs(t, p.end(), xstream.ErrStreamEnd, "the stream is closed with </stream:stream>")
+	select {
+	case <-closed:
+	case <-time.After(4 * time.Second):
+		t.Fatal("Close of an unstarted session waited for a reader that never ran")
+	}
+}
+
+// fillWriteQueue sends until the write queue is over its bound (a Send
+// waits), on a server that does not read.
+func fillWriteQueue(t *testing.T, s *Session) {
+	t.Helper()
+	big := RawXML("<body>" + strings.Repeat("x", 16<<10) + "</body>")
+	for range 64 << 10 { // at most 1 GiB: the loop ends long before
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		err := s.Send(ctx, Message{Payload: big})
+		cancel()
+		if err != nil {
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			return
+		}
+	}
+	t.Fatal("the write queue never filled")
+}
+
+// TestPingTimesOutWhileWriteQueueFull: the ping timeout ends a link whose
+// server stopped reading, even while senders have filled the write queue;
+// the write timeout (an hour here) is not what ends it.
+func TestPingTimesOutWhileWriteQueueFull(t *testing.T) {
+	c, p := newPeer(t)
+	go p.accept()
+	cfg := testConfig(nil)
+	cfg.WriteTimeout = time.Hour
+	cfg.PingInterval = 200 * time.Millisecond
+	cfg.PingTimeout = 100 * time.Millisecond
+	cfg.ReadTimeout = -1
+	s, err := NewSession(context.Background(), c, cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Abort)
+	fillWriteQueue(t, s) // the peer never reads again
+	err = waitDoneWithin(t, s, 10*time.Second)
+	assert.ErrorIs(t, err, ErrTimeout)
+	assert.Contains(t, err.Error(), "ping")
+}

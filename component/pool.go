@@ -1,0 +1,283 @@
+package component
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/cblink/cblink/internal/closing"
+)
+
+// job is one stanza for a handler.
+type job struct {
+	st *Stanza
+	iq IQHandler // nil for messages and presences
+	// worker is the goroutine running the handler (set under pool.mu).
+	worker uint64
+	// answered is set once the IQ's reply is queued (guarded by
+	// Session.replyMu), so that a request is answered exactly once: by its
+	// handler, or by the teardown on its behalf.
+	answered bool
+}
+
+// workerIdle is how long a worker waits for a job before it exits.
+const workerIdle = 30 * time.Second
+
+// pool runs handler jobs on worker goroutines. Workers start when jobs
+// arrive and exit after workerIdle without one, so an idle link runs none.
+// A job never waits behind a busy worker while another could start: every
+// job queued either wakes a waiting worker or starts a new one, up to the
+// lane's bound.
+//
+// The pool is owned by its Session: the reader pushes, the teardown cuts
+// and stops it and waits for its workers.
+type pool struct {
+	mu       sync.Mutex
+	lanes    []*lane
+	queued   int               // jobs waiting in all lanes
+	inflight map[*job]struct{} // jobs whose handler is running
+	workers  int               // worker goroutines alive
+	draining bool              // no new jobs (Shutdown or teardown)
+	stopped  bool              // workers exit as soon as they are idle
+	changed  chan struct{}     // closed on the next change; nil when nobody waits
+}
+
+// lane is one FIFO queue with its own workers. Without OrderPerSender
+// there is one lane; with it, one lane of one worker per slot, so a
+// sender's stanzas run in order.
+type lane struct {
+	jobs    []*job // jobs[head:] wait, oldest first
+	head    int
+	size    int // bound on waiting jobs
+	max     int // bound on workers
+	workers int
+	waiting int           // workers blocked waiting for a job, not yet woken
+	wake    chan struct{} // one token per waiting worker woken (cap max)
+}
+
+func newPool(lanes, size, workers int) *pool {
+	p := &pool{lanes: make([]*lane, lanes), inflight: make(map[*job]struct{})}
+	for i := range p.lanes {
+		p.lanes[i] = &lane{size: size, max: workers, wake: make(chan struct{}, workers)}
+	}
+	return p
+}
+
+func (l *lane) len() int { return len(l.jobs) - l.head }
+
+func (l *lane) pop() *job {
+	if l.head == len(l.jobs) {
+		return nil
+	}
+	j := l.jobs[l.head]
+	l.jobs[l.head] = nil
+	l.head++
+	if l.head == len(l.jobs) {
+		l.jobs, l.head = l.jobs[:0], 0
+	}
+	return j
+}
+
+// pushResult says what became of a job offered to the pool.
+type pushResult uint8
+
+const (
+	pushed      pushResult = iota
+	pushedStart            // queued; the caller must start a worker for the lane
+	refusedFull            // the lane is full: shed the job
+	refusedDraining        // the session is closing: refuse the job
+)
+
+// push queues j on lane i. It never blocks.
+func (p *pool) push(i int, j *job) pushResult {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.draining {
+		return refusedDraining
+	}
+	l := p.lanes[i]
+	if l.len() >= l.size {
+		return refusedFull
+	}
+	l.jobs = append(l.jobs, j)
+	p.queued++
+	switch {
+	case l.waiting > 0:
+		l.waiting--
+		l.wake <- struct{}{} // never blocks: fewer tokens than workers
+		return pushed
+	case l.workers < l.max:
+		l.workers++
+		p.workers++
+		return pushedStart
+	}
+	return pushed // every worker is busy; the first to finish takes it
+}
+
+// work is a worker goroutine of lane l; run runs one job.
+func (p *pool) work(l *lane, run func(*job)) {
+	id := closing.ID()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	p.mu.Lock()
+	for {
+		if j := l.pop(); j != nil {
+			p.queued--
+			j.worker = id
+			p.inflight[j] = struct{}{}
+			p.mu.Unlock()
+			run(j)
+			p.mu.Lock()
+			delete(p.inflight, j)
+			p.notify()
+			continue
+		}
+		if p.stopped {
+			break
+		}
+		l.waiting++
+		p.mu.Unlock()
+		idle.Reset(workerIdle)
+		woken := false
+		select {
+		case <-l.wake:
+			woken = true
+		case <-idle.C:
+		}
+		p.mu.Lock()
+		if woken {
+			continue
+		}
+		select {
+		case <-l.wake: // a job came as the timer fired: take it
+			continue
+		default:
+		}
+		l.waiting--
+		break
+	}
+	l.workers--
+	p.workers--
+	p.notify()
+	p.mu.Unlock()
+}
+
+// notify wakes whoever waits for a change (p.mu held).
+func (p *pool) notify() {
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
+}
+
+// waitCh returns a channel closed at the next change (p.mu held).
+func (p *pool) waitCh() <-chan struct{} {
+	if p.changed == nil {
+		p.changed = make(chan struct{})
+	}
+	return p.changed
+}
+
+// busyLocked counts the jobs queued or running, leaving out handlers that
+// are themselves waiting in a Close of this session: they finish only
+// after it.
+func (p *pool) busyLocked() int {
+	n := p.queued
+	for j := range p.inflight {
+		if !closing.Inside(j.worker) {
+			n++
+		}
+	}
+	return n
+}
+
+// drain stops new jobs and waits until every queued and running job has
+// finished, ctx ends (it returns ctx's error) or stop is closed.
+func (p *pool) drain(ctx context.Context, stop <-chan struct{}) error {
+	p.mu.Lock()
+	p.draining = true
+	for {
+		if p.busyLocked() == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		ch := p.waitCh()
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-stop:
+			return nil
+		}
+		p.mu.Lock()
+	}
+}
+
+// cut refuses new jobs and takes every queued one out, to be answered
+// without running: once the link starts to end, no handler starts.
+func (p *pool) cut() (queued []*job) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.draining = true
+	for _, l := range p.lanes {
+		for j := l.pop(); j != nil; j = l.pop() {
+			queued = append(queued, j)
+		}
+	}
+	p.queued = 0
+	return queued
+}
+
+// running returns the jobs whose handlers are running.
+func (p *pool) running() []*job {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var js []*job
+	for j := range p.inflight {
+		js = append(js, j)
+	}
+	return js
+}
+
+// stop makes every worker exit once its handler (if any) returns, and
+// waits for them until deadline. Handlers inside a Close of this session
+// are not waited for. It returns the jobs whose handlers were still
+// running at the deadline.
+func (p *pool) stop(deadline <-chan struct{}) (stuck []*job) {
+	p.mu.Lock()
+	p.stopped = true
+	for _, l := range p.lanes {
+		for ; l.waiting > 0; l.waiting-- {
+			l.wake <- struct{}{}
+		}
+	}
+	for {
+		self := 0
+		for j := range p.inflight {
+			if closing.Inside(j.worker) {
+				self++
+			}
+		}
+		if p.workers <= self {
+			p.mu.Unlock()
+			return nil
+		}
+		ch := p.waitCh()
+		p.mu.Unlock()
+		select {
+		case <-ch:
+			p.mu.Lock()
+			continue
+		case <-deadline:
+		}
+		p.mu.Lock()
+		for j := range p.inflight {
+			if !closing.Inside(j.worker) {
+				stuck = append(stuck, j)
+			}
+		}
+		p.mu.Unlock()
+		return stuck
+	}
+}
