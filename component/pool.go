@@ -82,10 +82,10 @@ func (l *lane) pop() *job {
 type pushResult uint8
 
 const (
-	pushed      pushResult = iota
-	pushedStart            // queued; the caller must start a worker for the lane
-	refusedFull            // the lane is full: shed the job
-	refusedDraining        // the session is closing: refuse the job
+	pushed          pushResult = iota
+	pushedStart                // queued; the caller must start a worker for the lane
+	refusedFull                // the lane is full: shed the job
+	refusedDraining            // the session is closing: refuse the job
 )
 
 // push queues j on lane i. It never blocks.
