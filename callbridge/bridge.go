@@ -2,21 +2,18 @@ package callbridge
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/netip"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery"
-	"github.com/cblink/cblink/tlsverify"
+	"github.com/cblink/cblink/internal/closing"
 )
 
 // Bridge keeps one XEP-0114 link from a Call Bridge to its XMPP server. Build
@@ -30,27 +27,25 @@ type Bridge struct {
 	mu       sync.Mutex
 	cfg      *resolved
 	resolver *discovery.Resolver
-	started  bool // Run was called: handlers are frozen
-	closed   bool
-	cancel   context.CancelFunc
-	done     chan struct{} // closed when Run returns
-	updated  chan struct{} // cap 1: a new config is waiting
+	started  bool               // Run was called: handlers are frozen
+	closed   bool               // Close or Shutdown was called, or Run returned
+	stopLoop context.CancelFunc // ends the connection cycle (any stop)
+	stopHard context.CancelFunc // cuts drains short (Close, Run's ctx, Shutdown's ctx)
+	drainErr error              // what the final drain of Shutdown returned
+	done     chan struct{}      // closed when Run returns
+	updated  chan struct{}      // cap 1: a new config is waiting
 
 	live atomic.Pointer[link]
+	// bg counts goroutines Run started to close links in the background
+	// (fail-back's old link, a connection race's losers); Run waits for
+	// them before it returns.
+	bg sync.WaitGroup
 
 	// for tests
 	dial     dialFunc
 	rand     *rand.Rand
 	randMu   sync.Mutex
 	noJitter bool
-}
-
-// link is a live session and where it goes.
-type link struct {
-	sess *component.Session
-	ep   discovery.Endpoint
-	addr netip.AddrPort
-	up   time.Time
 }
 
 // New validates cfg and returns a Bridge that has not connected yet. It
@@ -149,8 +144,10 @@ func (b *Bridge) Stats() Stats {
 }
 
 // Session returns the live link, or ErrNotConnected (ErrClosed once the
-// bridge stopped). The session may end at any time after it is returned;
-// its sends then fail at once.
+// bridge stopped). The link is published before its first stanza is
+// dispatched, so a handler always finds it here (it may also use
+// component.SessionFromContext). The session may end at any time after it
+// is returned; its sends then fail at once.
 func (b *Bridge) Session() (*component.Session, error) {
 	if l := b.live.Load(); l != nil {
 		return l.sess, nil
@@ -182,10 +179,14 @@ func (b *Bridge) SendIQ(ctx context.Context, iq component.IQ) (*component.Stanza
 	return s.SendIQ(ctx, iq)
 }
 
-// Update validates cfg and makes the bridge use it: a live link is closed
-// cleanly and the bridge reconnects at once with the new settings (a new
-// secret, another server address, ...). Handlers and subscribers are kept.
-// An invalid cfg is rejected and the current one stays in force.
+// Update validates cfg and makes the bridge use it: a live link stops
+// taking new requests, lets those queued or running finish (up to
+// Config.DrainTimeout; what is left is answered with service-unavailable),
+// closes cleanly, and the bridge reconnects at once with the new settings
+// (a new secret, another server address, ...). Handlers and subscribers
+// are kept. An invalid cfg is rejected and the current one stays in force.
+// Update returns at once; Subscribe or WaitForStateChange show the
+// reconnection.
 func (b *Bridge) Update(cfg Config) error {
 	r, err := cfg.resolve()
 	if err != nil {
@@ -214,26 +215,80 @@ func (b *Bridge) current() (*resolved, *discovery.Resolver) {
 	return b.cfg, b.resolver
 }
 
-// Close stops Run, closing the link cleanly, and waits for it to return. It
-// is idempotent. A Bridge cannot be restarted.
+// Close stops the bridge at once but cleanly: connection attempts are
+// abandoned, handlers' contexts are cancelled, every join request still
+// queued or running is answered with service-unavailable, and the stream
+// is closed with </stream:stream>. It waits for Run to return, which takes
+// at most about component.Config's CloseTimeout (2s by default) once the
+// link is up, whatever the server does. It is idempotent and may be called
+// from a handler (it then returns once everything else has stopped). A
+// Bridge cannot be restarted.
 func (b *Bridge) Close() error {
-	b.mu.Lock()
-	b.closed = true
-	started, cancel := b.started, b.cancel
-	b.mu.Unlock()
-	if started {
-		cancel()
-		<-b.done
-	} else {
-		b.hub.closeAll()
+	leave := closing.Enter()
+	defer leave()
+	if !b.stop() {
+		return nil
 	}
+	b.mu.Lock()
+	hard := b.stopHard
+	b.mu.Unlock()
+	hard()
+	<-b.done
 	return nil
 }
 
-// Run connects and keeps the bridge connected until ctx ends or Close is
-// called, then closes the stream cleanly and returns ctx's error (ErrClosed
-// after Close). With StopOnPermanentError it returns a *PermanentError as
-// soon as the server refuses the bridge for a reason retrying will not fix.
+// Shutdown stops the bridge gracefully, in the manner of net/http's
+// Server.Shutdown: the state moves to Stopping, connection attempts are
+// abandoned, the live link stops taking new requests (they are answered
+// with service-unavailable) and those queued or running finish with their
+// normal context; then the stream is closed as by Close. When ctx ends
+// first, the rest is cut short as by Close and Shutdown returns ctx's
+// error; it returns nil when everything finished in time. It waits for Run
+// to return, so it is bounded by ctx plus Close's bound. It may be called
+// from a handler. Calling Close meanwhile cuts the drain short.
+func (b *Bridge) Shutdown(ctx context.Context) error {
+	leave := closing.Enter()
+	defer leave()
+	if !b.stop() {
+		return nil
+	}
+	b.mu.Lock()
+	hard := b.stopHard
+	b.mu.Unlock()
+	release := context.AfterFunc(ctx, hard)
+	defer release()
+	<-b.done
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.drainErr
+}
+
+// stop marks the bridge closed, moves it to Stopping and ends the
+// connection cycle. It returns false when Run never started (then there is
+// nothing to wait for).
+func (b *Bridge) stop() bool {
+	b.mu.Lock()
+	b.closed = true
+	started, loop := b.started, b.stopLoop
+	b.mu.Unlock()
+	if !started {
+		b.hub.closeAll()
+		return false
+	}
+	b.set(func(s *Status) { s.State = Stopping })
+	loop()
+	return true
+}
+
+// Run connects and keeps the bridge connected until ctx ends, Close or
+// Shutdown is called, or (with StopOnPermanentError) the server refuses
+// the bridge for a reason retrying will not fix, which it returns as a
+// *PermanentError. It returns ctx's error when ctx ended, ErrClosed after
+// Close or Shutdown. The end of ctx stops the bridge as Close does.
+//
+// Run owns every goroutine and connection of the bridge: when it returns,
+// no link, connection attempt, fail-back probe or handler is left (but a
+// handler that ignores its cancelled context; see component.Session).
 // Calling Run a second time returns ErrClosed.
 func (b *Bridge) Run(ctx context.Context) error {
 	b.mu.Lock()
@@ -242,23 +297,30 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return ErrClosed
 	}
 	b.started = true
-	ctx, cancel := context.WithCancel(ctx)
-	b.cancel = cancel
+	hard, hardCancel := context.WithCancel(ctx)
+	loopCtx, loopCancel := context.WithCancel(hard)
+	b.stopHard, b.stopLoop = hardCancel, loopCancel
 	b.mu.Unlock()
 	defer close(b.done)
-	defer cancel()
+	defer hardCancel()
 	select {
 	case <-b.updated: // an Update before Run is already in b.cfg
 	default:
 	}
 
-	err := b.loop(ctx)
+	err := b.loop(loopCtx, hard)
+	b.bg.Wait()
 	b.mu.Lock()
 	closed := b.closed
 	b.closed = true
 	b.mu.Unlock()
-	if closed && ctx.Err() != nil {
+	var perm *PermanentError
+	switch {
+	case errors.As(err, &perm):
+	case closed:
 		err = ErrClosed
+	case ctx.Err() != nil:
+		err = ctx.Err()
 	}
 	b.set(func(s *Status) { s.State = Stopped; s.Backoff = 0 })
 	b.hub.closeAll()
@@ -301,325 +363,4 @@ func (b *Bridge) failed(err error) {
 	b.set(func(s *Status) {
 		s.LastErr, s.LastErrKind, s.Permanent = err, k, component.IsPermanent(err)
 	})
-}
-
-func (b *Bridge) loop(ctx context.Context) error {
-	failures := 0
-	var avoid string // endpoint just lost: tried last in the next cycle
-	for {
-		cfg, res := b.current()
-		b.set(func(s *Status) { s.State = Resolving; s.Backoff = 0; s.Attempt = failures })
-		eps, err := b.endpoints(ctx, cfg, res)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		var l *link
-		if err != nil {
-			b.failed(err)
-		} else {
-			demote(eps, avoid)
-			l, err = b.connectAny(ctx, cfg, eps)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-		}
-		avoid = ""
-		if l != nil {
-			reason, lerr := b.serve(ctx, cfg, res, l)
-			switch reason {
-			case stopped:
-				return ctx.Err()
-			case reconfigured:
-				failures = 0
-				continue
-			}
-			avoid = key(l.ep)
-			if time.Since(l.up) >= cfg.Backoff.ResetAfter {
-				failures = 0
-			} else {
-				failures++
-			}
-			b.set(func(s *Status) {
-				s.LastErr, s.LastErrKind, s.Permanent = lerr, kindOf(lerr), component.IsPermanent(lerr)
-			})
-			// A link that held is replaced at once; one that keeps
-			// dropping right after coming up waits like a failure.
-			if failures <= 1 {
-				continue
-			}
-		} else {
-			failures++
-			if component.IsPermanent(err) && cfg.StopOnPermanentError {
-				return &PermanentError{Err: err}
-			}
-		}
-		wait := b.backoff(cfg, failures, component.IsPermanent(err))
-		b.set(func(s *Status) { s.State = BackingOff; s.Backoff = wait; s.Attempt = failures })
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-b.updated:
-			failures = 0
-		case <-t.C:
-		}
-		t.Stop()
-	}
-}
-
-func (b *Bridge) backoff(cfg *resolved, failures int, perm bool) time.Duration {
-	if perm {
-		// Operators fix the server while the bridge runs, as on CMS: keep
-		// trying, at the slowest pace.
-		return cfg.Backoff.Max
-	}
-	if b.noJitter {
-		return cfg.Backoff.ceiling(failures)
-	}
-	b.randMu.Lock()
-	defer b.randMu.Unlock()
-	return cfg.Backoff.delay(failures, b.rand)
-}
-
-func key(ep discovery.Endpoint) string {
-	return net.JoinHostPort(ep.Target, strconv.Itoa(int(ep.Port)))
-}
-
-// demote moves the endpoint with the given key to the end, keeping order.
-func demote(eps []discovery.Endpoint, k string) {
-	if k == "" || len(eps) < 2 {
-		return
-	}
-	for i, ep := range eps {
-		if key(ep) == k {
-			copy(eps[i:], eps[i+1:])
-			eps[len(eps)-1] = ep
-			return
-		}
-	}
-}
-
-// endpoints runs discovery; the result is a fresh slice the caller may
-// reorder.
-func (b *Bridge) endpoints(ctx context.Context, cfg *resolved, res *discovery.Resolver) ([]discovery.Endpoint, error) {
-	r, err := res.Lookup(ctx, discovery.Request{Domain: cfg.Domain, Server: cfg.Server, FallbackToDomain: cfg.FallbackToDomain})
-	if err != nil {
-		return nil, err
-	}
-	return slices.Clone(r.Endpoints), nil
-}
-
-// connectAny tries the endpoints in order and returns the first link up. A
-// see-other-host redirect is followed once, right after the server that
-// sent it.
-func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.Endpoint) (*link, error) {
-	var lastErr error
-	redirected := false
-	for i := 0; i < len(eps); i++ {
-		l, err := b.connect(ctx, cfg, eps[i], false)
-		if err == nil {
-			return l, nil
-		}
-		lastErr = err
-		b.failed(err)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		var se *component.StreamError
-		if !redirected && errors.As(err, &se) {
-			if addr, ok := se.OtherHost(); ok {
-				redirected = true
-				if ep, rerr := b.redirect(ctx, cfg, addr); rerr == nil {
-					eps = slices.Insert(eps, i+1, ep)
-				} else {
-					b.failed(rerr)
-				}
-			}
-		}
-	}
-	return nil, lastErr
-}
-
-// redirect resolves a see-other-host address into an endpoint.
-func (b *Bridge) redirect(ctx context.Context, cfg *resolved, addr string) (discovery.Endpoint, error) {
-	_, res := b.current()
-	r, err := res.Lookup(ctx, discovery.Request{Domain: cfg.Domain, Server: addr})
-	if err != nil {
-		return discovery.Endpoint{}, err
-	}
-	if len(r.Endpoints) == 0 {
-		return discovery.Endpoint{}, discovery.ErrNoAddresses
-	}
-	cfg.Logger.Info("xmpp server redirected the bridge", "server", addr)
-	return r.Endpoints[0], nil
-}
-
-// connect brings up one link to ep: TCP (racing its addresses), TLS with
-// the certificate checks, then the component handshake. A probe (fail-back)
-// does not touch the status.
-func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoint, probe bool) (*link, error) {
-	step := func(st State, addr string) {
-		if !probe {
-			b.set(func(s *Status) { s.State = st; s.Server = ep.Target; s.Addr = addr })
-		}
-	}
-	fail := func(st State, addr string, err error) error {
-		return &ConnectError{Server: ep.Target, Addr: addr, Step: st, Err: err}
-	}
-	step(Connecting, "")
-	addrs := make([]netip.AddrPort, len(ep.Addrs))
-	for i, a := range ep.Addrs {
-		addrs[i] = netip.AddrPortFrom(a, ep.Port)
-	}
-	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	conn, addr, err := raceDial(dctx, b.dial, addrs, attemptDelay)
-	cancel()
-	if err != nil {
-		return nil, fail(Connecting, "", err)
-	}
-	as := addr.String()
-
-	hctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
-	defer cancel()
-	step(TLS, as)
-	tc, err := b.tlsConfig(cfg, ep)
-	if err != nil {
-		conn.Close()
-		return nil, fail(TLS, as, err)
-	}
-	tconn := tls.Client(conn, tc)
-	if err := tconn.HandshakeContext(hctx); err != nil {
-		conn.Close()
-		return nil, fail(TLS, as, err)
-	}
-
-	step(Authenticating, as)
-	sess, err := component.NewSession(hctx, tconn, component.Config{
-		Name:             cfg.Name,
-		Domain:           cfg.Domain,
-		Address:          cfg.address,
-		Secret:           cfg.secret,
-		Handler:          b.mux,
-		HandshakeTimeout: cfg.HandshakeTimeout,
-		KeepaliveIdle:    cfg.KeepaliveIdle,
-		PingInterval:     cfg.PingInterval,
-		PingTimeout:      cfg.PingTimeout,
-		ReadTimeout:      cfg.ReadTimeout,
-		Workers:          cfg.Workers,
-		OrderPerSender:   cfg.OrderPerSender,
-		Logger:           cfg.Logger,
-	})
-	if err != nil {
-		tconn.Close()
-		return nil, fail(Authenticating, as, err)
-	}
-	return &link{sess: sess, ep: ep, addr: addr, up: time.Now()}, nil
-}
-
-func (b *Bridge) tlsConfig(cfg *resolved, ep discovery.Endpoint) (*tls.Config, error) {
-	name := cfg.ServerName
-	if name == "" {
-		name = ep.Target
-	}
-	v := tlsverify.Config{
-		Domain:                      cfg.Domain,
-		ServerName:                  name,
-		Roots:                       cfg.roots,
-		Policy:                      cfg.TLSPolicy,
-		Pins:                        cfg.Pins,
-		InsecureSkipAllVerification: cfg.InsecureSkipAllVerification,
-	}
-	return v.TLSConfig(cfg.SNI)
-}
-
-type endReason int
-
-const (
-	dropped endReason = iota
-	stopped
-	reconfigured
-)
-
-// serve holds the link until it drops, ctx ends or the config changes,
-// failing back to a better server meanwhile when asked to.
-func (b *Bridge) serve(ctx context.Context, cfg *resolved, res *discovery.Resolver, l *link) (endReason, error) {
-	b.up(l)
-	var tick <-chan time.Time
-	if cfg.FailBack {
-		t := time.NewTicker(cfg.failBackT)
-		defer t.Stop()
-		tick = t.C
-	}
-	for {
-		select {
-		case <-l.sess.Done():
-			err := l.sess.Err()
-			b.down(l, err)
-			return dropped, err
-		case <-ctx.Done():
-			b.down(l, ErrClosed)
-			return stopped, nil
-		case <-b.updated:
-			cfg.Logger.Info("xmpp settings changed: reconnecting", "server", l.ep.Target)
-			b.down(l, ErrClosed)
-			return reconfigured, nil
-		case <-tick:
-			if better := b.failBack(ctx, cfg, res, l); better != nil {
-				old := l
-				l = better
-				b.swap(old, l)
-			}
-		}
-	}
-}
-
-// up publishes a new live link.
-func (b *Bridge) up(l *link) {
-	b.live.Store(l)
-	b.stats.connected()
-	b.set(func(s *Status) {
-		s.State, s.Server, s.Addr = Connected, l.ep.Target, l.addr.String()
-		s.ConnectedSince, s.Attempt, s.LastErr, s.LastErrKind, s.Permanent, s.Backoff = l.up, 0, nil, KindNone, false, 0
-	})
-}
-
-// down retires a link: a clean close when it is still up.
-func (b *Bridge) down(l *link, cause error) {
-	b.live.CompareAndSwap(l, nil)
-	l.sess.Close()
-	b.stats.sessionEnded(l.sess.Stats(), kindOf(cause))
-	b.set(func(s *Status) { s.ConnectedSince = time.Time{} })
-}
-
-// swap moves from old to a better link without a gap: the new link is
-// published first, then the old one is closed cleanly.
-func (b *Bridge) swap(old, l *link) {
-	b.live.Store(l)
-	b.stats.connected()
-	b.set(func(s *Status) { s.Server, s.Addr, s.ConnectedSince = l.ep.Target, l.addr.String(), l.up })
-	cfg, _ := b.current()
-	cfg.Logger.Info("xmpp link failed back to a preferred server", "state", Connected.String(), "server", l.ep.Target, "addr", l.addr.String(), "from", old.ep.Target)
-	old.sess.Close()
-	b.stats.sessionEnded(old.sess.Stats(), KindRedirect)
-}
-
-// failBack probes the endpoints preferred over the current one and returns a
-// link to the first that accepts, or nil.
-func (b *Bridge) failBack(ctx context.Context, cfg *resolved, res *discovery.Resolver, cur *link) *link {
-	eps, err := b.endpoints(ctx, cfg, res)
-	if err != nil {
-		return nil
-	}
-	for _, ep := range eps {
-		if ep.Priority >= cur.ep.Priority || key(ep) == key(cur.ep) {
-			continue
-		}
-		l, err := b.connect(ctx, cfg, ep, true)
-		if err == nil {
-			return l
-		}
-		cfg.Logger.Debug("fail-back probe failed", "server", ep.Target, "err", err.Error())
-	}
-	return nil
 }

@@ -92,6 +92,20 @@ type Config struct {
 	// declared dead; default 3 * PingInterval (or 5 minutes without ping).
 	ReadTimeout time.Duration
 
+	// ParallelAfter is how long a connection attempt may go without
+	// progress (TCP connected, TLS done, authenticated) before the next
+	// endpoint is tried beside it, the first to authenticate winning: a
+	// server whose kernel accepts but whose process is frozen, or a
+	// clustered server waiting for a frozen node, then costs this long
+	// rather than the full timeouts. Default 2s; negative disables it
+	// (endpoints are then tried one after the other).
+	ParallelAfter time.Duration
+	// DrainTimeout bounds how long a link being replaced (by Update, or by
+	// fail-back) may take to finish the requests it has queued or running
+	// before the rest is answered with service-unavailable and it closes.
+	// Default 5s. Shutdown's drain is bounded by its ctx instead.
+	DrainTimeout time.Duration
+
 	// Backoff sets the waits between connection cycles.
 	Backoff Backoff
 	// StopOnPermanentError makes Run return a permanent error (wrong secret,
@@ -275,7 +289,7 @@ func (c Config) resolve() (*resolved, error) {
 		{"keepalive idle", c.KeepaliveIdle}, {"ping timeout", c.PingTimeout},
 		{"read timeout", c.ReadTimeout}, {"fail-back interval", c.FailBackInterval},
 		{"backoff base", c.Backoff.Base}, {"backoff max", c.Backoff.Max},
-		{"backoff reset", c.Backoff.ResetAfter},
+		{"backoff reset", c.Backoff.ResetAfter}, {"drain timeout", c.DrainTimeout},
 	} {
 		if d.v < 0 {
 			bad(d.name, "must not be negative: %v", d.v)
@@ -307,6 +321,15 @@ func (c Config) resolve() (*resolved, error) {
 	}
 	if r.PingTimeout == 0 {
 		r.PingTimeout = 10 * time.Second
+	}
+	switch {
+	case r.ParallelAfter == 0:
+		r.ParallelAfter = 2 * time.Second
+	case r.ParallelAfter < 0:
+		r.ParallelAfter = 0
+	}
+	if r.DrainTimeout == 0 {
+		r.DrainTimeout = 5 * time.Second
 	}
 	if r.FailBackInterval == 0 {
 		r.failBackT = 60 * time.Second

@@ -16,7 +16,8 @@ const maxQueued = 1024
 type hub struct {
 	mu      sync.Mutex
 	status  Status
-	changed chan struct{} // closed on every change; nil until someone waits
+	changed chan struct{} // closed on every event; nil until someone waits
+	seq     uint64        // events published
 	subs    map[*subscription]struct{}
 	final   bool // Stopped was published: no new subscribers get events
 }
@@ -33,13 +34,19 @@ func (h *hub) snapshot() Status {
 
 // update applies fn to the status and publishes an Event when the state
 // changed, or when a connected bridge moved to another server (fail-back:
-// From and To are then both Connected). fn runs under the hub's lock and
-// must not block.
+// From and To are then both Connected). Once Stopping, the state only
+// moves on to Stopped. fn runs under the hub's lock and must not block.
 func (h *hub) update(fn func(*Status)) (Event, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	prev := h.status
 	fn(&h.status)
+	if prev.State == Stopping && h.status.State != Stopped {
+		h.status.State = Stopping
+	}
+	if prev.State == Stopped {
+		h.status.State = Stopped
+	}
 	moved := h.status.State == Connected && (h.status.Server != prev.Server || h.status.Addr != prev.Addr)
 	if h.status.State == prev.State && !moved {
 		return Event{}, false
@@ -47,10 +54,11 @@ func (h *hub) update(fn func(*Status)) (Event, bool) {
 	ev := Event{From: prev.State, To: h.status.State}
 	if h.status.State != prev.State {
 		h.status.Since = time.Now()
-		if h.changed != nil {
-			close(h.changed)
-			h.changed = nil
-		}
+	}
+	h.seq++
+	if h.changed != nil {
+		close(h.changed)
+		h.changed = nil
 	}
 	ev.Status = h.status
 	for s := range h.subs {
@@ -65,14 +73,17 @@ func (h *hub) update(fn func(*Status)) (Event, bool) {
 	return ev, true
 }
 
-// waitChange blocks until the state differs from `from` or ctx ends.
+// waitChange blocks until the state differs from `from`, an event is
+// published (a state change, or a move to another server while
+// Connected), or ctx ends.
 func (h *hub) waitChange(ctx context.Context, from State) bool {
-	for {
-		h.mu.Lock()
-		if h.status.State != from {
-			h.mu.Unlock()
-			return true
-		}
+	h.mu.Lock()
+	if h.status.State != from {
+		h.mu.Unlock()
+		return true
+	}
+	seq := h.seq
+	for h.seq == seq {
 		if h.changed == nil {
 			h.changed = make(chan struct{})
 		}
@@ -83,7 +94,10 @@ func (h *hub) waitChange(ctx context.Context, from State) bool {
 		case <-ctx.Done():
 			return false
 		}
+		h.mu.Lock()
 	}
+	h.mu.Unlock()
+	return true
 }
 
 func (h *hub) subscribe() (<-chan Event, func()) {
@@ -121,13 +135,14 @@ func (h *hub) closeAll() {
 		s.finish()
 	}
 	// Give subscribers a moment to take their last events (Stopped among
-	// them); one that does not read is cut off rather than waited for.
-	t := time.NewTimer(closeGrace)
-	defer t.Stop()
+	// them); those that do not read are cut off rather than waited for,
+	// all by one deadline.
+	deadline, cancel := context.WithTimeout(context.Background(), closeGrace)
+	defer cancel()
 	for s := range subs {
 		select {
 		case <-s.done:
-		case <-t.C:
+		case <-deadline.Done():
 			s.halt()
 			<-s.done
 		}

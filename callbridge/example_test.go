@@ -82,6 +82,7 @@ func ExampleBridge_Run() {
 	// tls
 	// authenticating
 	// connected xmpp1.example.com
+	// stopping
 	// stopped
 	// Run returned: context canceled true
 }

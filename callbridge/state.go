@@ -12,8 +12,16 @@ import (
 // A cycle runs Resolving -> Connecting -> TLS -> Authenticating ->
 // Connected. A failure at any step moves to the next endpoint (back to
 // Connecting) or, when every endpoint failed, to BackingOff and then Resolving
-// again. Connected moves to Resolving when the link drops. Every state moves
-// to Stopped when Run returns; Stopped is final.
+// again. Connected moves to Resolving when the link drops. Close, Shutdown or
+// the end of Run's context move any state to Stopping while the link is
+// taken down (queued requests drained or answered), then to Stopped when Run
+// returns; nothing leaves Stopping but Stopped, and Stopped is final.
+//
+//	Idle -> Resolving -> Connecting -> TLS -> Authenticating -> Connected
+//	            ^  ^          ^__________|______________|          |
+//	            |  |__ BackingOff <- (every endpoint failed)       |
+//	            |_____________ (link dropped) _____________________|
+//	any state -> Stopping -> Stopped
 type State int
 
 const (
@@ -32,11 +40,23 @@ const (
 	Connected
 	// BackingOff: every endpoint failed; waiting before the next cycle.
 	BackingOff
+	// Stopping: Close, Shutdown or the end of Run's context is taking the
+	// link down. Readiness checks should treat it as not ready.
+	Stopping
 	// Stopped: Run has returned.
 	Stopped
 )
 
-var stateNames = [...]string{"idle", "resolving", "connecting", "tls", "authenticating", "connected", "backoff", "stopped"}
+var stateNames = [...]string{"idle", "resolving", "connecting", "tls", "authenticating", "connected", "backoff", "stopping", "stopped"}
+
+// States lists every State in order, for metrics and status pages.
+func States() []State {
+	s := make([]State, len(stateNames))
+	for i := range s {
+		s[i] = State(i)
+	}
+	return s
+}
 
 func (s State) String() string {
 	if s >= 0 && int(s) < len(stateNames) {
@@ -64,6 +84,7 @@ const (
 	KindUnknownName ErrorKind = "unknown-name"
 	KindConflict    ErrorKind = "conflict"
 	KindRedirect    ErrorKind = "redirect"
+	KindFailBack    ErrorKind = "fail-back" // a link closed because a preferred server took over
 	KindShutdown    ErrorKind = "server-shutdown"
 	KindStream      ErrorKind = "stream"
 	KindTimeout     ErrorKind = "timeout"

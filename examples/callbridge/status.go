@@ -42,11 +42,6 @@ func statusHandler(b bridgeView) http.Handler {
 	return mux
 }
 
-// states lists every State for the cblink_state gauge.
-var states = []callbridge.State{
-	callbridge.Idle, callbridge.Resolving, callbridge.Connecting, callbridge.TLS,
-	callbridge.Authenticating, callbridge.Connected, callbridge.BackingOff, callbridge.Stopped,
-}
 
 func writeMetrics(w io.Writer, st callbridge.Status, s callbridge.Stats) {
 	metric := func(name, typ, help string) {
@@ -64,7 +59,7 @@ func writeMetrics(w io.Writer, st callbridge.Status, s callbridge.Stats) {
 	}
 
 	metric("cblink_state", "gauge", "1 for the bridge's current state, 0 for the others.")
-	for _, s := range states {
+	for _, s := range callbridge.States() {
 		v := 0
 		if st.State == s {
 			v = 1

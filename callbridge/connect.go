@@ -1,0 +1,272 @@
+package callbridge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/discovery"
+	"github.com/cblink/cblink/tlsverify"
+)
+
+// link is an authenticated session and where it goes.
+type link struct {
+	sess *component.Session
+	ep   discovery.Endpoint
+	addr netip.AddrPort
+	up   time.Time
+}
+
+func key(ep discovery.Endpoint) string {
+	return net.JoinHostPort(ep.Target, strconv.Itoa(int(ep.Port)))
+}
+
+// demote moves the endpoint with the given key to the end, keeping order.
+func demote(eps []discovery.Endpoint, k string) {
+	if k == "" || len(eps) < 2 {
+		return
+	}
+	for i, ep := range eps {
+		if key(ep) == k {
+			copy(eps[i:], eps[i+1:])
+			eps[len(eps)-1] = ep
+			return
+		}
+	}
+}
+
+// endpoints runs discovery; the result is a fresh slice the caller may
+// reorder.
+func (b *Bridge) endpoints(ctx context.Context, cfg *resolved, res *discovery.Resolver) ([]discovery.Endpoint, error) {
+	r, err := res.Lookup(ctx, discovery.Request{Domain: cfg.Domain, Server: cfg.Server, FallbackToDomain: cfg.FallbackToDomain})
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(r.Endpoints), nil
+}
+
+// attempt is the outcome of one connection attempt.
+type attempt struct {
+	ep       discovery.Endpoint
+	l        *link
+	err      error
+	redirect *discovery.Endpoint // where a see-other-host error points
+}
+
+// connectAny tries the endpoints in order and returns the first link that
+// authenticates, not yet started. An attempt that makes no progress (TCP,
+// TLS, handshake) for Config.ParallelAfter does not hold up the others:
+// the next endpoint starts beside it, RFC 8305 style across servers, and
+// the first to authenticate wins; the others are cancelled, and one that
+// authenticated anyway is closed cleanly in the background. A failure
+// starts the next endpoint at once. A see-other-host redirect is followed
+// once, right after the server that sent it. Every attempt has returned
+// when connectAny does.
+func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.Endpoint, book *failureBook) (*link, error) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan attempt, len(eps)+1)
+	progress := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+	}
+	next, running := 0, 0
+	start := func() {
+		ep := eps[next]
+		next++
+		running++
+		go func() {
+			l, err := b.connect(actx, cfg, ep, false, signal)
+			a := attempt{ep: ep, l: l, err: err}
+			if err != nil && actx.Err() == nil {
+				a.redirect = b.redirect(actx, cfg, err)
+			}
+			results <- a
+		}()
+	}
+	var stallC <-chan time.Time
+	var stall *time.Timer
+	if cfg.ParallelAfter > 0 {
+		stall = time.NewTimer(cfg.ParallelAfter)
+		defer stall.Stop()
+		stallC = stall.C
+	}
+	resetStall := func() {
+		if stall != nil {
+			stall.Reset(cfg.ParallelAfter)
+		}
+	}
+
+	start()
+	var (
+		won        *link
+		lastErr    error
+		redirected bool
+	)
+	for running > 0 {
+		select {
+		case <-stallC:
+			if won == nil && next < len(eps) {
+				start()
+			}
+			resetStall()
+		case <-progress:
+			resetStall()
+		case a := <-results:
+			running--
+			switch {
+			case a.err == nil && won == nil:
+				won = a.l
+				cancel() // the others stop; they are drained below
+			case a.err == nil:
+				b.discard(a.l) // lost the race but authenticated
+			case won != nil || ctx.Err() != nil:
+				// Cancelled because another attempt won or the bridge is
+				// stopping: not a failure of this endpoint.
+			default:
+				lastErr = a.err
+				b.failed(a.err)
+				book.attemptFailed(a.ep, a.err)
+				if a.redirect != nil && !redirected {
+					redirected = true
+					eps = slices.Insert(eps, next, *a.redirect)
+				}
+				if next < len(eps) {
+					start()
+					resetStall()
+				}
+			}
+		}
+	}
+	if won != nil {
+		return won, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return nil, lastErr
+}
+
+// discard closes, in the background, a link that was never published.
+func (b *Bridge) discard(l *link) {
+	b.bg.Add(1)
+	go func() {
+		defer b.bg.Done()
+		l.sess.Close()
+	}()
+}
+
+// redirect resolves the address of a see-other-host error into an
+// endpoint; nil for any other error or when it does not resolve.
+func (b *Bridge) redirect(ctx context.Context, cfg *resolved, err error) *discovery.Endpoint {
+	var se *component.StreamError
+	if !errors.As(err, &se) {
+		return nil
+	}
+	addr, ok := se.OtherHost()
+	if !ok {
+		return nil
+	}
+	_, res := b.current()
+	r, err := res.Lookup(ctx, discovery.Request{Domain: cfg.Domain, Server: addr})
+	if err == nil && len(r.Endpoints) == 0 {
+		err = discovery.ErrNoAddresses
+	}
+	if err != nil {
+		b.failed(err)
+		return nil
+	}
+	cfg.Logger.Info("xmpp server redirected the bridge", "server", addr)
+	return &r.Endpoints[0]
+}
+
+// connect brings up one link to ep: TCP (racing its addresses), TLS with
+// the certificate checks, then the component handshake. The session is
+// authenticated but not started: the caller publishes it first. A probe
+// (fail-back) does not touch the status. progress is called after each
+// step that completes.
+func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoint, probe bool, progress func()) (*link, error) {
+	step := func(st State, addr string) {
+		if !probe && ctx.Err() == nil {
+			b.set(func(s *Status) { s.State = st; s.Server = ep.Target; s.Addr = addr })
+		}
+	}
+	fail := func(st State, addr string, err error) error {
+		return &ConnectError{Server: ep.Target, Addr: addr, Step: st, Err: err}
+	}
+	step(Connecting, "")
+	addrs := make([]netip.AddrPort, len(ep.Addrs))
+	for i, a := range ep.Addrs {
+		addrs[i] = netip.AddrPortFrom(a, ep.Port)
+	}
+	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	conn, addr, err := raceDial(dctx, b.dial, addrs, attemptDelay)
+	cancel()
+	if err != nil {
+		return nil, fail(Connecting, "", err)
+	}
+	progress()
+	as := addr.String()
+
+	hctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	defer cancel()
+	step(TLS, as)
+	tc, err := b.tlsConfig(cfg, ep)
+	if err != nil {
+		conn.Close()
+		return nil, fail(TLS, as, err)
+	}
+	tconn := tls.Client(conn, tc)
+	if err := tconn.HandshakeContext(hctx); err != nil {
+		conn.Close()
+		return nil, fail(TLS, as, err)
+	}
+	progress()
+
+	step(Authenticating, as)
+	sess, err := component.Handshake(hctx, tconn, component.Config{
+		Name:             cfg.Name,
+		Domain:           cfg.Domain,
+		Address:          cfg.address,
+		Secret:           cfg.secret,
+		Handler:          b.mux,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		KeepaliveIdle:    cfg.KeepaliveIdle,
+		PingInterval:     cfg.PingInterval,
+		PingTimeout:      cfg.PingTimeout,
+		ReadTimeout:      cfg.ReadTimeout,
+		Workers:          cfg.Workers,
+		OrderPerSender:   cfg.OrderPerSender,
+		Logger:           cfg.Logger,
+	})
+	if err != nil {
+		tconn.Close()
+		return nil, fail(Authenticating, as, err)
+	}
+	return &link{sess: sess, ep: ep, addr: addr, up: time.Now()}, nil
+}
+
+func (b *Bridge) tlsConfig(cfg *resolved, ep discovery.Endpoint) (*tls.Config, error) {
+	name := cfg.ServerName
+	if name == "" {
+		name = ep.Target
+	}
+	v := tlsverify.Config{
+		Domain:                      cfg.Domain,
+		ServerName:                  name,
+		Roots:                       cfg.roots,
+		Policy:                      cfg.TLSPolicy,
+		Pins:                        cfg.Pins,
+		InsecureSkipAllVerification: cfg.InsecureSkipAllVerification,
+	}
+	return v.TLSConfig(cfg.SNI)
+}

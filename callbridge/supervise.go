@@ -1,0 +1,271 @@
+package callbridge
+
+import (
+	"context"
+	"time"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/discovery"
+)
+
+// loop runs connection cycles until ctx ends (a stop: Close, Shutdown or
+// Run's ctx) or a permanent error stops it. hard ends when the stop must
+// not wait for a drain. On return no link, attempt or probe is left, but
+// for background closes counted in b.bg.
+func (b *Bridge) loop(ctx, hard context.Context) error {
+	book := newFailureBook()
+	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		cfg, res := b.current()
+		b.set(func(s *Status) { s.State = Resolving; s.Backoff = 0; s.Attempt = book.cycles })
+		eps, err := b.endpoints(ctx, cfg, res)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			b.failed(err)
+			n := book.lookupFailed()
+			if component.IsPermanent(err) && cfg.StopOnPermanentError {
+				return &PermanentError{Err: err}
+			}
+			if !b.backOff(ctx, cfg, book, n, component.IsPermanent(err)) {
+				return ctx.Err()
+			}
+			continue
+		}
+		l, err := b.connectAny(ctx, cfg, book.order(eps), book)
+		if l != nil && ctx.Err() != nil {
+			// Stopped just as the winner authenticated: it was never
+			// published; close it before returning.
+			l.sess.Close()
+			return ctx.Err()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if l == nil {
+			n, perm := book.cycleFailed()
+			if component.IsPermanent(err) && cfg.StopOnPermanentError {
+				return &PermanentError{Err: err}
+			}
+			if !b.backOff(ctx, cfg, book, n, perm || component.IsPermanent(err)) {
+				return ctx.Err()
+			}
+			continue
+		}
+
+		book.connected()
+		reason, lerr, last := b.serve(ctx, hard, cfg, res, l)
+		switch reason {
+		case stopped:
+			return ctx.Err()
+		case reconfigured:
+			book.reset()
+			continue
+		}
+		b.set(func(s *Status) {
+			s.LastErr, s.LastErrKind, s.Permanent = lerr, kindOf(lerr), component.IsPermanent(lerr)
+		})
+		// A link that held is replaced at once, as is the first drop of a
+		// server or one with another server not yet failed; a server that
+		// keeps dropping the link right after accepting it waits like a
+		// failure.
+		if book.dropped(last.ep, time.Since(last.up) >= cfg.Backoff.ResetAfter) {
+			continue
+		}
+		n, _ := book.cycleFailed()
+		if !b.backOff(ctx, cfg, book, n, false) {
+			return ctx.Err()
+		}
+	}
+}
+
+// backOff waits before the next cycle. It returns false when ctx ended.
+// An Update ends the wait early and clears the failure accounting.
+func (b *Bridge) backOff(ctx context.Context, cfg *resolved, book *failureBook, failures int, perm bool) bool {
+	wait := b.backoff(cfg, failures, perm)
+	b.set(func(s *Status) { s.State = BackingOff; s.Backoff = wait; s.Attempt = book.cycles })
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-b.updated:
+		book.reset()
+	case <-t.C:
+	}
+	return true
+}
+
+func (b *Bridge) backoff(cfg *resolved, failures int, perm bool) time.Duration {
+	if perm {
+		// Operators fix the server while the bridge runs, as on CMS: keep
+		// trying, at the slowest pace.
+		return cfg.Backoff.Max
+	}
+	if b.noJitter {
+		return cfg.Backoff.ceiling(failures)
+	}
+	b.randMu.Lock()
+	defer b.randMu.Unlock()
+	return cfg.Backoff.delay(failures, b.rand)
+}
+
+type endReason int
+
+const (
+	dropped endReason = iota
+	stopped
+	reconfigured
+)
+
+// serve publishes l, starts it, and supervises it until it drops, the
+// bridge stops or the settings change. With Config.FailBack it probes the
+// preferred servers meanwhile on a goroutine of its own, so that a probe
+// never delays noticing a drop, an Update or a stop, and moves to a
+// preferred server without a gap. It returns the link that was live last;
+// that link, any probe and its link are closed when serve returns (but for
+// a fail-back's old link, which drains in the background under b.bg).
+func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res *discovery.Resolver, l *link) (endReason, error, *link) {
+	b.publish(l)
+	l.sess.Start()
+	var (
+		tick   <-chan time.Time
+		pr     *probe     // the fail-back probe in flight, if any
+		probeC chan *link // pr's result; nil when none
+	)
+	if cfg.FailBack {
+		t := time.NewTicker(cfg.failBackT)
+		defer t.Stop()
+		tick = t.C
+	}
+	endProbe := func() {
+		if pr == nil {
+			return
+		}
+		pr.stop()
+		if nl := <-pr.c; nl != nil {
+			nl.sess.Close() // authenticated as we gave up on it: never published
+		}
+		pr, probeC = nil, nil
+	}
+	defer endProbe()
+	for {
+		select {
+		case <-l.sess.Done():
+			err := l.sess.Err()
+			b.ended(l, kindOf(err))
+			return dropped, err, l
+		case <-ctx.Done():
+			endProbe()
+			b.set(func(s *Status) { s.State = Stopping })
+			err := l.sess.Shutdown(hard)
+			b.mu.Lock()
+			b.drainErr = err
+			b.mu.Unlock()
+			b.ended(l, KindClosed)
+			return stopped, nil, l
+		case <-b.updated:
+			cfg.Logger.Info("xmpp settings changed: reconnecting", "server", l.ep.Target)
+			endProbe()
+			b.drain(hard, cfg, l)
+			b.ended(l, KindClosed)
+			return reconfigured, nil, l
+		case <-tick:
+			if pr == nil {
+				pr = b.startProbe(ctx, cfg, res, l)
+				probeC = pr.c
+			}
+		case nl := <-probeC:
+			pr.stop()
+			pr, probeC = nil, nil
+			if nl != nil {
+				old := l
+				l = nl
+				b.swap(hard, cfg, old, l)
+			}
+		}
+	}
+}
+
+// probe is a fail-back probe running on a goroutine of its own.
+type probe struct {
+	c    chan *link // receives the result once: a better link, or nil
+	stop context.CancelFunc
+}
+
+func (b *Bridge) startProbe(ctx context.Context, cfg *resolved, res *discovery.Resolver, cur *link) *probe {
+	pctx, stop := context.WithCancel(ctx)
+	p := &probe{c: make(chan *link, 1), stop: stop}
+	go func() { p.c <- b.failBack(pctx, cfg, res, cur) }()
+	return p
+}
+
+// drain takes l down gracefully within Config.DrainTimeout (less if hard
+// ends first).
+func (b *Bridge) drain(hard context.Context, cfg *resolved, l *link) {
+	ctx, cancel := context.WithTimeout(hard, cfg.DrainTimeout)
+	defer cancel()
+	_ = l.sess.Shutdown(ctx)
+}
+
+// publish makes l the live link (Session, Send, Status) before its first
+// stanza is dispatched.
+func (b *Bridge) publish(l *link) {
+	b.live.Store(l)
+	b.stats.connected()
+	b.set(func(s *Status) {
+		s.State, s.Server, s.Addr = Connected, l.ep.Target, l.addr.String()
+		s.ConnectedSince, s.Attempt, s.LastErr, s.LastErrKind, s.Permanent, s.Backoff = l.up, 0, nil, KindNone, false, 0
+	})
+}
+
+// ended retires a link that has ended or been closed.
+func (b *Bridge) ended(l *link, k ErrorKind) {
+	if b.live.CompareAndSwap(l, nil) {
+		b.set(func(s *Status) { s.ConnectedSince = time.Time{} })
+	}
+	b.stats.sessionEnded(l.sess.Stats(), k)
+}
+
+// swap moves from old to a better link without a gap: the new link is
+// published and started first, then the old one drains in the background
+// (owned by Run through b.bg) and closes cleanly.
+func (b *Bridge) swap(hard context.Context, cfg *resolved, old, l *link) {
+	b.live.Store(l)
+	b.stats.connected()
+	b.set(func(s *Status) { s.Server, s.Addr, s.ConnectedSince = l.ep.Target, l.addr.String(), l.up })
+	l.sess.Start()
+	cfg.Logger.Info("xmpp link failed back to a preferred server", "state", Connected.String(), "server", l.ep.Target, "addr", l.addr.String(), "from", old.ep.Target)
+	b.bg.Add(1)
+	go func() {
+		defer b.bg.Done()
+		b.drain(hard, cfg, old)
+		b.stats.sessionEnded(old.sess.Stats(), KindFailBack)
+	}()
+}
+
+// failBack probes the endpoints preferred over the current one and returns
+// an authenticated (unstarted) link to the first that accepts, or nil.
+func (b *Bridge) failBack(ctx context.Context, cfg *resolved, res *discovery.Resolver, cur *link) *link {
+	eps, err := b.endpoints(ctx, cfg, res)
+	if err != nil {
+		return nil
+	}
+	for _, ep := range eps {
+		if ep.Priority >= cur.ep.Priority || key(ep) == key(cur.ep) {
+			continue
+		}
+		l, err := b.connect(ctx, cfg, ep, true, func() {})
+		if err == nil {
+			return l
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		cfg.Logger.Debug("fail-back probe failed", "server", ep.Target, "err", err.Error())
+	}
+	return nil
+}
