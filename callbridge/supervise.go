@@ -57,7 +57,7 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 		}
 
 		book.connected()
-		reason, lerr, last := b.serve(ctx, hard, cfg, res, l)
+		reason, last, lerr := b.serve(ctx, hard, cfg, res, l)
 		switch reason {
 		case stopped:
 			return ctx.Err()
@@ -128,7 +128,7 @@ const (
 // preferred server without a gap. It returns the link that was live last;
 // that link, any probe and its link are closed when serve returns (but for
 // a fail-back's old link, which drains in the background under b.bg).
-func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res *discovery.Resolver, l *link) (endReason, error, *link) {
+func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res *discovery.Resolver, l *link) (endReason, *link, error) {
 	b.publish(l)
 	l.sess.Start()
 	var (
@@ -157,7 +157,7 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res *discovery.
 		case <-l.sess.Done():
 			err := l.sess.Err()
 			b.ended(l, kindOf(err))
-			return dropped, err, l
+			return dropped, l, err
 		case <-ctx.Done():
 			endProbe()
 			b.set(func(s *Status) { s.State = Stopping })
@@ -166,13 +166,13 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res *discovery.
 			b.drainErr = err
 			b.mu.Unlock()
 			b.ended(l, KindClosed)
-			return stopped, nil, l
+			return stopped, l, nil
 		case <-b.updated:
 			cfg.Logger.Info("xmpp settings changed: reconnecting", "server", l.ep.Target)
 			endProbe()
 			b.drain(hard, cfg, l)
 			b.ended(l, KindClosed)
-			return reconfigured, nil, l
+			return reconfigured, l, nil
 		case <-tick:
 			if pr == nil {
 				pr = b.startProbe(ctx, cfg, res, l)

@@ -42,7 +42,6 @@ func statusHandler(b bridgeView) http.Handler {
 	return mux
 }
 
-
 func writeMetrics(w io.Writer, st callbridge.Status, s callbridge.Stats) {
 	metric := func(name, typ, help string) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)

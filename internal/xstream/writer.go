@@ -42,6 +42,7 @@ type Writer struct {
 	done    chan struct{}
 
 	lastWrite atomic.Int64 // unix nanoseconds of the last completed write
+	aborted   atomic.Bool  // Abort was called
 }
 
 // NewWriter starts a Writer on w. maxPending bounds the queued bytes (a
@@ -207,17 +208,18 @@ func (w *Writer) Abort(cause error) {
 	if w.err == nil {
 		w.err = cause
 	}
-	if dl, ok := w.w.(deadliner); ok {
-		// Under the lock: the loop sets its deadline under the lock too,
-		// so it cannot move this one forward again.
-		_ = dl.SetWriteDeadline(time.Unix(1, 0))
-	}
 	w.pend = w.pend[:0]
 	if w.drained != nil {
 		close(w.drained)
 		w.drained = nil
 	}
 	w.mu.Unlock()
+	// Interrupt a write in progress. The loop checks aborted after setting
+	// each write's deadline, so whichever runs last, the write ends.
+	w.aborted.Store(true)
+	if dl, ok := w.w.(deadliner); ok {
+		_ = dl.SetWriteDeadline(time.Unix(1, 0))
+	}
 	w.signal()
 }
 
@@ -248,12 +250,15 @@ func (w *Writer) loop() {
 			close(w.drained)
 			w.drained = nil
 		}
-		if hasDeadline {
-			// Under the lock, so that an Abort after this point moves the
-			// deadline to the past and interrupts the write.
-			_ = dl.SetWriteDeadline(time.Now().Add(w.writeTimeout))
-		}
 		w.mu.Unlock()
+		if hasDeadline {
+			_ = dl.SetWriteDeadline(time.Now().Add(w.writeTimeout))
+			if w.aborted.Load() {
+				// Abort ran meanwhile and its deadline may have been
+				// overwritten: interrupt this write after all.
+				_ = dl.SetWriteDeadline(time.Unix(1, 0))
+			}
+		}
 
 		_, err := w.w.Write(out)
 		if err != nil {
