@@ -259,8 +259,16 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	defer release()
 	<-b.done
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.drainErr
+	cut := b.drainErr != nil
+	b.mu.Unlock()
+	switch {
+	case !cut:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		return ErrClosed // Close or the end of Run's ctx cut the drain short
+	}
 }
 
 // stop marks the bridge closed, moves it to Stopping and ends the

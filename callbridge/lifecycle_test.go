@@ -1,0 +1,588 @@
+package callbridge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"mellium.im/xmpp/jid"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/component/componenttest"
+)
+
+// linkGoroutines returns the stacks of goroutines that belong to a
+// component session (started by package component, not by its test
+// server).
+func linkGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var found []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "created by github.com/cblink/cblink/component.") {
+			found = append(found, g)
+		}
+	}
+	return found
+}
+
+// gateHandler is a slog handler that blocks the goroutine logging msg
+// (once armed) until released.
+type gateHandler struct {
+	slog.Handler
+	msg     string
+	armed   atomic.Bool
+	reached chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func newGateHandler(msg string) *gateHandler {
+	return &gateHandler{Handler: slog.NewTextHandler(syncWriter{}, nil), msg: msg, reached: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (g *gateHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == g.msg && g.armed.Load() {
+		g.once.Do(func() {
+			close(g.reached)
+			<-g.release
+		})
+	}
+	return g.Handler.Handle(ctx, r)
+}
+
+func (g *gateHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &gateProxy{g: g, h: g.Handler.WithAttrs(as)}
+}
+
+func (g *gateHandler) WithGroup(name string) slog.Handler {
+	return &gateProxy{g: g, h: g.Handler.WithGroup(name)}
+}
+
+// gateProxy keeps the gate for derived loggers.
+type gateProxy struct {
+	g *gateHandler
+	h slog.Handler
+}
+
+func (p *gateProxy) Enabled(ctx context.Context, l slog.Level) bool { return p.h.Enabled(ctx, l) }
+func (p *gateProxy) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == p.g.msg && p.g.armed.Load() {
+		p.g.once.Do(func() {
+			close(p.g.reached)
+			<-p.g.release
+		})
+	}
+	return p.h.Handle(ctx, r)
+}
+func (p *gateProxy) WithAttrs(as []slog.Attr) slog.Handler {
+	return &gateProxy{g: p.g, h: p.h.WithAttrs(as)}
+}
+func (p *gateProxy) WithGroup(name string) slog.Handler {
+	return &gateProxy{g: p.g, h: p.h.WithGroup(name)}
+}
+
+// runBridge runs b in the background; the returned function waits for Run.
+func runBridge(t *testing.T, b *Bridge, ctx context.Context) func() error {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- b.Run(ctx) }()
+	var once sync.Once
+	var err error
+	wait := func() error {
+		once.Do(func() {
+			select {
+			case err = <-errc:
+			case <-time.After(20 * time.Second):
+				t.Fatal("Run did not return")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { b.Close(); wait() })
+	return wait
+}
+
+func awaitStatus(t *testing.T, b *Bridge, within time.Duration, what string, ok func(Status) bool) Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		st := b.Status()
+		if ok(st) {
+			return st
+		}
+		if !b.WaitForStateChange(ctx, st.State) {
+			t.Fatalf("%s not reached within %v; now %s on %q (last error: %v)", what, within, st.State, st.Server, st.LastErr)
+		}
+	}
+}
+
+func connectedTo(name string) func(Status) bool {
+	return func(st Status) bool { return st.State == Connected && st.Server == name }
+}
+
+// joinIQ is a join request as the server routes it from a web user.
+func joinIQ(id, call string) []byte {
+	return component.MarshalJoinIQ(&component.JoinRequest{
+		From: jid.MustParse("guest@example.com/web"), ID: id, Call: call, Passcode: "1234",
+	}, jid.MustParse(testAddr))
+}
+
+// sendJoins sends joins on conn in the background and returns their
+// replies (or errors), one per request, keyed by id.
+func sendJoins(conn *componenttest.Conn, ids ...string) <-chan [2]string {
+	out := make(chan [2]string, len(ids))
+	for _, id := range ids {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			reply, err := conn.SendIQ(ctx, joinIQ(id, "7"))
+			if err != nil {
+				out <- [2]string{id, "error: " + err.Error()}
+				return
+			}
+			out <- [2]string{id, string(reply)}
+		}()
+	}
+	return out
+}
+
+func collect(t *testing.T, ch <-chan [2]string, n int) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	for range n {
+		select {
+		case r := <-ch:
+			got[r[0]] = r[1]
+		case <-time.After(20 * time.Second):
+			t.Fatalf("only %d of %d replies: %v", len(got), n, got)
+		}
+	}
+	return got
+}
+
+// TestRunClosesLinkAuthenticatedAsItStops: when Run's ctx ends while the
+// link is coming up (here while it logs "component link up" through a
+// slow logger), Run must still close that link before it returns.
+func TestRunClosesLinkAuthenticatedAsItStops(t *testing.T) {
+	r := newRig(t, 10)
+	cfg := r.config()
+	gate := newGateHandler("component link up")
+	gate.armed.Store(true)
+	cfg.Logger = slog.New(gate)
+	b, err := New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := runBridge(t, b, ctx)
+	select {
+	case <-gate.reached:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the link never came up")
+	}
+	cancel()
+	close(gate.release)
+	assert.ErrorIs(t, wait(), context.Canceled)
+	assert.Empty(t, linkGoroutines(), "no goroutine of the link may outlive Run")
+	for _, c := range r.servers[0].Conns() {
+		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		assert.NoError(t, c.WaitClosed(wctx), "the link's connection is closed")
+		wcancel()
+	}
+}
+
+// TestHandlersSeeLinkPublished: the first handler on a new link already
+// sees the bridge Connected and can send through it.
+func TestHandlersSeeLinkPublished(t *testing.T) {
+	for round := range 10 {
+		r := newRig(t, 10)
+		// The join arrives right behind <handshake/>.
+		r.servers[0].SetFault(componenttest.Fault{Phase: componenttest.PhaseHandshake, Action: componenttest.ActionSend, Bytes: joinIQ("early", "1")})
+		b, err := New(r.config())
+		require.NoError(t, err)
+		type seen struct {
+			state   State
+			sameSes bool
+			sendErr error
+		}
+		seenc := make(chan seen, 1)
+		b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+			st := b.Status()
+			s, err := b.Session()
+			own, _ := component.SessionFromContext(ctx)
+			serr := b.Send(ctx, component.Message{To: req.From, Payload: component.RawXML("<body>welcome</body>")})
+			seenc <- seen{state: st.State, sameSes: err == nil && s == own, sendErr: serr}
+			return &component.JoinResult{Session: "s"}, nil
+		})
+		wait := runBridge(t, b, context.Background())
+		var got seen
+		select {
+		case got = <-seenc:
+		case <-time.After(10 * time.Second):
+			t.Fatal("join handler never ran")
+		}
+		assert.Equal(t, Connected, got.state, "round %d: state seen by the first handler", round)
+		assert.True(t, got.sameSes, "round %d: Session() is the handler's session", round)
+		assert.NoError(t, got.sendErr, "round %d: a welcome message sent through the bridge", round)
+		conn, err := r.servers[0].WaitConn(context.Background(), testAddr)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := conn.Next(ctx)
+		cancel()
+		require.NoError(t, err)
+		assert.Contains(t, string(st.Raw), "welcome")
+		require.NoError(t, b.Close())
+		assert.ErrorIs(t, wait(), ErrClosed)
+	}
+}
+
+// TestCloseWithStalledSubscribers: subscribers that stopped reading never
+// hold Close, however many there are.
+func TestCloseWithStalledSubscribers(t *testing.T) {
+	r := newRig(t, 10)
+	b, err := New(r.config())
+	require.NoError(t, err)
+	for range 3 {
+		_, cancel := b.Subscribe() // never read
+		defer cancel()
+	}
+	wait := runBridge(t, b, context.Background())
+	awaitStatus(t, b, 10*time.Second, "connected", connectedTo("xmpp1.example.com"))
+	closed := make(chan struct{})
+	go func() { b.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for subscribers that do not read")
+	}
+	assert.ErrorIs(t, wait(), ErrClosed)
+}
+
+// TestHandlerMayStopBridge: Close and Shutdown called from a join handler
+// return once everything else has stopped.
+func TestHandlerMayStopBridge(t *testing.T) {
+	for _, how := range []string{"Close", "Shutdown"} {
+		t.Run(how, func(t *testing.T) {
+			r := newRig(t, 10)
+			b, err := New(r.config())
+			require.NoError(t, err)
+			returned := make(chan error, 1)
+			b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+				if how == "Close" {
+					returned <- b.Close()
+				} else {
+					returned <- b.Shutdown(context.Background())
+				}
+				return nil, nil
+			})
+			wait := runBridge(t, b, context.Background())
+			awaitStatus(t, b, 10*time.Second, "connected", connectedTo("xmpp1.example.com"))
+			conn, err := r.servers[0].WaitConn(context.Background(), testAddr)
+			require.NoError(t, err)
+			replies := sendJoins(conn, "j1")
+			select {
+			case err := <-returned:
+				assert.NoError(t, err)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s from a handler did not return", how)
+			}
+			assert.ErrorIs(t, wait(), ErrClosed)
+			assert.Equal(t, Stopped, b.Status().State)
+			got := collect(t, replies, 1)
+			assert.Contains(t, got["j1"], "type='error'", "the request is answered (service-unavailable): the stream closed under it")
+		})
+	}
+}
+
+// queuedJoins connects a bridge with one worker whose join handler blocks
+// on gate (or until its ctx ends), sends n joins and waits until all are
+// read (one running, the rest queued).
+type queuedJoins struct {
+	r       *rig
+	b       *Bridge
+	wait    func() error
+	conn    *componenttest.Conn
+	replies <-chan [2]string
+	gate    chan struct{}
+	ids     []string
+}
+
+func startQueuedJoins(t *testing.T, r *rig, cfg Config, n int) *queuedJoins {
+	t.Helper()
+	cfg.Workers = 1
+	b, err := New(cfg)
+	require.NoError(t, err)
+	q := &queuedJoins{r: r, b: b, gate: make(chan struct{})}
+	inHandler := make(chan struct{}, n)
+	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		inHandler <- struct{}{}
+		select {
+		case <-q.gate:
+			return &component.JoinResult{Session: "s-" + req.ID}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	q.wait = runBridge(t, b, context.Background())
+	st := awaitStatus(t, b, 10*time.Second, "connected", func(st Status) bool { return st.State == Connected })
+	for i, s := range r.names {
+		if s == st.Server {
+			q.conn, err = r.servers[i].WaitConn(context.Background(), testAddr)
+			require.NoError(t, err)
+		}
+	}
+	for i := range n {
+		q.ids = append(q.ids, fmt.Sprint("j", i))
+	}
+	q.replies = sendJoins(q.conn, q.ids...)
+	<-inHandler
+	require.Eventually(t, func() bool { return b.Stats().StanzasIn >= uint64(n) }, 10*time.Second, time.Millisecond)
+	return q
+}
+
+// TestCloseAnswersQueuedJoins: Close answers every join still queued or
+// running, each exactly once (service-unavailable), before closing.
+func TestCloseAnswersQueuedJoins(t *testing.T) {
+	r := newRig(t, 10)
+	q := startQueuedJoins(t, r, r.config(), 5)
+	require.NoError(t, q.b.Close())
+	got := collect(t, q.replies, 5)
+	for _, id := range q.ids {
+		assert.Contains(t, got[id], "type='error'", id)
+	}
+	for _, id := range q.ids[1:] {
+		assert.Contains(t, got[id], "service-unavailable", id)
+	}
+	assert.ErrorIs(t, q.wait(), ErrClosed)
+}
+
+// TestShutdownDrainsJoins: Shutdown lets queued joins finish with their
+// normal context, shows Stopping meanwhile, then stops.
+func TestShutdownDrainsJoins(t *testing.T) {
+	r := newRig(t, 10)
+	q := startQueuedJoins(t, r, r.config(), 5)
+	shut := make(chan error, 1)
+	go func() { shut <- q.b.Shutdown(context.Background()) }()
+	awaitStatus(t, q.b, 10*time.Second, "stopping", func(st Status) bool { return st.State == Stopping })
+	close(q.gate)
+	got := collect(t, q.replies, 5)
+	for _, id := range q.ids {
+		assert.Contains(t, got[id], "s-"+id, "%s drained with its result", id)
+	}
+	select {
+	case err := <-shut:
+		assert.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	assert.ErrorIs(t, q.wait(), ErrClosed)
+	assert.True(t, q.conn.ClosedByPeer(), "</stream:stream> after the drain")
+}
+
+// TestShutdownDeadline: when Shutdown's ctx ends, what is left is answered
+// and Shutdown reports the deadline.
+func TestShutdownDeadline(t *testing.T) {
+	r := newRig(t, 10)
+	q := startQueuedJoins(t, r, r.config(), 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, q.b.Shutdown(ctx), context.DeadlineExceeded)
+	got := collect(t, q.replies, 3)
+	for _, id := range q.ids {
+		assert.Contains(t, got[id], "type='error'", id)
+	}
+}
+
+// TestUpdateDrainsJoins: Update lets the old link finish its queued joins
+// before it closes and the bridge reconnects.
+func TestUpdateDrainsJoins(t *testing.T) {
+	r := newRig(t, 10)
+	q := startQueuedJoins(t, r, r.config(), 6)
+	require.NoError(t, q.b.Update(r.config()))
+	// The old link drains: it stays up until the joins are done.
+	close(q.gate)
+	got := collect(t, q.replies, 6)
+	for _, id := range q.ids {
+		assert.Contains(t, got[id], "s-"+id, "%s drained with its result", id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, q.conn.WaitClosed(ctx))
+	assert.True(t, q.conn.ClosedByPeer())
+	awaitStatus(t, q.b, 10*time.Second, "reconnected", func(st Status) bool {
+		c, err := r.servers[0].WaitConn(ctx, testAddr)
+		return st.State == Connected && err == nil && c != q.conn
+	})
+}
+
+// TestFailBackDrainsJoins: the link left by a fail-back finishes its
+// queued joins; the move is counted as a fail-back, and
+// WaitForStateChange sees it.
+func TestFailBackDrainsJoins(t *testing.T) {
+	r := newRig(t, 10, 20)
+	r.servers[0].Stop()
+	cfg := r.config()
+	cfg.FailBack = true
+	cfg.FailBackInterval = 20 * time.Millisecond
+	q := startQueuedJoins(t, r, cfg, 4)
+	require.Equal(t, "xmpp2.example.com", q.b.Status().Server)
+	woke := make(chan bool, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		woke <- q.b.WaitForStateChange(ctx, Connected)
+	}()
+	require.NoError(t, r.servers[0].Start())
+	awaitStatus(t, q.b, 10*time.Second, "failed back", connectedTo("xmpp1.example.com"))
+	assert.True(t, <-woke, "WaitForStateChange wakes when the server changes")
+	close(q.gate)
+	got := collect(t, q.replies, 4)
+	for _, id := range q.ids {
+		assert.Contains(t, got[id], "s-"+id, "%s drained with its result", id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, q.conn.WaitClosed(ctx))
+	assert.True(t, q.conn.ClosedByPeer())
+	require.Eventually(t, func() bool { return q.b.Stats().Disconnects[KindFailBack] == 1 }, 10*time.Second, time.Millisecond)
+}
+
+// TestCloseWithServerNotReading: Bridge.Close returns in about
+// CloseTimeout even when the server stopped reading with the write queue
+// full.
+func TestCloseWithServerNotReading(t *testing.T) {
+	r := newRig(t, 10)
+	b, err := New(r.config())
+	require.NoError(t, err)
+	wait := runBridge(t, b, context.Background())
+	awaitStatus(t, b, 10*time.Second, "connected", connectedTo("xmpp1.example.com"))
+	conn, err := r.servers[0].WaitConn(context.Background(), testAddr)
+	require.NoError(t, err)
+	conn.Blackhole()
+	big := component.RawXML("<body>" + strings.Repeat("x", 16<<10) + "</body>")
+	full := false
+	for range 64 << 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		err := b.Send(ctx, component.Message{Payload: big})
+		cancel()
+		if err != nil {
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			full = true
+			break
+		}
+	}
+	require.True(t, full, "the write queue never filled")
+	start := time.Now()
+	closed := make(chan struct{})
+	go func() { b.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Logf("Close with a server that stopped reading took %v (CloseTimeout 2s)", time.Since(start))
+	case <-time.After(15 * time.Second):
+		t.Fatal("Close waited for a server that does not read")
+	}
+	assert.ErrorIs(t, wait(), ErrClosed)
+}
+
+// TestDropNoticedDuringFailBackProbe: a fail-back probe stuck on a frozen
+// preferred server does not delay noticing that the live link dropped.
+func TestDropNoticedDuringFailBackProbe(t *testing.T) {
+	r := newRig(t, 10, 20)
+	// xmpp1's process is frozen: the kernel accepts, TLS never answers.
+	r.servers[0].SetFault(componenttest.Fault{Phase: componenttest.PhaseAccept, Action: componenttest.ActionBlackhole})
+	cfg := r.config()
+	cfg.FailBack = true
+	cfg.FailBackInterval = 10 * time.Millisecond
+	cfg.HandshakeTimeout = 30 * time.Second
+	cfg.ParallelAfter = 50 * time.Millisecond
+	b, err := New(cfg)
+	require.NoError(t, err)
+	runBridge(t, b, context.Background())
+	awaitStatus(t, b, 10*time.Second, "connected to xmpp2", connectedTo("xmpp2.example.com"))
+	// Connection 0 was the first attempt; 1 is a fail-back probe, stuck.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = r.servers[0].WaitAccepted(ctx, 1)
+	require.NoError(t, err)
+	conn, err := r.servers[1].WaitConn(ctx, testAddr)
+	require.NoError(t, err)
+	start := time.Now()
+	conn.Reset()
+	awaitStatus(t, b, 10*time.Second, "the drop noticed", func(st Status) bool { return st.State != Connected })
+	t.Logf("drop noticed after %v while a probe was stuck (handshake timeout 30s)", time.Since(start))
+}
+
+// TestSecondFailoverDoesNotWait: failure accounting is per endpoint: a
+// second failover within Backoff.ResetAfter goes straight to a server that
+// has not failed.
+func TestSecondFailoverDoesNotWait(t *testing.T) {
+	r := newRig(t, 10, 20, 30)
+	cfg := r.config()
+	cfg.Backoff = Backoff{Base: time.Minute, Max: time.Minute, ResetAfter: time.Hour}
+	b, err := New(cfg)
+	require.NoError(t, err)
+	b.noJitter = true
+	events, cancelSub := b.Subscribe()
+	defer cancelSub()
+	runBridge(t, b, context.Background())
+	awaitStatus(t, b, 10*time.Second, "connected to xmpp1", connectedTo("xmpp1.example.com"))
+	for i, next := range []string{"xmpp2.example.com", "xmpp3.example.com"} {
+		r.servers[i].Stop()
+		r.servers[i].CloseClientConnections()
+		awaitStatus(t, b, 10*time.Second, "failover to "+next, connectedTo(next))
+	}
+	cancelSub()
+	for ev := range events {
+		assert.NotEqual(t, BackingOff, ev.To, "no wait before a server that has not failed: %v", ev)
+	}
+}
+
+// TestFrozenServerRacedPast: a preferred server that accepts TCP but never
+// answers TLS costs ParallelAfter, not the handshake timeout.
+func TestFrozenServerRacedPast(t *testing.T) {
+	r := newRig(t, 10, 20)
+	r.servers[0].SetFault(componenttest.Fault{Phase: componenttest.PhaseAccept, Action: componenttest.ActionBlackhole})
+	cfg := r.config()
+	cfg.HandshakeTimeout = time.Minute
+	cfg.ParallelAfter = 100 * time.Millisecond
+	b, err := New(cfg)
+	require.NoError(t, err)
+	start := time.Now()
+	runBridge(t, b, context.Background())
+	awaitStatus(t, b, 20*time.Second, "connected to xmpp2", connectedTo("xmpp2.example.com"))
+	t.Logf("connected past a frozen server in %v (handshake timeout 1m)", time.Since(start))
+	assert.Zero(t, b.Stats().ConnectFailures[KindTimeout], "the frozen attempt was abandoned, not failed")
+}
+
+// TestRaceLoserClosed: when a slow server is raced by the next one, the
+// slow attempt is abandoned and its connection closed once the other
+// authenticates; the winner serves.
+func TestRaceLoserClosed(t *testing.T) {
+	r := newRig(t, 10, 20)
+	// xmpp1 is slow to answer the handshake, but does answer.
+	r.servers[0].SetFault(componenttest.Fault{Phase: componenttest.PhaseHandshakeReceived, Action: componenttest.ActionStall, Duration: 300 * time.Millisecond})
+	cfg := r.config()
+	cfg.ParallelAfter = 50 * time.Millisecond
+	b, err := New(cfg)
+	require.NoError(t, err)
+	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		return &component.JoinResult{Session: "s-" + req.Call}, nil
+	})
+	runBridge(t, b, context.Background())
+	awaitStatus(t, b, 10*time.Second, "connected to xmpp2", connectedTo("xmpp2.example.com"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	loser, err := r.servers[0].WaitAccepted(ctx, 0)
+	require.NoError(t, err)
+	require.NoError(t, loser.WaitClosed(ctx), "the abandoned attempt's connection is closed")
+	assert.Equal(t, "xmpp2.example.com", b.Status().Server)
+	assert.Contains(t, join(t, r.servers[1], "3", "1234"), "s-3")
+}
