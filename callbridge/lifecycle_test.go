@@ -34,6 +34,22 @@ func linkGoroutines() []string {
 	return found
 }
 
+// assertNoLinkGoroutines fails if a goroutine of a component session is
+// left. Like goleak it gives goroutines that have signalled their end a
+// moment to return.
+func assertNoLinkGoroutines(t *testing.T) {
+	t.Helper()
+	var left []string
+	for range 200 {
+		if left = linkGoroutines(); len(left) == 0 {
+			return
+		}
+		runtime.Gosched()
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Errorf("goroutines of a link outlived their owner:\n%s", strings.Join(left, "\n\n"))
+}
+
 // gateHandler is a slog handler that blocks the goroutine logging msg
 // (once armed) until released.
 type gateHandler struct {
@@ -191,7 +207,7 @@ func TestRunClosesLinkAuthenticatedAsItStops(t *testing.T) {
 	cancel()
 	close(gate.release)
 	assert.ErrorIs(t, wait(), context.Canceled)
-	assert.Empty(t, linkGoroutines(), "no goroutine of the link may outlive Run")
+	assertNoLinkGoroutines(t)
 	for _, c := range r.servers[0].Conns() {
 		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		assert.NoError(t, c.WaitClosed(wctx), "the link's connection is closed")
@@ -202,11 +218,16 @@ func TestRunClosesLinkAuthenticatedAsItStops(t *testing.T) {
 // TestHandlersSeeLinkPublished: the first handler on a new link already
 // sees the bridge Connected and can send through it.
 func TestHandlersSeeLinkPublished(t *testing.T) {
-	for round := range 10 {
+	for round := range 3 {
 		r := newRig(t, 10)
-		// The join arrives right behind <handshake/>.
+		// The join arrives right behind <handshake/>, and the link's "up"
+		// log line is slow: it returns only once the handler has run.
 		r.servers[0].SetFault(componenttest.Fault{Phase: componenttest.PhaseHandshake, Action: componenttest.ActionSend, Bytes: joinIQ("early", "1")})
-		b, err := New(r.config())
+		cfg := r.config()
+		gate := newGateHandler("component link up")
+		gate.armed.Store(true)
+		cfg.Logger = slog.New(gate)
+		b, err := New(cfg)
 		require.NoError(t, err)
 		type seen struct {
 			state   State
@@ -220,6 +241,7 @@ func TestHandlersSeeLinkPublished(t *testing.T) {
 			own, _ := component.SessionFromContext(ctx)
 			serr := b.Send(ctx, component.Message{To: req.From, Payload: component.RawXML("<body>welcome</body>")})
 			seenc <- seen{state: st.State, sameSes: err == nil && s == own, sendErr: serr}
+			close(gate.release)
 			return &component.JoinResult{Session: "s"}, nil
 		})
 		wait := runBridge(t, b, context.Background())
@@ -355,12 +377,14 @@ func TestCloseAnswersQueuedJoins(t *testing.T) {
 	q := startQueuedJoins(t, r, r.config(), 5)
 	require.NoError(t, q.b.Close())
 	got := collect(t, q.replies, 5)
+	others := 0
 	for _, id := range q.ids {
 		assert.Contains(t, got[id], "type='error'", id)
+		if !strings.Contains(got[id], "service-unavailable") {
+			others++ // the one running may answer first with its own error
+		}
 	}
-	for _, id := range q.ids[1:] {
-		assert.Contains(t, got[id], "service-unavailable", id)
-	}
+	assert.LessOrEqual(t, others, 1, "the queued joins are answered service-unavailable: %v", got)
 	assert.ErrorIs(t, q.wait(), ErrClosed)
 }
 
@@ -405,8 +429,14 @@ func TestShutdownDeadline(t *testing.T) {
 // before it closes and the bridge reconnects.
 func TestUpdateDrainsJoins(t *testing.T) {
 	r := newRig(t, 10)
-	q := startQueuedJoins(t, r, r.config(), 6)
-	require.NoError(t, q.b.Update(r.config()))
+	cfg := r.config()
+	seen := newGateHandler("xmpp settings changed: reconnecting")
+	close(seen.release) // only tell when the update is handled
+	seen.armed.Store(true)
+	cfg.Logger = slog.New(seen)
+	q := startQueuedJoins(t, r, cfg, 6)
+	require.NoError(t, q.b.Update(cfg))
+	<-seen.reached
 	// The old link drains: it stays up until the joins are done.
 	close(q.gate)
 	got := collect(t, q.replies, 6)
