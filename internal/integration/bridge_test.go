@@ -315,7 +315,7 @@ func TestIntegrationBridgeFailover(t *testing.T) {
 	// The old link on xmpp2 was closed cleanly: the bridge counts it as
 	// retired by the fail-back, Prosody saw our </stream:stream> (not a
 	// dropped connection), and it no longer routes to the component.
-	require.Eventually(t, func() bool { return b.Stats().Disconnects[callbridge.KindRedirect] == 1 },
+	require.Eventually(t, func() bool { return b.Stats().Disconnects[callbridge.KindFailBack] == 1 },
 		5*time.Second, 10*time.Millisecond, "the link to xmpp2 was not retired")
 	require.Eventually(t, func() bool { return componentClosedCleanly(p2.Log()) },
 		5*time.Second, 10*time.Millisecond, "xmpp2 did not see the component's </stream:stream>")
@@ -330,7 +330,8 @@ func TestIntegrationBridgeFailover(t *testing.T) {
 	type S = callbridge.State
 	const (
 		idle, res, conn, tls = callbridge.Idle, callbridge.Resolving, callbridge.Connecting, callbridge.TLS
-		auth, up, stop       = callbridge.Authenticating, callbridge.Connected, callbridge.Stopped
+		auth, up, stopping   = callbridge.Authenticating, callbridge.Connected, callbridge.Stopping
+		stop                 = callbridge.Stopped
 	)
 	tr := func(from, to S, server string) string { return transition(from, to, server) }
 	assert.Equal(t, []string{
@@ -339,7 +340,7 @@ func TestIntegrationBridgeFailover(t *testing.T) {
 		tr(up, res, ""), tr(res, conn, p2.FQDN), tr(conn, tls, ""), tr(tls, auth, ""), tr(auth, up, p2.FQDN),
 		// Fail-back probes do not show; the move between live links does.
 		tr(up, up, p1.FQDN),
-		tr(up, stop, ""),
+		tr(up, stopping, ""), tr(stopping, stop, ""),
 	}, events.trail())
 
 	stats := b.Stats()
@@ -348,7 +349,7 @@ func TestIntegrationBridgeFailover(t *testing.T) {
 	assert.Equal(t, uint64(3), stats.JoinsHandled)
 	// Three links ended: xmpp1's when it stopped, xmpp2's at fail-back,
 	// xmpp1's again at Close.
-	assert.Equal(t, uint64(1), stats.Disconnects[callbridge.KindRedirect], "the fail-back")
+	assert.Equal(t, uint64(1), stats.Disconnects[callbridge.KindFailBack], "the fail-back")
 	assert.Equal(t, uint64(1), stats.Disconnects[callbridge.KindClosed], "Close")
 	var ended uint64
 	for _, n := range stats.Disconnects {
