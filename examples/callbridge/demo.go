@@ -300,6 +300,8 @@ func describe(ev callbridge.Event, l *lab.Lab, addr string) string {
 		return fmt.Sprintf("Connected: to %s (%s) as %s; waiting for join requests", st.Server, st.Addr, addr)
 	case callbridge.BackingOff:
 		return fmt.Sprintf("BackingOff: every server failed (%s: %v); next try in %v", st.LastErrKind, st.LastErr, st.Backoff)
+	case callbridge.Stopping:
+		return fmt.Sprintf("Stopping: requests in progress on %s are answered, then </stream:stream>", st.Server)
 	case callbridge.Stopped:
 		return "Stopped: stream closed"
 	}

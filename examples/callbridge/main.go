@@ -47,6 +47,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	demo := fs.Bool("demo", false, "run the self-contained demo scenario on loopback and exit")
 	stay := fs.Bool("stay", false, "with -demo: keep running after the scenario until interrupted")
 	statusAddr := fs.String("status-addr", "", "serve GET /status (JSON) and GET /metrics (Prometheus) on this `host:port`")
+	grace := fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM or Ctrl-C, how long join requests in progress may take to finish before the rest are refused")
 	logFormat := fs.String("log-format", "text", "log format: `text` or json")
 	verbose := fs.Bool("v", false, "debug logs")
 	if code, ok := settings.ParseCommandLine(prog, fs, args, stderr); !ok {
@@ -114,14 +115,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	log.Info("starting", "config", cfg)
-	err = b.Run(ctx)
+	// Run until the bridge stops by itself or a signal comes; then drain:
+	// join requests in progress finish (up to -shutdown-grace), new ones
+	// are refused, and the stream is closed cleanly.
+	runErr := make(chan error, 1)
+	go func() { runErr <- b.Run(context.Background()) }()
+	signalled := false
+	select {
+	case err = <-runErr:
+	case <-ctx.Done():
+		signalled = true
+		log.Info("signal received: finishing the requests in progress", "grace", grace.String())
+		sctx, cancel := context.WithTimeout(context.Background(), *grace)
+		if serr := b.Shutdown(sctx); serr != nil {
+			log.Warn("shutdown grace over: requests still in progress were refused", "err", serr.Error())
+		}
+		cancel()
+		err = <-runErr
+	}
 	if srv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = srv.Shutdown(sctx)
 		cancel()
 		<-srvDone
 	}
-	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+	if signalled && errors.Is(err, callbridge.ErrClosed) {
 		log.Info("stopped: stream closed")
 		return 0
 	}
