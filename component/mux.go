@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"runtime/debug"
 	"sync/atomic"
 
@@ -404,8 +405,11 @@ func (s *Session) call(st *Stanza, f func()) (panicked bool) {
 	return false
 }
 
+// replyFromStr is the from of a reply to st: the request's to when it is
+// the component or inside it. It reads only the raw addresses, which never
+// change, so the teardown may answer a request whose handler is running.
 func (s *Session) replyFromStr(st *Stanza) string {
-	if st.To.Domainpart() != "" && st.To.Domainpart() == s.cfg.addr.Domainpart() {
+	if st.toRaw != "" && strings.EqualFold(domainOf(st.toRaw), s.cfg.addrStr) {
 		return st.toRaw
 	}
 	return s.cfg.addrStr

@@ -336,12 +336,18 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\
 
 // domainOf returns the domainpart of a raw JID (no unescaping: a domain
 // holds no XML-special characters).
-func domainOf(raw []byte) []byte {
-	if i := bytes.IndexByte(raw, '/'); i >= 0 {
-		raw = raw[:i]
+func domainOf[T ~string | ~[]byte](raw T) T {
+	for i := 0; i < len(raw); i++ {
+		if raw[i] == '/' {
+			raw = raw[:i]
+			break
+		}
 	}
-	if i := bytes.LastIndexByte(raw, '@'); i >= 0 {
-		raw = raw[i+1:]
+	for i := len(raw) - 1; i >= 0; i-- {
+		if raw[i] == '@' {
+			raw = raw[i+1:]
+			break
+		}
 	}
 	return raw
 }

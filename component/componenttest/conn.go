@@ -1017,14 +1017,18 @@ func (c *Conn) ready() error {
 	return nil
 }
 
+// writeErr maps a send's error: a connection that can no longer be
+// written (closed, reset, failed) is ErrConnClosed, wrapping the cause.
 func (c *Conn) writeErr(err error) error {
-	if errors.Is(err, xstream.ErrWriterClosed) || errors.Is(err, ErrConnClosed) {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, xstream.ErrWriterClosed) || errors.Is(err, ErrConnClosed):
 		return ErrConnClosed
-	}
-	if err != nil {
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("componenttest: send: %w", err)
 	}
-	return nil
+	return fmt.Errorf("%w: %w", ErrConnClosed, err)
 }
 
 // parseOne checks that raw is exactly one element and returns it.
