@@ -5,8 +5,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 
 	"mellium.im/xmpp/jid"
