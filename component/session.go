@@ -74,6 +74,11 @@ type Session struct {
 	readerDone chan struct{}
 	done       chan struct{}
 
+	// routeMu is held by the reader while it routes a stanza or flushes
+	// its reply batch, and by the teardown while it answers what is
+	// unanswered and seals the stream: every request the reader routed
+	// before the seal is answered before </stream:stream>.
+	routeMu sync.Mutex
 	// replyMu orders handler replies against the teardown: a handler
 	// queues its reply under the read lock; the teardown takes the write
 	// lock to answer, once, every request still unanswered and then seal
@@ -196,7 +201,7 @@ func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Session, error)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithValue(context.Background(), sessionKey{}, s))
 	s.w = xstream.NewWriter(conn, 0, set.WriteTimeout)
-	s.rd.flush = s.flushReplies
+	s.rd.flush = s.flushBeforeRead
 	if set.ReadTimeout > 0 {
 		s.rd.timeout = set.ReadTimeout
 		s.rd.margin = set.ReadTimeout / 16
@@ -404,8 +409,11 @@ func (s *Session) run() {
 				kaTimer.Reset(max(idle-since, idle/4))
 				continue
 			}
-			if err := s.w.AppendControl(func(b []byte) []byte { return append(b, ' ') }); err == nil {
-				s.stats.keepalivesOut.Add(1)
+			// Counted first: the peer may see the space before this
+			// goroutine runs again.
+			s.stats.keepalivesOut.Add(1)
+			if err := s.w.AppendControl(func(b []byte) []byte { return append(b, ' ') }); err != nil {
+				s.stats.keepalivesOut.Add(^uint64(0))
 			}
 			kaTimer.Reset(idle)
 		case <-pingC:
@@ -468,6 +476,13 @@ func (s *Session) teardown() {
 	// Answer once every request that has no reply yet, while the stream
 	// can carry one: those fail took out of the queue, and those whose
 	// handlers are still running.
+	// Wait for the reader to be between stanzas, and queue the replies it
+	// has batched: a request it routed before the stream is sealed gets
+	// its answer before </stream:stream>.
+	s.routeMu.Lock()
+	if mode == endGraceful {
+		s.flushRepliesCtx(closeCtx)
+	}
 	s.replyMu.Lock()
 	var running []*job
 	if s.pool != nil {
@@ -494,6 +509,7 @@ func (s *Session) teardown() {
 		s.w.Seal(append(final, xstream.StreamEnd...))
 	}
 	s.replyMu.Unlock()
+	s.routeMu.Unlock()
 
 	s.startOnce.Do(func() { close(s.readerDone) }) // never started: nothing to read
 	clean := false
@@ -585,12 +601,21 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// flushReplies queues the reader's batched replies (reader goroutine only).
-func (s *Session) flushReplies() {
+// flushReplies queues the reader's batched replies; s.routeMu is held.
+func (s *Session) flushReplies() { s.flushRepliesCtx(s.ctx) }
+
+// flushBeforeRead flushes the reply batch before the reader blocks.
+func (s *Session) flushBeforeRead() {
+	s.routeMu.Lock()
+	s.flushReplies()
+	s.routeMu.Unlock()
+}
+
+func (s *Session) flushRepliesCtx(ctx context.Context) {
 	if len(s.rbatch) == 0 {
 		return
 	}
-	err := s.w.Append(s.ctx, func(b []byte) []byte { return append(b, s.rbatch...) })
+	err := s.w.Append(ctx, func(b []byte) []byte { return append(b, s.rbatch...) })
 	if err == nil {
 		s.stats.out.Add(s.rcount)
 	}
@@ -616,8 +641,11 @@ func (s *Session) readLoop() {
 			s.stats.keepalivesIn.Add(1)
 			continue
 		}
+		s.routeMu.Lock()
 		s.stats.in.Add(1)
-		if !s.route(&el) {
+		ok := s.route(&el)
+		s.routeMu.Unlock()
+		if !ok {
 			return
 		}
 	}

@@ -1105,12 +1105,28 @@ func (c *Conn) SendIQ(ctx context.Context, raw []byte) ([]byte, error) {
 	case r := <-w.ch:
 		return r.raw, nil
 	case <-ctx.Done():
-		c.unregister(id, w)
-		return nil, ctx.Err()
+		err = ctx.Err()
 	case <-c.done:
-		c.unregister(id, w)
-		return nil, ErrConnClosed
+		// The reader delivers every reply it read before it ends the
+		// connection: a reply that came with the closing tag is here.
+		err = ErrConnClosed
 	}
+	if r, ok := c.abandon(id, w); ok {
+		return r.raw, nil
+	}
+	return nil, err
+}
+
+// abandon removes a waiter; when its reply was delivered meanwhile, it
+// returns that reply instead.
+func (c *Conn) abandon(id string, w *waiter) (reply, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.pending[id]; ok && cur == w {
+		delete(c.pending, id)
+		return reply{}, false
+	}
+	return <-w.ch, true // delivered under c.mu: it is in the channel
 }
 
 // unregister removes a waiter and reports whether it was still pending;
