@@ -123,7 +123,7 @@ type counters struct {
 
 // Stats is a snapshot of a session's counters.
 type Stats struct {
-	StanzasIn     uint64        // stanzas read (keepalives excluded)
+	StanzasIn     uint64        // stanzas read and routed (keepalives excluded)
 	StanzasOut    uint64        // stanzas queued for writing
 	KeepalivesIn  uint64        // whitespace keepalives read
 	KeepalivesOut uint64        // whitespace keepalives sent
@@ -642,8 +642,8 @@ func (s *Session) readLoop() {
 			continue
 		}
 		s.routeMu.Lock()
-		s.stats.in.Add(1)
 		ok := s.route(&el)
+		s.stats.in.Add(1) // after routing: a stanza counted is queued or answered
 		s.routeMu.Unlock()
 		if !ok {
 			return
