@@ -22,6 +22,11 @@
 //	})
 //	err = b.Run(ctx)       // returns when ctx ends, after closing the stream
 //
+// To stop a running bridge gracefully (on SIGTERM, say), call Shutdown with
+// a deadline: join requests in progress finish, new ones are refused, then
+// the stream closes. Close, or the end of Run's ctx, stops at once but
+// still answers every request queued or running (service-unavailable).
+//
 // # The connection cycle
 //
 // Each cycle resolves the server afresh (the resolver's cache honours TTLs),
@@ -29,13 +34,16 @@
 // RFC 8305 style, TLS with the certificate checks (the FQDN required is the
 // SRV target or the explicit host, unless Config.ServerName overrides it),
 // then the component handshake. A failure moves straight on to the next
-// endpoint; only when every endpoint failed does the bridge wait, with
-// exponential backoff and full jitter (Config.Backoff). A see-other-host
-// stream error is followed once.
+// endpoint, and an attempt that makes no progress for Config.ParallelAfter
+// (a frozen server) has the next endpoint started beside it, the first to
+// authenticate winning. A see-other-host stream error is followed once.
 //
-// When a link that held drops, the bridge starts a new cycle at once, trying
-// the server it lost last. Links that keep dropping right after coming up
-// (within Backoff.ResetAfter) are treated as failures, so a flapping server is
+// Failures are counted per endpoint: the bridge never waits before trying
+// an endpoint that has not failed. Only when every endpoint has failed does
+// it wait, with exponential backoff and full jitter (Config.Backoff). When
+// a link that held drops, the bridge starts a new cycle at once, trying the
+// server it lost last. A server that keeps dropping the link right after
+// accepting it (within Backoff.ResetAfter) is treated as failing, so it is
 // not hammered.
 //
 // Wrong secrets and unknown names are permanent errors: an operator must fix
@@ -44,8 +52,29 @@
 // asks Run to return instead.
 //
 // With Config.FailBack, a bridge connected to a lower-priority SRV target
-// probes the preferred ones and moves back as soon as one accepts it, opening
-// the new link before closing the old one.
+// probes the preferred ones on a goroutine of its own (the live link stays
+// supervised meanwhile) and moves back as soon as one accepts it, opening
+// the new link before the old one drains and closes.
+//
+// # Ownership and lifecycle
+//
+// Run owns every goroutine and connection of the bridge: the connection
+// cycle, connection attempts, the fail-back probe, links being drained or
+// closed in the background, and the live component.Session with its
+// reader, writer and handler workers. When Run returns, none is left (but
+// a handler that ignores its cancelled context; see component.Session).
+// Close and Shutdown wait for Run. Each subscription's goroutine belongs to
+// the subscription and ends with its cancel function or the bridge.
+//
+// A link is published (Session, Send, Status Connected) before its first
+// stanza is dispatched, so handlers may send through the bridge as well as
+// through component.SessionFromContext. Every join request received gets
+// exactly one reply while the stream can carry one: Close answers what is
+// queued or running with service-unavailable before </stream:stream>;
+// Shutdown, Update and fail-back first let it finish (Shutdown until its
+// ctx ends, the others for up to Config.DrainTimeout). A full queue sheds
+// at once with resource-constraint rather than stalling the reader.
+// docs/lifecycle.md has the tables and the state diagram.
 //
 // # Observing it
 //

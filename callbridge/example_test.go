@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
+
+	"mellium.im/xmpp/jid"
 
 	"github.com/cblink/cblink/callbridge"
 	"github.com/cblink/cblink/component"
@@ -104,4 +107,79 @@ func ExampleConfig_Validate() {
 	// callbridge: unique name: must not contain a domain part: "cb1.example.com" (set the domain separately)
 	// callbridge: server address: discovery: parse server address "xmpp1.example.com:99999": has a port above 65535
 	// callbridge: secret: must be set (Secret, SecretFile or SecretEnv)
+}
+
+// Shutdown stops a bridge gracefully, as a service does on SIGTERM: the
+// join request in progress finishes and is answered, new ones would be
+// refused, then the stream closes. Status says Stopping meanwhile, which a
+// readiness check reports as not ready.
+func ExampleBridge_Shutdown() {
+	srv, err := componenttest.NewServer(componenttest.Options{
+		Domain:     "example.com",
+		Components: map[string]string{"cb1.example.com": "s3cret"},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer srv.Close()
+	b, err := callbridge.New(callbridge.Config{
+		Name: "cb1", Domain: "example.com", Secret: "s3cret",
+		Server:     srv.Addr(),  // an explicit host:port, no SRV lookup
+		ServerName: "localhost", // the name the test certificate carries
+		RootCAs:    srv.CertPool(),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	inHandler, release := make(chan struct{}), make(chan struct{})
+	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		close(inHandler)
+		<-release // a slow backend
+		return &component.JoinResult{Session: "s-" + req.Call}, nil
+	})
+	runErr := make(chan error, 1)
+	go func() { runErr <- b.Run(context.Background()) }()
+
+	// A web user asks to join through the server.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := srv.WaitConn(ctx, "cb1.example.com")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	reply := make(chan []byte, 1)
+	go func() {
+		raw, _ := conn.SendIQ(ctx, component.MarshalJoinIQ(&component.JoinRequest{
+			From: jid.MustParse("alice@example.com/web"), ID: "j1", Call: "100",
+		}, jid.MustParse("cb1.example.com")))
+		reply <- raw
+	}()
+	<-inHandler
+
+	// SIGTERM: drain for up to ten seconds.
+	shut := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- b.Shutdown(sctx)
+	}()
+	for b.Status().State != callbridge.Stopping {
+		b.WaitForStateChange(ctx, b.Status().State)
+	}
+	fmt.Println("state:", b.Status().State)
+	close(release) // the backend answers
+	res, err := component.ParseJoinResponse(<-reply)
+	fmt.Println("join answered:", res.Session, err)
+	fmt.Println("Shutdown:", <-shut)
+	fmt.Println("Run:", <-runErr)
+	fmt.Println("closed cleanly:", conn.ClosedByPeer())
+	// Output:
+	// state: stopping
+	// join answered: s-100 <nil>
+	// Shutdown: <nil>
+	// Run: callbridge: closed
+	// closed cleanly: true
 }

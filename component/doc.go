@@ -17,6 +17,10 @@
 //	defer s.Close()
 //	<-s.Done() // s.Err() says why the link ended
 //
+// Handshake authenticates without reading anything yet, so that a program
+// can publish the session where its handlers will look before calling
+// Start; NewSession is Handshake followed by Start.
+//
 // The component address is Name + "." + Domain (cb1.example.com). The
 // handshake follows XEP-0114: the server's header must be in the
 // jabber:component:accept namespace, name the component (or omit from) and
@@ -44,10 +48,23 @@
 // Incoming stanzas go to a Mux: IQ get/set by payload name and namespace,
 // messages and presences by kind. Handlers run on a bounded pool of
 // workers (Config.Workers, Config.QueueSize, optionally in order per
-// sender), so a slow handler never stalls the reader. Unhandled IQs get
+// sender), so a slow handler never stalls the reader: a stanza that finds
+// no idle worker starts one, up to the bound, and one that finds the
+// queue full is shed at once (resource-constraint). Unhandled IQs get
 // service-unavailable, handler errors become stanza errors, panics are
 // recovered. XEP-0199 pings from the server are answered on the reader
 // itself, without allocating.
+//
+// # Ending a session
+//
+// Every IQ request read gets exactly one reply while the stream can carry
+// one. Close answers the requests still queued or running with
+// service-unavailable, sends </stream:stream> and returns within about
+// Config.CloseTimeout whatever the server does. Shutdown first lets them
+// finish, refusing new ones, until its ctx ends. Abort drops the
+// connection at once. All three wait for the session's goroutines (see
+// Session for the two kinds of handlers that are not waited for) and may
+// be called from a handler.
 //
 // # Join requests
 //
@@ -59,6 +76,8 @@
 //
 // A single space is sent after Config.KeepaliveIdle without writes, an
 // XEP-0199 ping goes to the server every Config.PingInterval, and the link
-// is declared dead (ErrTimeout) when a ping goes unanswered or nothing is
-// read for Config.ReadTimeout. TCP keepalive is enabled on TCP connections.
+// is declared dead (ErrTimeout) when a ping goes unanswered while nothing
+// at all is read, or nothing is read for Config.ReadTimeout. Keepalives and
+// pings never wait for room in the send queue. TCP keepalive is enabled on
+// TCP connections.
 package component
