@@ -317,6 +317,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 
 	err := b.loop(loopCtx, hard)
+	b.set(func(s *Status) { s.State = Stopping }) // if the stop came outside serve
 	b.bg.Wait()
 	b.mu.Lock()
 	closed := b.closed
