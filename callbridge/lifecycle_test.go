@@ -527,7 +527,9 @@ func TestCloseWithServerNotReading(t *testing.T) {
 func TestDropNoticedDuringFailBackProbe(t *testing.T) {
 	r := newRig(t, 10, 20)
 	// xmpp1's process is frozen: the kernel accepts, TLS never answers.
-	r.servers[0].SetFault(componenttest.Fault{Phase: componenttest.PhaseAccept, Action: componenttest.ActionBlackhole})
+	r.servers[0].SetFaultFunc(func(int) []componenttest.Fault {
+		return []componenttest.Fault{{Phase: componenttest.PhaseAccept, Action: componenttest.ActionBlackhole}}
+	})
 	cfg := r.config()
 	cfg.FailBack = true
 	cfg.FailBackInterval = 10 * time.Millisecond

@@ -474,11 +474,10 @@ func (s *Session) teardown() {
 	defer cancel()
 
 	// Answer once every request that has no reply yet, while the stream
-	// can carry one: those fail took out of the queue, and those whose
-	// handlers are still running.
-	// Wait for the reader to be between stanzas, and queue the replies it
-	// has batched: a request it routed before the stream is sealed gets
-	// its answer before </stream:stream>.
+	// can carry one, then seal it. First wait for the reader to be between
+	// stanzas and queue the replies it has batched; then answer the
+	// requests fail took out of the queue and those whose handlers are
+	// still running.
 	s.routeMu.Lock()
 	if mode == endGraceful {
 		s.flushRepliesCtx(closeCtx)
@@ -499,11 +498,9 @@ func (s *Session) teardown() {
 			}
 		}
 	} else {
-		for _, j := range queued {
-			if j.iq == nil {
-				s.stats.dropped.Add(1)
-			}
-		}
+		// The server ended the stream or the connection failed: what was
+		// queued cannot be answered.
+		s.stats.dropped.Add(uint64(len(queued)))
 	}
 	if mode != endAbort {
 		s.w.Seal(append(final, xstream.StreamEnd...))
