@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"syscall"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -272,6 +273,23 @@ func (p *prosody) Stop() {
 	}
 	p.proc.stop(3 * time.Second)
 	p.proc = nil
+}
+
+// Freeze stops the instance's process with SIGSTOP, as a hung server: its
+// kernel still accepts TCP connections and buffers what arrives, but
+// nothing answers. Thaw resumes it; a frozen instance must be thawed
+// before Stop (register t.Cleanup(p.Thaw) after starting it).
+func (p *prosody) Freeze() { p.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen instance (SIGCONT); it does nothing otherwise.
+func (p *prosody) Thaw() { p.signal(syscall.SIGCONT) }
+
+func (p *prosody) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.proc != nil && !p.proc.exited() {
+		_ = p.proc.cmd.Process.Signal(sig)
+	}
 }
 
 // Running reports whether the instance is started and has not exited.
