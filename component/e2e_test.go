@@ -482,10 +482,12 @@ func TestE2ECloseWithServerNotReading(t *testing.T) {
 		}
 	}
 	require.True(t, full, "the socket buffers and the write queue never filled")
+	start := time.Now()
 	closed := make(chan struct{})
 	go func() { s.Close(); close(closed) }()
 	select {
 	case <-closed:
+		t.Logf("Close over TLS with the server not reading took %v (CloseTimeout %v, write timeout %v)", time.Since(start).Round(time.Millisecond), cfg.CloseTimeout, cfg.WriteTimeout)
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close waited for a server that does not read")
 	}

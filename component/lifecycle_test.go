@@ -391,10 +391,12 @@ func TestCloseBoundedWhenServerStopsReading(t *testing.T) {
 	// The peer never reads again: the write of this message blocks.
 	require.NoError(t, s.Send(context.Background(), Message{Payload: RawXML("<body>hello</body>")}))
 	require.Eventually(t, func() bool { return s.w.Pending() == 0 }, 5*time.Second, time.Millisecond, "the writer is blocked in its write")
+	start := time.Now()
 	closed := make(chan struct{})
 	go func() { s.Close(); close(closed) }()
 	select {
 	case <-closed:
+		t.Logf("Close took %v (CloseTimeout %v, write timeout %v)", time.Since(start).Round(time.Millisecond), cfg.CloseTimeout, cfg.WriteTimeout)
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close waited for a write blocked on a server that does not read")
 	}
@@ -551,7 +553,10 @@ func TestPingTimesOutWhileWriteQueueFull(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(s.Abort)
 	fillWriteQueue(t, s) // the peer never reads again
+	start := time.Now()
 	err = waitDoneWithin(t, s, 10*time.Second)
+	t.Logf("link ended %v after the write queue filled (ping every %v, timeout %v, write timeout %v): %v",
+		time.Since(start).Round(time.Millisecond), cfg.PingInterval, cfg.PingTimeout, cfg.WriteTimeout, err)
 	assert.ErrorIs(t, err, ErrTimeout)
 	assert.Contains(t, err.Error(), "ping")
 }
