@@ -386,6 +386,7 @@ func TestCloseAnswersQueuedJoins(t *testing.T) {
 	}
 	assert.LessOrEqual(t, others, 1, "the queued joins are answered service-unavailable: %v", got)
 	assert.ErrorIs(t, q.wait(), ErrClosed)
+	assert.EqualValues(t, 5-others, q.b.Stats().RequestsRefused)
 }
 
 // TestShutdownDrainsJoins: Shutdown lets queued joins finish with their

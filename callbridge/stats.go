@@ -20,6 +20,11 @@ type Stats struct {
 	StanzasOut      uint64               `json:"stanzas_out"`
 	JoinsHandled    uint64               `json:"joins_handled"`
 	JoinsRefused    uint64               `json:"joins_refused"`
+	// RequestsShed counts requests answered resource-constraint because the
+	// handlers' queue was full; RequestsRefused those answered
+	// service-unavailable because their link was closing.
+	RequestsShed    uint64 `json:"requests_shed"`
+	RequestsRefused uint64 `json:"requests_refused"`
 	// LastKeepaliveRTT is the round trip of the last XEP-0199 ping to the
 	// server, 0 if none yet.
 	LastKeepaliveRTT time.Duration `json:"last_keepalive_rtt_ns"`
@@ -32,6 +37,7 @@ type statsCounters struct {
 	connectFailures map[ErrorKind]uint64
 	// totals of finished sessions; the live one is added on read
 	in, out      uint64
+	shed, refsd  uint64
 	lastRTT      time.Duration
 	joinsHandled uint64
 	joinsRefused uint64
@@ -59,6 +65,8 @@ func (s *statsCounters) sessionEnded(st component.Stats, k ErrorKind) {
 	s.disconnects[k]++
 	s.in += st.StanzasIn
 	s.out += st.StanzasOut
+	s.shed += st.Shed
+	s.refsd += st.Refused
 	if st.LastPingRTT > 0 {
 		s.lastRTT = st.LastPingRTT
 	}
@@ -85,6 +93,8 @@ func (s *statsCounters) snapshot(live *component.Session) Stats {
 		StanzasOut:       s.out,
 		JoinsHandled:     s.joinsHandled,
 		JoinsRefused:     s.joinsRefused,
+		RequestsShed:     s.shed,
+		RequestsRefused:  s.refsd,
 		LastKeepaliveRTT: s.lastRTT,
 	}
 	s.mu.Unlock()
@@ -92,6 +102,8 @@ func (s *statsCounters) snapshot(live *component.Session) Stats {
 		ls := live.Stats()
 		st.StanzasIn += ls.StanzasIn
 		st.StanzasOut += ls.StanzasOut
+		st.RequestsShed += ls.Shed
+		st.RequestsRefused += ls.Refused
 		if ls.LastPingRTT > 0 {
 			st.LastKeepaliveRTT = ls.LastPingRTT
 		}

@@ -80,6 +80,8 @@ func writeMetrics(w io.Writer, st callbridge.Status, s callbridge.Stats) {
 	counter("cblink_stanzas_out_total", "Stanzas sent.", s.StanzasOut)
 	counter("cblink_joins_handled_total", "Join requests accepted.", s.JoinsHandled)
 	counter("cblink_joins_refused_total", "Join requests refused.", s.JoinsRefused)
+	counter("cblink_requests_shed_total", "Requests answered resource-constraint: the handlers' queue was full.", s.RequestsShed)
+	counter("cblink_requests_refused_total", "Requests answered service-unavailable: their link was closing.", s.RequestsRefused)
 	metric("cblink_keepalive_rtt_seconds", "gauge", "Round trip of the last XEP-0199 ping to the server (0 before the first).")
 	fmt.Fprintf(w, "cblink_keepalive_rtt_seconds %g\n", s.LastKeepaliveRTT.Seconds())
 }
