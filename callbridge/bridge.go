@@ -127,11 +127,12 @@ func (b *Bridge) WaitForStateChange(ctx context.Context, from State) bool {
 }
 
 // Subscribe returns a channel receiving every state change in order, and a
-// function that ends the subscription. A subscriber that does not keep up
-// never slows the bridge: past 1024 queued events the oldest are dropped.
-// The channel is closed after the Stopped event, or by cancel; when the
-// bridge stops, a subscriber gets a second to drain its queue before the
-// rest is dropped, so Close never waits on a reader that went away.
+// function that ends the subscription (and waits for its goroutine). A
+// subscriber that does not keep up never slows the bridge: past 1024
+// queued events the oldest are dropped. The channel is closed after the
+// Stopped event, or by cancel. Close and Run never wait for subscribers:
+// after the bridge stops, a subscription delivers what is still queued for
+// at most a second, then drops the rest and closes its channel.
 func (b *Bridge) Subscribe() (events <-chan Event, cancel func()) { return b.hub.subscribe() }
 
 // Stats returns the bridge's counters.
@@ -224,7 +225,7 @@ func (b *Bridge) current() (*resolved, *discovery.Resolver) {
 // from a handler (it then returns once everything else has stopped). A
 // Bridge cannot be restarted.
 func (b *Bridge) Close() error {
-	leave := closing.Enter()
+	leave := closing.Enter(b.mux) // handlers of this bridge share its Mux
 	defer leave()
 	if !b.stop() {
 		return nil
@@ -247,7 +248,7 @@ func (b *Bridge) Close() error {
 // to return, so it is bounded by ctx plus Close's bound. It may be called
 // from a handler. Calling Close meanwhile cuts the drain short.
 func (b *Bridge) Shutdown(ctx context.Context) error {
-	leave := closing.Enter()
+	leave := closing.Enter(b.mux) // handlers of this bridge share its Mux
 	defer leave()
 	if !b.stop() {
 		return nil
@@ -280,6 +281,7 @@ func (b *Bridge) stop() bool {
 	started, loop := b.started, b.stopLoop
 	b.mu.Unlock()
 	if !started {
+		b.set(func(s *Status) { s.State = Stopped }) // never ran: final at once
 		b.hub.closeAll()
 		return false
 	}

@@ -101,7 +101,7 @@ func (h *hub) waitChange(ctx context.Context, from State) bool {
 }
 
 func (h *hub) subscribe() (<-chan Event, func()) {
-	s := &subscription{ch: make(chan Event), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &subscription{ch: make(chan Event), fin: make(chan struct{}), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	h.mu.Lock()
 	if h.final {
 		h.mu.Unlock()
@@ -124,7 +124,10 @@ func (h *hub) subscribe() (<-chan Event, func()) {
 	return s.ch, cancel
 }
 
-// closeAll ends every subscription; used when the bridge shuts down.
+// closeAll ends every subscription; used when the bridge shuts down. It
+// does not wait for subscribers: each subscription delivers what is still
+// queued to a reader that takes it, and is cut off closeGrace after this
+// call if its reader does not, so no subscriber ever holds Close or Run.
 func (h *hub) closeAll() {
 	h.mu.Lock()
 	subs := h.subs
@@ -134,30 +137,19 @@ func (h *hub) closeAll() {
 	for s := range subs {
 		s.finish()
 	}
-	// Give subscribers a moment to take their last events (Stopped among
-	// them); those that do not read are cut off rather than waited for,
-	// all by one deadline.
-	deadline, cancel := context.WithTimeout(context.Background(), closeGrace)
-	defer cancel()
-	for s := range subs {
-		select {
-		case <-s.done:
-		case <-deadline.Done():
-			s.halt()
-			<-s.done
-		}
-	}
 }
 
-// closeGrace bounds how long closing the bridge waits for subscribers to
-// drain their queues.
+// closeGrace bounds how long a subscription goes on delivering its last
+// events after the bridge stopped.
 const closeGrace = time.Second
 
 type subscription struct {
 	mu       sync.Mutex
 	queue    []Event
 	dropped  int
-	finished bool // no more events: close ch once the queue is drained
+	finished bool          // no more events: close ch once the queue is drained
+	fin      chan struct{} // closed by finish
+	finOnce  sync.Once
 	ch       chan Event
 	wake     chan struct{}
 	stop     chan struct{}
@@ -183,6 +175,7 @@ func (s *subscription) finish() {
 	s.mu.Lock()
 	s.finished = true
 	s.mu.Unlock()
+	s.finOnce.Do(func() { close(s.fin) })
 	s.signal()
 }
 
@@ -193,31 +186,42 @@ func (s *subscription) signal() {
 	}
 }
 
+// run feeds the channel from the queue. Once finished, it delivers what is
+// left for at most closeGrace, then gives up on a reader that went away.
 func (s *subscription) run() {
 	defer close(s.done)
 	defer close(s.ch)
+	fin := s.fin
+	var grace <-chan time.Time
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
-			fin := s.finished
+			over := s.finished
 			s.mu.Unlock()
-			if fin {
+			if over {
 				return
 			}
 			select {
 			case <-s.wake:
-				continue
 			case <-s.stop:
 				return
 			}
+			continue
 		}
 		ev := s.queue[0]
 		s.queue = s.queue[1:]
 		s.mu.Unlock()
-		select {
-		case s.ch <- ev:
-		case <-s.stop:
-			return
+		for sent := false; !sent; {
+			select {
+			case s.ch <- ev:
+				sent = true
+			case <-s.stop:
+				return
+			case <-fin:
+				fin, grace = nil, time.After(closeGrace)
+			case <-grace:
+				return
+			}
 		}
 	}
 }

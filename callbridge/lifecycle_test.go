@@ -619,3 +619,77 @@ func TestRaceLoserClosed(t *testing.T) {
 	assert.Equal(t, "xmpp2.example.com", b.Status().Server)
 	assert.Contains(t, join(t, r.servers[1], "3", "1234"), "s-3")
 }
+
+// TestSubscriberMayCloseBridge: a subscriber that reacts to an event by
+// calling Close is not held by its own subscription; one that stopped
+// reading is let go within a second of the stop.
+func TestSubscriberMayCloseBridge(t *testing.T) {
+	r := newRig(t, 10)
+	b, err := New(r.config())
+	require.NoError(t, err)
+	events, cancelSub := b.Subscribe()
+	defer cancelSub()
+	_, cancelIdle := b.Subscribe() // never read, never cancelled before the end
+	defer cancelIdle()
+	runBridge(t, b, context.Background())
+	var took time.Duration
+	for ev := range events {
+		if ev.To == Connected {
+			start := time.Now()
+			require.NoError(t, b.Close()) // from the subscriber's own goroutine
+			took = time.Since(start)
+		}
+	}
+	t.Logf("Close from a subscriber took %v", took)
+	assert.Less(t, took, closeGrace, "Close waited for the subscription of its own caller")
+	require.Eventually(t, func() bool {
+		buf := make([]byte, 1<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "callbridge.(*subscription).run")
+	}, 10*time.Second, 10*time.Millisecond, "a subscription that is not read ends after the grace")
+}
+
+// TestHandlerShutdownDuringShutdown: a handler that calls Shutdown while
+// an outside Shutdown waits for it lets both return.
+func TestHandlerShutdownDuringShutdown(t *testing.T) {
+	r := newRig(t, 10)
+	b, err := New(r.config())
+	require.NoError(t, err)
+	inHandler, proceed := make(chan struct{}), make(chan struct{})
+	handlerRet := make(chan error, 1)
+	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		close(inHandler)
+		<-proceed
+		handlerRet <- b.Shutdown(context.Background())
+		return nil, nil
+	})
+	wait := runBridge(t, b, context.Background())
+	awaitStatus(t, b, 10*time.Second, "connected", connectedTo("xmpp1.example.com"))
+	conn, err := r.servers[0].WaitConn(context.Background(), testAddr)
+	require.NoError(t, err)
+	replies := sendJoins(conn, "j1")
+	<-inHandler
+	outside := make(chan error, 1)
+	go func() { outside <- b.Shutdown(context.Background()) }()
+	waitForStack(t, "component.(*pool).drain") // the outside Shutdown waits for the handler
+	close(proceed)
+	for _, c := range []chan error{outside, handlerRet} {
+		select {
+		case err := <-c:
+			assert.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("a Shutdown hangs")
+		}
+	}
+	assert.ErrorIs(t, wait(), ErrClosed)
+	got := collect(t, replies, 1)
+	assert.Contains(t, got["j1"], "type='error'")
+}
+
+// waitForStack waits until some goroutine's stack contains frame.
+func waitForStack(t *testing.T, frame string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		buf := make([]byte, 1<<20)
+		return strings.Contains(string(buf[:runtime.Stack(buf, true)]), frame)
+	}, 10*time.Second, time.Millisecond, "no goroutine in %s", frame)
+}

@@ -18,6 +18,12 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		// This cycle uses the current settings: an Update made before this
+		// point needs no reconnection of its own once the cycle is done.
+		select {
+		case <-b.updated:
+		default:
+		}
 		cfg, res := b.current()
 		b.set(func(s *Status) { s.State = Resolving; s.Backoff = 0; s.Attempt = book.cycles })
 		eps, err := b.endpoints(ctx, cfg, res)
@@ -152,22 +158,34 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res *discovery.
 		pr, probeC = nil, nil
 	}
 	defer endProbe()
+	// A stop wins over everything else that may be ready at the same time
+	// (an Update, a probe's result): select picks at random, so it is
+	// checked first on every round.
+	stop := func() (endReason, *link, error) {
+		endProbe()
+		b.set(func(s *Status) { s.State = Stopping })
+		err := l.sess.Shutdown(hard)
+		b.mu.Lock()
+		b.drainErr = err
+		b.mu.Unlock()
+		b.ended(l, KindClosed)
+		return stopped, l, nil
+	}
 	for {
+		if ctx.Err() != nil {
+			return stop()
+		}
 		select {
 		case <-l.sess.Done():
 			err := l.sess.Err()
 			b.ended(l, kindOf(err))
 			return dropped, l, err
 		case <-ctx.Done():
-			endProbe()
-			b.set(func(s *Status) { s.State = Stopping })
-			err := l.sess.Shutdown(hard)
-			b.mu.Lock()
-			b.drainErr = err
-			b.mu.Unlock()
-			b.ended(l, KindClosed)
-			return stopped, l, nil
+			return stop()
 		case <-b.updated:
+			if ctx.Err() != nil {
+				return stop()
+			}
 			cfg.Logger.Info("xmpp settings changed: reconnecting", "server", l.ep.Target)
 			endProbe()
 			b.drain(hard, cfg, l)
@@ -181,7 +199,11 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res *discovery.
 		case nl := <-probeC:
 			pr.stop()
 			pr, probeC = nil, nil
-			if nl != nil {
+			switch {
+			case nl == nil:
+			case ctx.Err() != nil:
+				nl.sess.Close() // never published: the bridge is stopping
+			default:
 				old := l
 				l = nl
 				b.swap(hard, cfg, old, l)

@@ -88,8 +88,8 @@ type Config struct {
 	// QueueSize bounds the stanzas waiting for a worker. When it is full a
 	// stanza is shed at once: an IQ request is answered with
 	// resource-constraint (type wait), other stanzas are dropped
-	// (Stats.Shed, Stats.Dropped). The reader never waits for room, so the
-	// server's pongs and the replies handlers wait for keep flowing.
+	// (Stats.Shed, Stats.Dropped). The reader never waits for a worker, so
+	// the server's pongs and the replies handlers wait for keep flowing.
 	// Default 256.
 	QueueSize int
 	// OrderPerSender makes stanzas from the same sender run in arrival

@@ -3,6 +3,7 @@ package component
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -559,4 +560,180 @@ func TestPingTimesOutWhileWriteQueueFull(t *testing.T) {
 		time.Since(start).Round(time.Millisecond), cfg.PingInterval, cfg.PingTimeout, cfg.WriteTimeout, err)
 	assert.ErrorIs(t, err, ErrTimeout)
 	assert.Contains(t, err.Error(), "ping")
+}
+
+// waitForStack waits until some goroutine's stack contains every one of
+// frames: a way to know that a goroutine is blocked where a test needs it.
+func waitForStack(t *testing.T, frames ...string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			all := true
+			for _, f := range frames {
+				all = all && strings.Contains(g, f)
+			}
+			if all {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, time.Millisecond, "no goroutine blocked in %v", frames)
+}
+
+// readAllUntil reads everything the client sends, answering its closing
+// tag with the server's, until closed; then it closes the peer's end and
+// returns what it read.
+func readAllUntil(p *peer, closed <-chan struct{}) string {
+	var all strings.Builder
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1<<20)
+		answered := false
+		for {
+			n, err := p.conn.Read(buf)
+			all.Write(buf[:n])
+			if !answered && strings.Contains(all.String(), "</stream:stream>") {
+				answered = true
+				go p.write("</stream:stream>")
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	<-closed
+	p.conn.Close()
+	<-done
+	return all.String()
+}
+
+// TestReplyNotLostWhenCloseMeetsFullQueue: a handler that answers as soon
+// as Close cancels it, while the send queue is full, must still have its
+// request answered before the closing tag (by the teardown, when its own
+// reply cannot be queued).
+func TestReplyNotLostWhenCloseMeetsFullQueue(t *testing.T) {
+	for _, hold := range []bool{true, false} {
+		t.Run(fmt.Sprint("teardown held=", hold), func(t *testing.T) {
+			inHandler := make(chan struct{})
+			cfg := testConfig(nil)
+			cfg.CloseTimeout = 5 * time.Second
+			cfg.WriteTimeout = time.Hour
+			cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+				close(inHandler)
+				<-ctx.Done()
+				return nil, ctx.Err() // a cooperative handler: answers at once
+			})
+			c, p := newPeer(t)
+			go p.accept()
+			s, err := NewSession(context.Background(), c, cfg)
+			require.NoError(t, err)
+			t.Cleanup(s.Abort)
+			p.write(reqIQ("r1"))
+			<-inHandler
+			fillWriteQueue(t, s) // the peer does not read
+			if hold {
+				// Keep the teardown busy until the handler has returned
+				// and its reply has failed to be queued.
+				s.routeMu.Lock()
+			}
+			closed := make(chan struct{})
+			go func() { s.Close(); close(closed) }()
+			if hold {
+				require.Eventually(t, func() bool {
+					s.pool.mu.Lock()
+					defer s.pool.mu.Unlock()
+					return len(s.pool.inflight) == 0
+				}, 5*time.Second, time.Millisecond)
+				s.routeMu.Unlock()
+			}
+			out := readAllUntil(p, closed) // the server reads again
+			require.True(t, strings.Contains(out, "</stream:stream>"), "the stream was not closed cleanly")
+			assert.True(t, strings.Contains(out, "id='r1'"), "r1 got no reply although the stream carried </stream:stream>")
+		})
+	}
+}
+
+// TestReaderRepliesNotLostOnClose: replies the reader batched (here
+// service-unavailable for an unhandled namespace) while it waited for room
+// in a full send queue still go out before the closing tag.
+func TestReaderRepliesNotLostOnClose(t *testing.T) {
+	cfg := testConfig(nil)
+	cfg.CloseTimeout = 5 * time.Second
+	cfg.WriteTimeout = time.Hour
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) { return nil, nil })
+	c, p := newPeer(t)
+	go p.accept()
+	s, err := NewSession(context.Background(), c, cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Abort)
+	fillWriteQueue(t, s) // the peer does not read
+	p.write(`<iq type='get' id='u1' from='u@example.com/web' to='cb1.example.com'><x xmlns='urn:unknown'/></iq>`)
+	waitForStack(t, "component.(*Session).flushBeforeRead", "xstream.(*Writer).Append")
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	out := readAllUntil(p, closed)
+	require.True(t, strings.Contains(out, "</stream:stream>"), "the stream was not closed cleanly")
+	assert.True(t, strings.Contains(out, "id='u1'"), "u1 got no reply although the stream carried </stream:stream>")
+}
+
+// TestNoWorkerOutlivesClose: even when Close used its whole CloseTimeout
+// (the server never answers the closing tag), the workers it woke have
+// exited when it returns.
+func TestNoWorkerOutlivesClose(t *testing.T) {
+	for range 20 {
+		cfg := testConfig(nil)
+		cfg.CloseTimeout = 20 * time.Millisecond
+		cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) { return nil, nil })
+		s, p := startSession(t, cfg)
+		out := p.pump(false, nil)
+		p.write(reqIQ("a"))
+		out.next(t)
+		s.Close() // the peer never sends </stream:stream>
+		s.pool.mu.Lock()
+		w := s.pool.workers
+		s.pool.mu.Unlock()
+		require.Zero(t, w, "Close returned with worker goroutines alive")
+	}
+}
+
+// TestSelfShutdownWithJobQueuedBehind: a handler that calls Shutdown while
+// a request waits behind it in its lane (one worker, or the same sender
+// with OrderPerSender) does not wait for that request, which only its own
+// worker could run: it is answered service-unavailable.
+func TestSelfShutdownWithJobQueuedBehind(t *testing.T) {
+	for _, perSender := range []bool{false, true} {
+		t.Run(fmt.Sprint("OrderPerSender=", perSender), func(t *testing.T) {
+			cfg := testConfig(nil)
+			cfg.Workers = 1
+			if perSender {
+				cfg.Workers, cfg.OrderPerSender = 4, true
+			}
+			gate := make(chan struct{})
+			returned := make(chan error, 1)
+			cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+				if iq.ID == "bye" {
+					<-gate
+					s, _ := SessionFromContext(ctx)
+					returned <- s.Shutdown(context.Background())
+				}
+				return nil, nil
+			})
+			s, p := startSession(t, cfg)
+			out := p.pump(false, nil)
+			p.write(reqIQ("bye") + reqIQ("next")) // same sender: "next" waits behind "bye"
+			require.Eventually(t, func() bool { return s.Stats().StanzasIn == 2 }, 5*time.Second, time.Millisecond)
+			close(gate)
+			select {
+			case err := <-returned:
+				assert.NoError(t, err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("Shutdown from a handler hangs while a request is queued behind it")
+			}
+			got := replies(t, out.rest(t))
+			assert.Equal(t, "error:service-unavailable:wait", got["next"])
+		})
+	}
 }

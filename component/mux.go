@@ -107,9 +107,9 @@ func (m *Mux) lookupIQ(name, ns []byte) IQHandler {
 	return byName[string(name)]
 }
 
-// startWorker starts a worker goroutine for lane l of the pool.
-func (s *Session) startWorker(l *lane) {
-	go s.pool.work(l, s.runJob)
+// newJob makes the job for a stanza copied out of the decoder.
+func newJob(st *Stanza, iq IQHandler) *job {
+	return &job{st: st, iq: iq, id: st.ID, from: st.fromRaw, to: st.toRaw}
 }
 
 // enqueue hands a job to the pool without ever waiting: the reader must
@@ -131,9 +131,6 @@ func (s *Session) enqueue(j *job, a *rawAttrs) {
 	}
 	switch s.pool.push(i, j) {
 	case pushed:
-		return
-	case pushedStart:
-		s.startWorker(s.pool.lanes[i])
 		return
 	case refusedFull:
 		s.stats.dropped.Add(1)
@@ -195,7 +192,7 @@ func (s *Session) route(el *xstream.Element) bool {
 			s.stats.dropped.Add(1)
 			return true
 		}
-		s.enqueue(&job{st: copyStanza(el, &a, kind)}, &a)
+		s.enqueue(newJob(copyStanza(el, &a, kind), nil), &a)
 		return true
 	}
 	typ := a.typ
@@ -226,7 +223,7 @@ func (s *Session) route(el *xstream.Element) bool {
 		s.replyErrorRaw(&a, stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable})
 		return true
 	}
-	s.enqueue(&job{st: copyStanza(el, &a, KindIQ), iq: h}, &a)
+	s.enqueue(newJob(copyStanza(el, &a, KindIQ), h), &a)
 	return true
 }
 
@@ -327,16 +324,18 @@ func (st *Stanza) parseAddrs(self *settings) {
 	}
 }
 
-// runJob runs a handler on a worker goroutine and answers IQs.
-func (s *Session) runJob(j *job) {
+// runJob runs a handler on a worker goroutine and answers IQs. It returns
+// false for an IQ whose reply could not be queued (the session is closing
+// with its send queue full): the teardown answers it.
+func (s *Session) runJob(j *job) (settled bool) {
 	st := j.st
 	st.parseAddrs(&s.cfg)
 	if st.fromRaw != "" && st.From.Domainpart() == "" {
 		s.stats.dropped.Add(1)
 		if j.iq != nil {
-			s.replyError(j, stanza.Error{Type: stanza.Modify, Condition: stanza.JIDMalformed})
+			return s.replyError(j, stanza.Error{Type: stanza.Modify, Condition: stanza.JIDMalformed})
 		}
-		return
+		return true
 	}
 	if j.iq == nil {
 		h := s.mux.message
@@ -344,7 +343,7 @@ func (s *Session) runJob(j *job) {
 			h = s.mux.presence
 		}
 		s.call(st, func() { h(s.ctx, st) })
-		return
+		return true
 	}
 	var (
 		result any
@@ -353,41 +352,39 @@ func (s *Session) runJob(j *job) {
 	panicked := s.call(st, func() { result, err = j.iq(s.ctx, st) })
 	switch {
 	case panicked:
-		s.replyError(j, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
-		return
+		return s.replyError(j, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
 	case err != nil:
 		s.stats.handlerErrors.Add(1)
 		se := errorFromHandler(err)
 		s.log.Info("IQ handler error", slog.String("payload", st.payloadNS+" "+st.payloadName),
-			slog.String("from", st.fromRaw), slog.Any("error", err))
-		s.replyError(j, se)
-		return
+			slog.String("from", j.from), slog.Any("error", err))
+		return s.replyError(j, se)
 	}
 	body, err := encodePayload(result)
 	if err != nil {
 		s.stats.handlerErrors.Add(1)
 		s.log.Error("IQ handler result cannot be encoded", slog.Any("error", err))
-		s.replyError(j, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
-		return
+		return s.replyError(j, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
 	}
-	s.reply(j, func(b []byte) []byte {
-		return appendStanza(b, KindIQ, "result", st.ID, s.replyFromStr(st), st.fromRaw, body)
+	return s.reply(j, func(b []byte) []byte {
+		return appendStanza(b, KindIQ, "result", j.id, s.replyFromStr(j.to), j.from, body)
 	})
 }
 
 // reply queues the answer to request j, unless it has one already or the
-// teardown has answered it on its behalf. If the answer cannot be queued
-// (the session is closing and the queue is full), j stays unanswered so
-// that the teardown answers it.
-func (s *Session) reply(j *job, encode func([]byte) []byte) {
+// teardown has answered it on its behalf. It returns false when the
+// answer could not be queued (the session is closing and the queue is
+// full): j then stays unanswered, and the teardown answers it.
+func (s *Session) reply(j *job, encode func([]byte) []byte) bool {
 	s.replyMu.RLock()
 	defer s.replyMu.RUnlock()
 	if s.repliesClosed || j.answered {
-		return
+		return true
 	}
 	if s.append(s.ctx, encode) == nil {
 		j.answered = true
 	}
+	return j.answered
 }
 
 // call runs f, recovering and logging a panic.
@@ -405,27 +402,26 @@ func (s *Session) call(st *Stanza, f func()) (panicked bool) {
 	return false
 }
 
-// replyFromStr is the from of a reply to st: the request's to when it is
-// the component or inside it. It reads only the raw addresses, which never
-// change, so the teardown may answer a request whose handler is running.
-func (s *Session) replyFromStr(st *Stanza) string {
-	if st.toRaw != "" && strings.EqualFold(domainOf(st.toRaw), s.cfg.addrStr) {
-		return st.toRaw
+// replyFromStr is the from of a reply to a request sent to toRaw: toRaw
+// when it is the component or inside it, else the component address.
+func (s *Session) replyFromStr(toRaw string) string {
+	if toRaw != "" && strings.EqualFold(domainOf(toRaw), s.cfg.addrStr) {
+		return toRaw
 	}
 	return s.cfg.addrStr
 }
 
-func (s *Session) replyError(j *job, se stanza.Error) {
-	s.reply(j, func(b []byte) []byte { return s.appendErrorReply(b, j.st, se) })
+func (s *Session) replyError(j *job, se stanza.Error) bool {
+	return s.reply(j, func(b []byte) []byte { return s.appendErrorReply(b, j, se) })
 }
 
-// appendErrorReply appends an IQ error answering st.
-func (s *Session) appendErrorReply(b []byte, st *Stanza, se stanza.Error) []byte {
+// appendErrorReply appends an IQ error answering request j.
+func (s *Session) appendErrorReply(b []byte, j *job, se stanza.Error) []byte {
 	b = append(b, "<iq type='error'"...)
-	b = xstream.AppendAttr(b, "id", st.ID)
-	b = xstream.AppendAttr(b, "from", s.replyFromStr(st))
-	if st.fromRaw != "" {
-		b = xstream.AppendAttr(b, "to", st.fromRaw)
+	b = xstream.AppendAttr(b, "id", j.id)
+	b = xstream.AppendAttr(b, "from", s.replyFromStr(j.to))
+	if j.from != "" {
+		b = xstream.AppendAttr(b, "to", j.from)
 	}
 	b = append(b, '>')
 	b = appendStanzaError(b, se)

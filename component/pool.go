@@ -12,6 +12,10 @@ import (
 type job struct {
 	st *Stanza
 	iq IQHandler // nil for messages and presences
+	// The request's id and addresses as received, for its reply: the
+	// handler owns st and may change it while the teardown answers.
+	id, from, to string
+	lane         *lane
 	// worker is the goroutine running the handler (set under pool.mu).
 	worker uint64
 	// answered is set once the IQ's reply is queued (guarded by
@@ -32,10 +36,14 @@ const workerIdle = 30 * time.Second
 // The pool is owned by its Session: the reader pushes, the teardown cuts
 // and stops it and waits for its workers.
 type pool struct {
-	mu       sync.Mutex
-	lanes    []*lane
-	queued   int               // jobs waiting in all lanes
-	inflight map[*job]struct{} // jobs whose handler is running
+	owner any            // whose Close a handler may be inside (the Mux)
+	run   func(*job) bool // runs a job; false: an IQ left unanswered
+
+	mu        sync.Mutex
+	lanes     []*lane
+	queued    int               // jobs waiting in all lanes
+	inflight  map[*job]struct{} // jobs whose handler is running
+	unsettled []*job            // IQs whose handler returned but whose reply could not be queued (closing)
 	workers  int               // worker goroutines alive
 	draining bool              // no new jobs (Shutdown or teardown)
 	stopped  bool              // workers exit as soon as they are idle
@@ -55,8 +63,8 @@ type lane struct {
 	wake    chan struct{} // one token per waiting worker woken (cap max)
 }
 
-func newPool(lanes, size, workers int) *pool {
-	p := &pool{lanes: make([]*lane, lanes), inflight: make(map[*job]struct{})}
+func newPool(lanes, size, workers int, owner any, run func(*job) bool) *pool {
+	p := &pool{owner: owner, run: run, lanes: make([]*lane, lanes), inflight: make(map[*job]struct{})}
 	for i := range p.lanes {
 		p.lanes[i] = &lane{size: size, max: workers, wake: make(chan struct{}, workers)}
 	}
@@ -82,10 +90,9 @@ func (l *lane) pop() *job {
 type pushResult uint8
 
 const (
-	pushed          pushResult = iota
-	pushedStart                // queued; the caller must start a worker for the lane
-	refusedFull                // the lane is full: shed the job
-	refusedDraining            // the session is closing: refuse the job
+	pushed          pushResult = iota // queued (a worker was woken or started)
+	refusedFull                       // the lane is full: shed the job
+	refusedDraining                   // the session is closing: refuse the job
 )
 
 // push queues j on lane i. It never blocks.
@@ -99,6 +106,7 @@ func (p *pool) push(i int, j *job) pushResult {
 	if l.len() >= l.size {
 		return refusedFull
 	}
+	j.lane = l
 	l.jobs = append(l.jobs, j)
 	p.queued++
 	switch {
@@ -107,15 +115,20 @@ func (p *pool) push(i int, j *job) pushResult {
 		l.wake <- struct{}{} // never blocks: fewer tokens than workers
 		return pushed
 	case l.workers < l.max:
-		l.workers++
-		p.workers++
-		return pushedStart
+		p.startLocked(l)
 	}
 	return pushed // every worker is busy; the first to finish takes it
 }
 
-// work is a worker goroutine of lane l; run runs one job.
-func (p *pool) work(l *lane, run func(*job)) {
+// startLocked starts a worker for lane l (p.mu held, l.workers < l.max).
+func (p *pool) startLocked(l *lane) {
+	l.workers++
+	p.workers++
+	go p.work(l)
+}
+
+// work is a worker goroutine of lane l.
+func (p *pool) work(l *lane) {
 	id := closing.ID()
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
@@ -126,9 +139,12 @@ func (p *pool) work(l *lane, run func(*job)) {
 			j.worker = id
 			p.inflight[j] = struct{}{}
 			p.mu.Unlock()
-			run(j)
+			settled := p.run(j)
 			p.mu.Lock()
 			delete(p.inflight, j)
+			if !settled {
+				p.unsettled = append(p.unsettled, j) // for the teardown to answer
+			}
 			p.notify()
 			continue
 		}
@@ -178,15 +194,32 @@ func (p *pool) waitCh() <-chan struct{} {
 	return p.changed
 }
 
-// busyLocked counts the jobs queued or running, leaving out handlers that
-// are themselves waiting in a Close of this session: they finish only
-// after it.
+// busyLocked counts the jobs queued or running that a drain waits for,
+// leaving out handlers that are themselves inside a Close of the owner
+// (they finish only after it) and queued jobs that only such a handler's
+// worker could run (the teardown refuses those). A lane whose workers are
+// all inside a Close gets a new worker when its bound allows.
 func (p *pool) busyLocked() int {
-	n := p.queued
+	n := 0
+	self := map[*lane]int{}
 	for j := range p.inflight {
-		if !closing.Inside(j.worker) {
+		if closing.Inside(j.worker, p.owner) {
+			self[j.lane]++
+		} else {
 			n++
 		}
+	}
+	for _, l := range p.lanes {
+		if l.len() == 0 {
+			continue
+		}
+		if l.workers-self[l] == 0 {
+			if l.workers >= l.max {
+				continue // nobody can run them before the Close
+			}
+			p.startLocked(l)
+		}
+		n += l.len()
 	}
 	return n
 }
@@ -205,6 +238,7 @@ func (p *pool) drain(ctx context.Context, stop <-chan struct{}) error {
 		p.mu.Unlock()
 		select {
 		case <-ch:
+		case <-closing.Changed(): // a handler may have entered a Close
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-stop:
@@ -229,23 +263,25 @@ func (p *pool) cut() (queued []*job) {
 	return queued
 }
 
-// running returns the jobs whose handlers are running.
+// running returns the jobs whose handlers are running, and those whose
+// handlers returned without getting their reply out.
 func (p *pool) running() []*job {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var js []*job
+	js := append([]*job(nil), p.unsettled...)
 	for j := range p.inflight {
 		js = append(js, j)
 	}
 	return js
 }
 
-// stop makes every worker exit once its handler (if any) returns, and
-// waits for them until deadline. Handlers inside a Close of this session
-// are not waited for. It returns the jobs whose handlers were still
-// running at the deadline.
+// stop makes every worker exit once its handler (if any) returns. It
+// waits for idle workers (they exit at once), then for running handlers
+// until deadline, but not for handlers inside a Close of the owner. It
+// returns the jobs whose handlers were still running at the deadline.
 func (p *pool) stop(deadline <-chan struct{}) (stuck []*job) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.stopped = true
 	for _, l := range p.lanes {
 		for ; l.waiting > 0; l.waiting-- {
@@ -255,29 +291,39 @@ func (p *pool) stop(deadline <-chan struct{}) (stuck []*job) {
 	for {
 		self := 0
 		for j := range p.inflight {
-			if closing.Inside(j.worker) {
+			if closing.Inside(j.worker, p.owner) {
 				self++
 			}
 		}
-		if p.workers <= self {
-			p.mu.Unlock()
+		idle := p.workers - len(p.inflight)
+		if idle == 0 && len(p.inflight) == self {
 			return nil
+		}
+		expired := false
+		select {
+		case <-deadline:
+			expired = true
+		default:
+		}
+		if idle == 0 && expired {
+			for j := range p.inflight {
+				if !closing.Inside(j.worker, p.owner) {
+					stuck = append(stuck, j)
+				}
+			}
+			return stuck
 		}
 		ch := p.waitCh()
 		p.mu.Unlock()
+		dl := deadline
+		if idle > 0 {
+			dl = nil // idle workers exit at once: wait for them regardless
+		}
 		select {
 		case <-ch:
-			p.mu.Lock()
-			continue
-		case <-deadline:
+		case <-closing.Changed():
+		case <-dl:
 		}
 		p.mu.Lock()
-		for j := range p.inflight {
-			if !closing.Inside(j.worker) {
-				stuck = append(stuck, j)
-			}
-		}
-		p.mu.Unlock()
-		return stuck
 	}
 }

@@ -194,9 +194,9 @@ func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Session, error)
 		if s.cfg.OrderPerSender {
 			// One lane of one worker per slot: same sender, same worker.
 			n := s.cfg.Workers
-			s.pool = newPool(n, max(1, s.cfg.QueueSize/n), 1)
+			s.pool = newPool(n, max(1, s.cfg.QueueSize/n), 1, s.mux, s.runJob)
 		} else {
-			s.pool = newPool(1, s.cfg.QueueSize, s.cfg.Workers)
+			s.pool = newPool(1, s.cfg.QueueSize, s.cfg.Workers, s.mux, s.runJob)
 		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithValue(context.Background(), sessionKey{}, s))
@@ -288,7 +288,7 @@ func (s *Session) Stats() Stats {
 // exceptions). It is idempotent and safe from any goroutine, handlers
 // included; once the link has ended it only waits. It returns nil.
 func (s *Session) Close() error {
-	leave := closing.Enter()
+	leave := closing.Enter(s.mux)
 	defer leave()
 	s.fail(ErrClosed, endGraceful, nil)
 	<-s.done
@@ -305,7 +305,7 @@ func (s *Session) Close() error {
 // while it drains, so handlers may still use SendIQ. Like Close it may be
 // called from a handler.
 func (s *Session) Shutdown(ctx context.Context) error {
-	leave := closing.Enter()
+	leave := closing.Enter(s.mux)
 	defer leave()
 	var err error
 	if s.pool != nil {
@@ -320,7 +320,7 @@ func (s *Session) Shutdown(ctx context.Context) error {
 // supervisor that has given up on it): nothing more is written, and it
 // waits like Close.
 func (s *Session) Abort() {
-	leave := closing.Enter()
+	leave := closing.Enter(s.mux)
 	defer leave()
 	s.fail(ErrClosed, endAbort, nil)
 	<-s.done
@@ -528,8 +528,8 @@ func (s *Session) teardown() {
 	if s.pool != nil {
 		for _, j := range s.pool.stop(closeCtx.Done()) {
 			s.log.Error("handler still running after its context was cancelled; leaving it behind",
-				slog.String("kind", j.st.Kind.String()), slog.String("payload", j.st.payloadNS+" "+j.st.payloadName),
-				slog.String("from", j.st.fromRaw), slog.Duration("waited", s.cfg.CloseTimeout))
+				slog.String("payload", j.st.payloadNS+" "+j.st.payloadName),
+				slog.String("from", j.from), slog.String("id", j.id), slog.Duration("waited", s.cfg.CloseTimeout))
 		}
 	}
 	s.log.Debug("component session ended")
@@ -544,7 +544,7 @@ func (s *Session) refuseJob(ctx context.Context, j *job) {
 		s.stats.dropped.Add(1)
 		return
 	}
-	err := s.w.Append(ctx, func(b []byte) []byte { return s.appendErrorReply(b, j.st, errClosing) })
+	err := s.w.Append(ctx, func(b []byte) []byte { return s.appendErrorReply(b, j, errClosing) })
 	if err == nil {
 		j.answered = true
 		s.stats.out.Add(1)
@@ -615,6 +615,11 @@ func (s *Session) flushRepliesCtx(ctx context.Context) {
 	err := s.w.Append(ctx, func(b []byte) []byte { return append(b, s.rbatch...) })
 	if err == nil {
 		s.stats.out.Add(s.rcount)
+	} else if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The wait for room was cut short (the link is closing), but the
+		// stream can still carry these replies: keep them for the
+		// teardown, which queues them before its closing tag.
+		return
 	}
 	s.rbatch, s.rcount = s.rbatch[:0], 0
 	if cap(s.rbatch) > maxReplyBatch {

@@ -1,12 +1,14 @@
 // Package closing lets a Close that waits for handler goroutines recognise
-// the one handler that called it, so that a handler may close the session
-// or bridge it runs in without waiting for itself.
+// the handlers that called it, so that a handler may close the session or
+// bridge it runs in without waiting for itself.
 //
 // A handler runs on a worker goroutine; Close is an ordinary call on that
-// same goroutine. Enter records the calling goroutine as "inside a Close"
-// until the returned function is called; a teardown that waits for its
-// workers skips those that are inside a Close, because they will only
-// return once the teardown has finished.
+// same goroutine. Enter records the calling goroutine as inside a Close of
+// a given owner until the returned function is called; a drain or teardown
+// of that owner that waits for its workers skips those inside its Close,
+// because they will only return once it has finished. The owner is the
+// thing the handlers belong to (a component.Mux: one per bridge), so that
+// a handler inside the Close of some other session is still waited for.
 package closing
 
 import (
@@ -15,9 +17,15 @@ import (
 	"sync"
 )
 
+type entry struct {
+	id    uint64
+	owner any
+}
+
 var (
-	mu     sync.Mutex
-	inside = map[uint64]int{}
+	mu      sync.Mutex
+	inside  = map[entry]int{}
+	changed = make(chan struct{}) // closed and replaced at every Enter
 )
 
 // ID returns the calling goroutine's id, as the runtime prints it in stack
@@ -43,28 +51,38 @@ func ID() uint64 {
 	return id
 }
 
-// Enter records that the calling goroutine is inside a Close until leave
-// is called. Calls may nest.
-func Enter() (leave func()) {
-	id := ID()
+// Enter records that the calling goroutine is inside a Close of owner
+// until leave is called, and wakes whoever waits on Changed. Calls nest.
+func Enter(owner any) (leave func()) {
+	e := entry{id: ID(), owner: owner}
 	mu.Lock()
-	inside[id]++
+	inside[e]++
+	close(changed)
+	changed = make(chan struct{})
 	mu.Unlock()
 	return func() {
 		mu.Lock()
-		if inside[id]--; inside[id] <= 0 {
-			delete(inside, id)
+		if inside[e]--; inside[e] <= 0 {
+			delete(inside, e)
 		}
 		mu.Unlock()
 	}
 }
 
-// Inside reports whether goroutine id is inside a Close.
-func Inside(id uint64) bool {
+// Inside reports whether goroutine id is inside a Close of owner.
+func Inside(id uint64, owner any) bool {
 	if id == 0 {
 		return false
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return inside[id] > 0
+	return inside[entry{id, owner}] > 0
+}
+
+// Changed returns a channel closed at the next Enter, for waits that count
+// the goroutines inside a Close.
+func Changed() <-chan struct{} {
+	mu.Lock()
+	defer mu.Unlock()
+	return changed
 }

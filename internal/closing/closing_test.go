@@ -16,20 +16,28 @@ func TestIDDiffersPerGoroutine(t *testing.T) {
 }
 
 func TestEnterNestsAndLeaves(t *testing.T) {
+	a, b := new(int), new(int)
 	id := ID()
-	assert.False(t, Inside(id))
-	leave1 := Enter()
-	leave2 := Enter()
-	assert.True(t, Inside(id))
+	assert.False(t, Inside(id, a))
+	changed := Changed()
+	leave1 := Enter(a)
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Enter wakes waiters")
+	}
+	leave2 := Enter(a)
+	assert.True(t, Inside(id, a))
+	assert.False(t, Inside(id, b), "inside a Close of a, not of b")
 	leave2()
-	assert.True(t, Inside(id), "still inside the outer Close")
+	assert.True(t, Inside(id, a), "still inside the outer Close")
 	leave1()
-	assert.False(t, Inside(id))
+	assert.False(t, Inside(id, a))
 
 	seen := make(chan bool)
-	leave := Enter()
-	go func() { seen <- Inside(ID()) }()
+	leave := Enter(a)
+	go func() { seen <- Inside(ID(), a) }()
 	assert.False(t, <-seen, "another goroutine is not inside this Close")
 	leave()
-	assert.False(t, Inside(0))
+	assert.False(t, Inside(0, a))
 }
