@@ -230,12 +230,16 @@ func (b *Bridge) Close() error {
 	if !b.stop() {
 		return nil
 	}
-	b.mu.Lock()
-	hard := b.stopHard
-	b.mu.Unlock()
-	hard()
+	b.hardStop()()
 	<-b.done
 	return nil
+}
+
+// hardStop returns the function that cuts drains short.
+func (b *Bridge) hardStop() context.CancelFunc {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stopHard
 }
 
 // Shutdown stops the bridge gracefully, in the manner of net/http's
@@ -253,10 +257,7 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	if !b.stop() {
 		return nil
 	}
-	b.mu.Lock()
-	hard := b.stopHard
-	b.mu.Unlock()
-	release := context.AfterFunc(ctx, hard)
+	release := context.AfterFunc(ctx, b.hardStop())
 	defer release()
 	<-b.done
 	b.mu.Lock()

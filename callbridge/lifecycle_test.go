@@ -127,6 +127,17 @@ func runBridge(t *testing.T, b *Bridge, ctx context.Context) func() error {
 	return wait
 }
 
+// runConnected runs b until it is connected to the rig's first server and
+// returns the wait for Run and the server's side of the link.
+func runConnected(t *testing.T, r *rig, b *Bridge) (wait func() error, conn *componenttest.Conn) {
+	t.Helper()
+	wait = runBridge(t, b, context.Background())
+	awaitStatus(t, b, 10*time.Second, "connected", connectedTo(r.names[0]))
+	conn, err := r.servers[0].WaitConn(context.Background(), testAddr)
+	require.NoError(t, err)
+	return wait, conn
+}
+
 func awaitStatus(t *testing.T, b *Bridge, within time.Duration, what string, ok func(Status) bool) Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
@@ -305,10 +316,7 @@ func TestHandlerMayStopBridge(t *testing.T) {
 				}
 				return nil, nil
 			})
-			wait := runBridge(t, b, context.Background())
-			awaitStatus(t, b, 10*time.Second, "connected", connectedTo("xmpp1.example.com"))
-			conn, err := r.servers[0].WaitConn(context.Background(), testAddr)
-			require.NoError(t, err)
+			wait, conn := runConnected(t, r, b)
 			replies := sendJoins(conn, "j1")
 			select {
 			case err := <-returned:
@@ -493,10 +501,7 @@ func TestCloseWithServerNotReading(t *testing.T) {
 	r := newRig(t, 10)
 	b, err := New(r.config())
 	require.NoError(t, err)
-	wait := runBridge(t, b, context.Background())
-	awaitStatus(t, b, 10*time.Second, "connected", connectedTo("xmpp1.example.com"))
-	conn, err := r.servers[0].WaitConn(context.Background(), testAddr)
-	require.NoError(t, err)
+	wait, conn := runConnected(t, r, b)
 	conn.Blackhole()
 	big := component.RawXML("<body>" + strings.Repeat("x", 16<<10) + "</body>")
 	full := false
@@ -662,10 +667,7 @@ func TestHandlerShutdownDuringShutdown(t *testing.T) {
 		handlerRet <- b.Shutdown(context.Background())
 		return nil, nil
 	})
-	wait := runBridge(t, b, context.Background())
-	awaitStatus(t, b, 10*time.Second, "connected", connectedTo("xmpp1.example.com"))
-	conn, err := r.servers[0].WaitConn(context.Background(), testAddr)
-	require.NoError(t, err)
+	wait, conn := runConnected(t, r, b)
 	replies := sendJoins(conn, "j1")
 	<-inHandler
 	outside := make(chan error, 1)

@@ -155,7 +155,7 @@ func TestLifecycleStress(t *testing.T) {
 	})
 	for range 2 {
 		_, cancelSub := b.Subscribe() // never read: Close must not wait for them
-		defer cancelSub()            // (their goroutines end within a second of the stop anyway)
+		defer cancelSub()             // (their goroutines end within a second of the stop anyway)
 	}
 
 	// The servers misbehave; the settings change.

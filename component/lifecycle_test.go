@@ -122,6 +122,16 @@ func replies(t *testing.T, stanzas []string) map[string]string {
 	return got
 }
 
+// untilCancelled is a Mux whose handler signals inHandler, then waits for
+// its context to end and returns its error.
+func untilCancelled(inHandler chan<- struct{}) *Mux {
+	return testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		inHandler <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+}
+
 func testMux(h IQHandler) *Mux {
 	m := NewMux()
 	m.HandleIQ("q", "urn:test", h)
@@ -174,11 +184,7 @@ func TestCloseAnswersEveryRequest(t *testing.T) {
 	inHandler := make(chan struct{}, 1)
 	cfg := testConfig(nil)
 	cfg.Workers = 1
-	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
-		inHandler <- struct{}{}
-		<-ctx.Done()
-		return nil, ctx.Err()
-	})
+	cfg.Handler = untilCancelled(inHandler)
 	s, p := startSession(t, cfg)
 	out := p.pump(false, nil)
 	for i := range 5 {
@@ -273,11 +279,7 @@ func TestShutdownGraceExpires(t *testing.T) {
 	inHandler := make(chan struct{}, 1)
 	cfg := testConfig(nil)
 	cfg.Workers = 1
-	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
-		inHandler <- struct{}{}
-		<-ctx.Done()
-		return nil, ctx.Err()
-	})
+	cfg.Handler = untilCancelled(inHandler)
 	s, p := startSession(t, cfg)
 	out := p.pump(false, nil)
 	p.write(reqIQ("r0") + reqIQ("r1") + reqIQ("r2"))

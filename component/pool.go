@@ -36,7 +36,7 @@ const workerIdle = 30 * time.Second
 // The pool is owned by its Session: the reader pushes, the teardown cuts
 // and stops it and waits for its workers.
 type pool struct {
-	owner any            // whose Close a handler may be inside (the Mux)
+	owner any             // whose Close a handler may be inside (the Mux)
 	run   func(*job) bool // runs a job; false: an IQ left unanswered
 
 	mu        sync.Mutex
@@ -44,10 +44,10 @@ type pool struct {
 	queued    int               // jobs waiting in all lanes
 	inflight  map[*job]struct{} // jobs whose handler is running
 	unsettled []*job            // IQs whose handler returned but whose reply could not be queued (closing)
-	workers  int               // worker goroutines alive
-	draining bool              // no new jobs (Shutdown or teardown)
-	stopped  bool              // workers exit as soon as they are idle
-	changed  chan struct{}     // closed on the next change; nil when nobody waits
+	workers   int               // worker goroutines alive
+	draining  bool              // no new jobs (Shutdown or teardown)
+	stopped   bool              // workers exit as soon as they are idle
+	changed   chan struct{}     // closed on the next change; nil when nobody waits
 }
 
 // lane is one FIFO queue with its own workers. Without OrderPerSender

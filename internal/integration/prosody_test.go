@@ -12,10 +12,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"syscall"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 

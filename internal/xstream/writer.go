@@ -86,6 +86,11 @@ func (w *Writer) Append(ctx context.Context, encode func([]byte) []byte) error {
 		}
 		w.mu.Lock()
 	}
+	return w.appendLocked(encode)
+}
+
+// appendLocked queues what encode appends; w.mu is held, and released.
+func (w *Writer) appendLocked(encode func([]byte) []byte) error {
 	if err := w.errLocked(); err != nil {
 		w.mu.Unlock()
 		return err
@@ -110,17 +115,7 @@ func (w *Writer) Write(ctx context.Context, p []byte) error {
 // only once the writer has stopped or is closing.
 func (w *Writer) AppendControl(encode func([]byte) []byte) error {
 	w.mu.Lock()
-	if err := w.errLocked(); err != nil {
-		w.mu.Unlock()
-		return err
-	}
-	wasEmpty := len(w.pend) == 0
-	w.pend = encode(w.pend)
-	w.mu.Unlock()
-	if wasEmpty {
-		w.signal()
-	}
-	return nil
+	return w.appendLocked(encode)
 }
 
 // Pending returns the number of bytes queued and not yet handed to the
