@@ -6,24 +6,48 @@ import (
 )
 
 // Backoff sets the waits between connection cycles: exponential growth from
-// Base by Multiplier up to Max, with full jitter (a uniformly random wait
-// between 0 and the computed value, so that many bridges restarted together
-// do not hammer the server in step). The zero value means DefaultBackoff.
+// Base by Multiplier, with full jitter (a uniformly random wait between 0
+// and the computed value, so that many bridges restarted together do not
+// hammer the server in step). The zero value means DefaultBackoff.
+//
+// What each failure waits:
+//
+//	failure                                        wait before the next cycle
+//	a link that was healthy drops                  none: the next cycle starts at once
+//	then every endpoint fails (server restarting)  jittered, growing from Base, capped by
+//	                                               TransientMax and by half the outage so far
+//	                                               (a server back after 4 s is retried within 2 s)
+//	an endpoint that has not failed is left        none: it is tried at once
+//	every endpoint fails (no link yet)             jittered, growing from Base up to TransientMax
+//	a link drops before it was healthy (flapping)  the first time none, then as the line above
+//	permanent refusal (wrong secret, unknown name) Max, every time
+//
+// A link is healthy once it has shown the server alive after the
+// handshake (a ping answered, or stanzas both ways) or lived ResetAfter; a
+// healthy link clears the failure counts.
 type Backoff struct {
-	Base       time.Duration // first wait's upper bound
-	Max        time.Duration // cap on every wait; also the interval for permanent errors
-	Multiplier float64       // growth per failed cycle
-	// ResetAfter is how long a link must stay up before the next failure
-	// starts again from Base rather than continuing the growth.
+	Base time.Duration // first wait's upper bound
+	// Max is the interval between attempts while the server refuses the
+	// bridge for a reason an operator must fix, and the cap of every wait.
+	Max time.Duration
+	// TransientMax caps the wait after transient failures (network,
+	// timeouts, stream errors): a Call Bridge that is down is a service
+	// that is down, so it keeps trying often.
+	TransientMax time.Duration
+	Multiplier   float64 // growth per failed cycle
+	// ResetAfter is how long a link must live to count as healthy when it
+	// has not shown the server alive otherwise; links that end sooner count
+	// as failures of their server (flapping).
 	ResetAfter time.Duration
 }
 
 // DefaultBackoff is the Backoff used for zero fields.
 var DefaultBackoff = Backoff{
-	Base:       time.Second,
-	Max:        60 * time.Second,
-	Multiplier: 2,
-	ResetAfter: 60 * time.Second,
+	Base:         time.Second,
+	Max:          60 * time.Second,
+	TransientMax: 10 * time.Second,
+	Multiplier:   2,
+	ResetAfter:   10 * time.Second,
 }
 
 func (b Backoff) withDefaults() Backoff {
@@ -36,6 +60,10 @@ func (b Backoff) withDefaults() Backoff {
 	if b.Max < b.Base {
 		b.Max = b.Base
 	}
+	if b.TransientMax <= 0 {
+		b.TransientMax = DefaultBackoff.TransientMax
+	}
+	b.TransientMax = min(max(b.TransientMax, b.Base), b.Max)
 	if b.Multiplier < 1 {
 		b.Multiplier = DefaultBackoff.Multiplier
 	}
@@ -46,18 +74,24 @@ func (b Backoff) withDefaults() Backoff {
 }
 
 // ceiling is the upper bound of the wait after the given number of failed
-// cycles (1 for the first failure).
-func (b Backoff) ceiling(failures int) time.Duration {
+// cycles (1 for the first failure) of a transient kind; outage, when not
+// zero, is how long ago a healthy link dropped, and caps the wait at half
+// of it (but not below Base).
+func (b Backoff) ceiling(failures int, outage time.Duration) time.Duration {
 	d := float64(b.Base)
-	for i := 1; i < failures && d < float64(b.Max); i++ {
+	for i := 1; i < failures && d < float64(b.TransientMax); i++ {
 		d *= b.Multiplier
 	}
-	return time.Duration(min(d, float64(b.Max)))
+	c := time.Duration(min(d, float64(b.TransientMax)))
+	if outage > 0 {
+		c = min(c, max(b.Base, outage/2))
+	}
+	return c
 }
 
 // delay draws the wait after the given number of failed cycles.
-func (b Backoff) delay(failures int, r *rand.Rand) time.Duration {
-	c := b.ceiling(failures)
+func (b Backoff) delay(failures int, outage time.Duration, r *rand.Rand) time.Duration {
+	c := b.ceiling(failures, outage)
 	if c <= 0 {
 		return 0
 	}

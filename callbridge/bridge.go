@@ -42,6 +42,7 @@ type Bridge struct {
 	bg sync.WaitGroup
 
 	// for tests
+	now      func() time.Time // the clock for link lifetimes and outages
 	dial     dialFunc
 	rand     *rand.Rand
 	randMu   sync.Mutex
@@ -62,6 +63,7 @@ func New(cfg Config) (*Bridge, error) {
 		cfg:     r,
 		done:    make(chan struct{}),
 		updated: make(chan struct{}, 1),
+		now:     time.Now,
 		dial:    (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 		rand:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}

@@ -106,7 +106,8 @@ type Config struct {
 	// Default 5s. Shutdown's drain is bounded by its ctx instead.
 	DrainTimeout time.Duration
 
-	// Backoff sets the waits between connection cycles.
+	// Backoff sets the waits between connection cycles (see its table of
+	// what each failure waits).
 	Backoff Backoff
 	// StopOnPermanentError makes Run return a permanent error (wrong secret,
 	// unknown name) instead of retrying at Backoff.Max as CMS does.
@@ -289,7 +290,8 @@ func (c Config) resolve() (*resolved, error) {
 		{"keepalive idle", c.KeepaliveIdle}, {"ping timeout", c.PingTimeout},
 		{"read timeout", c.ReadTimeout}, {"fail-back interval", c.FailBackInterval},
 		{"backoff base", c.Backoff.Base}, {"backoff max", c.Backoff.Max},
-		{"backoff reset", c.Backoff.ResetAfter}, {"drain timeout", c.DrainTimeout},
+		{"backoff reset", c.Backoff.ResetAfter}, {"backoff transient max", c.Backoff.TransientMax},
+		{"drain timeout", c.DrainTimeout},
 	} {
 		if d.v < 0 {
 			bad(d.name, "must not be negative: %v", d.v)

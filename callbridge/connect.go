@@ -252,7 +252,7 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 		tconn.Close()
 		return nil, fail(Authenticating, as, err)
 	}
-	return &link{sess: sess, ep: ep, addr: addr, up: time.Now()}, nil
+	return &link{sess: sess, ep: ep, addr: addr, up: b.now()}, nil
 }
 
 func (b *Bridge) tlsConfig(cfg *resolved, ep discovery.Endpoint) (*tls.Config, error) {

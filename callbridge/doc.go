@@ -40,11 +40,16 @@
 //
 // Failures are counted per endpoint: the bridge never waits before trying
 // an endpoint that has not failed. Only when every endpoint has failed does
-// it wait, with exponential backoff and full jitter (Config.Backoff). When
-// a link that held drops, the bridge starts a new cycle at once, trying the
-// server it lost last. A server that keeps dropping the link right after
-// accepting it (within Backoff.ResetAfter) is treated as failing, so it is
-// not hammered.
+// it wait, with exponential backoff and full jitter capped at
+// Backoff.TransientMax (10s): a Call Bridge without its link is a service
+// that is down. When a healthy link drops (it showed the server alive, or
+// lived Backoff.ResetAfter), the bridge starts a new cycle at once, trying
+// the server it lost last, and while that outage lasts its waits stay
+// under half the outage so far, so that a server restarted in a few
+// seconds is back in use within a second or two of listening again. A
+// server that keeps dropping the link before it was healthy (flapping)
+// counts as failing and is backed off. The Backoff type has the table of
+// what each failure waits.
 //
 // Wrong secrets and unknown names are permanent errors: an operator must fix
 // the XMPP server. The bridge reports them as such in Status and keeps

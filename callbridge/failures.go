@@ -1,6 +1,8 @@
 package callbridge
 
 import (
+	"time"
+
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery"
 )
@@ -19,6 +21,9 @@ type failureBook struct {
 	cycles int
 	// lost is the endpoint whose link just ended: tried last next time.
 	lost string
+	// outage is when a healthy link dropped, while no link is up since;
+	// zero otherwise. It caps the waits (Backoff.ceiling).
+	outage time.Time
 }
 
 type epRecord struct {
@@ -61,21 +66,23 @@ func (f *failureBook) attemptFailed(ep discovery.Endpoint, err error) {
 }
 
 // connected records a link up.
-func (f *failureBook) connected() { f.cycles, f.lookupFails = 0, 0 }
+func (f *failureBook) connected() { f.cycles, f.lookupFails, f.outage = 0, 0, time.Time{} }
 
-// dropped records that the link to ep ended after holding (held: it lived
-// Backoff.ResetAfter or longer) or not, and says whether the next cycle
-// may start at once. A link that held clears every record: the servers
-// were healthy. One that did not counts as a failure of ep; the next cycle
-// still starts at once for the first such drop, or when another endpoint
-// has not failed.
-func (f *failureBook) dropped(ep discovery.Endpoint, held bool) (now bool) {
+// dropped records that the link to ep ended, at time now, after it was
+// healthy (it showed the server alive, or lived Backoff.ResetAfter) or
+// not, and says whether the next cycle may start at once. A healthy link
+// clears every record (the servers were fine) and starts an outage, whose
+// length caps the waits that follow. One that was not healthy counts as a
+// failure of ep; the next cycle still starts at once for the first such
+// drop, or when another endpoint has not failed.
+func (f *failureBook) dropped(ep discovery.Endpoint, healthy bool, now time.Time) (immediate bool) {
 	f.lost = key(ep)
 	r := f.rec(ep)
-	if held {
+	if healthy {
 		for _, o := range f.eps {
 			o.fails, o.permanent = 0, false
 		}
+		f.outage = now
 		return true
 	}
 	r.fails++
@@ -114,6 +121,15 @@ func (f *failureBook) lookupFailed() int {
 	f.cycles++
 	f.lookupFails++
 	return f.lookupFails
+}
+
+// outageFor is how long ago a healthy link dropped, 0 when no such
+// outage is in progress.
+func (f *failureBook) outageFor(now time.Time) time.Duration {
+	if f.outage.IsZero() {
+		return 0
+	}
+	return max(now.Sub(f.outage), 1)
 }
 
 // reset forgets everything (new settings).

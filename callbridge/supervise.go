@@ -74,11 +74,11 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 		b.set(func(s *Status) {
 			s.LastErr, s.LastErrKind, s.Permanent = lerr, kindOf(lerr), component.IsPermanent(lerr)
 		})
-		// A link that held is replaced at once, as is the first drop of a
-		// server or one with another server not yet failed; a server that
-		// keeps dropping the link right after accepting it waits like a
-		// failure.
-		if book.dropped(last.ep, time.Since(last.up) >= cfg.Backoff.ResetAfter) {
+		// A link that was healthy is replaced at once, as is the first
+		// drop of a server or one with another server not yet failed; a
+		// server that keeps dropping the link right after accepting it
+		// waits like a failure.
+		if book.dropped(last.ep, b.healthy(cfg, last), b.now()) {
 			continue
 		}
 		n, _ := book.cycleFailed()
@@ -88,10 +88,19 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 	}
 }
 
+// healthy reports whether a link that ended had shown the server alive
+// after the handshake (a ping answered, or stanzas both ways) or lived
+// Backoff.ResetAfter: its end is then an outage, not a flapping server.
+func (b *Bridge) healthy(cfg *resolved, l *link) bool {
+	st := l.sess.Stats()
+	return st.LastPingRTT > 0 || (st.StanzasIn > 0 && st.StanzasOut > 0) ||
+		b.now().Sub(l.up) >= cfg.Backoff.ResetAfter
+}
+
 // backOff waits before the next cycle. It returns false when ctx ended.
 // An Update ends the wait early and clears the failure accounting.
 func (b *Bridge) backOff(ctx context.Context, cfg *resolved, book *failureBook, failures int, perm bool) bool {
-	wait := b.backoff(cfg, failures, perm)
+	wait := b.backoff(cfg, failures, perm, book.outageFor(b.now()))
 	b.set(func(s *Status) { s.State = BackingOff; s.Backoff = wait; s.Attempt = book.cycles })
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -105,18 +114,18 @@ func (b *Bridge) backOff(ctx context.Context, cfg *resolved, book *failureBook, 
 	return true
 }
 
-func (b *Bridge) backoff(cfg *resolved, failures int, perm bool) time.Duration {
+func (b *Bridge) backoff(cfg *resolved, failures int, perm bool, outage time.Duration) time.Duration {
 	if perm {
 		// Operators fix the server while the bridge runs, as on CMS: keep
 		// trying, at the slowest pace.
 		return cfg.Backoff.Max
 	}
 	if b.noJitter {
-		return cfg.Backoff.ceiling(failures)
+		return cfg.Backoff.ceiling(failures, outage)
 	}
 	b.randMu.Lock()
 	defer b.randMu.Unlock()
-	return cfg.Backoff.delay(failures, b.rand)
+	return cfg.Backoff.delay(failures, outage, b.rand)
 }
 
 type endReason int
