@@ -374,7 +374,15 @@ func startQueuedJoins(t *testing.T, r *rig, cfg Config, n int) *queuedJoins {
 	}
 	q.replies = sendJoins(q.conn, q.ids...)
 	<-inHandler
-	require.Eventually(t, func() bool { return b.Stats().StanzasIn >= uint64(n) }, 10*time.Second, time.Millisecond)
+	// One running, the rest queued behind it.
+	require.Eventually(t, func() bool {
+		s, err := b.Session()
+		if err != nil {
+			return false
+		}
+		st := s.Stats()
+		return st.Running == 1 && st.Queued == n-1
+	}, 10*time.Second, time.Millisecond)
 	return q
 }
 

@@ -25,6 +25,10 @@ type Stats struct {
 	// service-unavailable because their link was closing.
 	RequestsShed    uint64 `json:"requests_shed"`
 	RequestsRefused uint64 `json:"requests_refused"`
+	// Queued and Running are the live link's stanzas waiting for a
+	// handler and handlers running, now.
+	Queued  int `json:"queued"`
+	Running int `json:"running"`
 	// LastKeepaliveRTT is the round trip of the last XEP-0199 ping to the
 	// server, 0 if none yet.
 	LastKeepaliveRTT time.Duration `json:"last_keepalive_rtt_ns"`
@@ -104,6 +108,7 @@ func (s *statsCounters) snapshot(live *component.Session) Stats {
 		st.StanzasOut += ls.StanzasOut
 		st.RequestsShed += ls.Shed
 		st.RequestsRefused += ls.Refused
+		st.Queued, st.Running = ls.Queued, ls.Running
 		if ls.LastPingRTT > 0 {
 			st.LastKeepaliveRTT = ls.LastPingRTT
 		}

@@ -191,7 +191,7 @@ func TestCloseAnswersEveryRequest(t *testing.T) {
 		p.write(reqIQ(fmt.Sprint("r", i)))
 	}
 	<-inHandler
-	require.Eventually(t, func() bool { return s.Stats().StanzasIn == 5 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { st := s.Stats(); return st.Running == 1 && st.Queued == 4 }, 5*time.Second, time.Millisecond)
 	require.NoError(t, s.Close())
 	got := replies(t, out.rest(t))
 	assert.ErrorIs(t, out.endErr, xstream.ErrStreamEnd, "the replies come before the closing tag")
@@ -242,7 +242,7 @@ func TestShutdownDrains(t *testing.T) {
 		p.write(reqIQ(fmt.Sprint("r", i)))
 	}
 	<-inHandler
-	require.Eventually(t, func() bool { return s.Stats().StanzasIn == 4 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { st := s.Stats(); return st.Running == 1 && st.Queued == 3 }, 5*time.Second, time.Millisecond)
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()
 	require.Eventually(t, func() bool {
@@ -284,7 +284,7 @@ func TestShutdownGraceExpires(t *testing.T) {
 	out := p.pump(false, nil)
 	p.write(reqIQ("r0") + reqIQ("r1") + reqIQ("r2"))
 	<-inHandler
-	require.Eventually(t, func() bool { return s.Stats().StanzasIn == 3 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { st := s.Stats(); return st.Running == 1 && st.Queued == 2 }, 5*time.Second, time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	assert.ErrorIs(t, s.Shutdown(ctx), context.DeadlineExceeded)
@@ -726,7 +726,7 @@ func TestSelfShutdownWithJobQueuedBehind(t *testing.T) {
 			s, p := startSession(t, cfg)
 			out := p.pump(false, nil)
 			p.write(reqIQ("bye") + reqIQ("next")) // same sender: "next" waits behind "bye"
-			require.Eventually(t, func() bool { return s.Stats().StanzasIn == 2 }, 5*time.Second, time.Millisecond)
+			require.Eventually(t, func() bool { st := s.Stats(); return st.Running == 1 && st.Queued == 1 }, 5*time.Second, time.Millisecond)
 			close(gate)
 			select {
 			case err := <-returned:

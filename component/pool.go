@@ -194,6 +194,13 @@ func (p *pool) waitCh() <-chan struct{} {
 	return p.changed
 }
 
+// depth returns the jobs waiting and the handlers running.
+func (p *pool) depth() (queued, running int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.queued, len(p.inflight)
+}
+
 // busyLocked counts the jobs queued or running that a drain waits for,
 // leaving out handlers that are themselves inside a Close of the owner
 // (they finish only after it) and queued jobs that only such a handler's

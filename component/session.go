@@ -123,7 +123,7 @@ type counters struct {
 
 // Stats is a snapshot of a session's counters.
 type Stats struct {
-	StanzasIn     uint64        // stanzas read and routed (keepalives excluded)
+	StanzasIn     uint64        // stanzas read (keepalives excluded)
 	StanzasOut    uint64        // stanzas queued for writing
 	KeepalivesIn  uint64        // whitespace keepalives read
 	KeepalivesOut uint64        // whitespace keepalives sent
@@ -134,6 +134,8 @@ type Stats struct {
 	Dropped       uint64        // stanzas dropped (no handler, bad address, unknown reply, no room)
 	Shed          uint64        // requests answered resource-constraint: the queue was full
 	Refused       uint64        // requests answered service-unavailable: the session was closing
+	Queued        int           // stanzas waiting for a worker now
+	Running       int           // handlers running now
 	LastPingRTT   time.Duration // round trip of the last successful ping, 0 if none
 	LastWrite     time.Time     // when the last write to the connection completed
 }
@@ -262,7 +264,13 @@ func (s *Session) Wait(ctx context.Context) error {
 
 // Stats returns a snapshot of the session's counters.
 func (s *Session) Stats() Stats {
+	var queued, running int
+	if s.pool != nil {
+		queued, running = s.pool.depth()
+	}
 	return Stats{
+		Queued:        queued,
+		Running:       running,
 		StanzasIn:     s.stats.in.Load(),
 		StanzasOut:    s.stats.out.Load(),
 		KeepalivesIn:  s.stats.keepalivesIn.Load(),
@@ -644,8 +652,8 @@ func (s *Session) readLoop() {
 			continue
 		}
 		s.routeMu.Lock()
+		s.stats.in.Add(1)
 		ok := s.route(&el)
-		s.stats.in.Add(1) // after routing: a stanza counted is queued or answered
 		s.routeMu.Unlock()
 		if !ok {
 			return

@@ -82,6 +82,10 @@ func writeMetrics(w io.Writer, st callbridge.Status, s callbridge.Stats) {
 	counter("cblink_joins_refused_total", "Join requests refused.", s.JoinsRefused)
 	counter("cblink_requests_shed_total", "Requests answered resource-constraint: the handlers' queue was full.", s.RequestsShed)
 	counter("cblink_requests_refused_total", "Requests answered service-unavailable: their link was closing.", s.RequestsRefused)
+	metric("cblink_requests_queued", "gauge", "Stanzas waiting for a handler on the live link.")
+	fmt.Fprintf(w, "cblink_requests_queued %d\n", s.Queued)
+	metric("cblink_handlers_running", "gauge", "Handlers running on the live link.")
+	fmt.Fprintf(w, "cblink_handlers_running %d\n", s.Running)
 	metric("cblink_keepalive_rtt_seconds", "gauge", "Round trip of the last XEP-0199 ping to the server (0 before the first).")
 	fmt.Fprintf(w, "cblink_keepalive_rtt_seconds %g\n", s.LastKeepaliveRTT.Seconds())
 }
