@@ -1,6 +1,7 @@
 package component
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -136,6 +137,15 @@ func (s *Session) failPending(err error) {
 // deliver hands a result or error IQ to the request waiting for it. A reply
 // whose sender is not the one the request went to is not delivered.
 func (s *Session) deliver(id, fromRaw []byte, build func() *Stanza) bool {
+	if bytes.IndexByte(id, '&') >= 0 {
+		// The id as sent was escaped on the wire ("a&amp;b"); pending
+		// requests are keyed by the id as given.
+		u, err := xstream.Unescape(id)
+		if err != nil {
+			return false
+		}
+		id = []byte(u)
+	}
 	s.pmu.Lock()
 	p, ok := s.pending[string(id)]
 	if !ok || !sameAddr(fromRaw, p.from, s.cfg.serverAddr) {

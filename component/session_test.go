@@ -623,3 +623,24 @@ func (r *repeater) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// TestSendIQIDNeedingEscapes: an id with characters XML escapes on the
+// wire still matches its reply.
+func TestSendIQIDNeedingEscapes(t *testing.T) {
+	s, p := startSession(t, testConfig(nil))
+	for _, id := range []string{"a&b", "x<y", `q"'>`, "&amp;"} {
+		res := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := s.SendIQ(ctx, IQ{Type: stanza.GetIQ, ID: id})
+			res <- err
+		}()
+		sent := p.nextStanza()
+		wire := sent[strings.Index(sent, "id='")+4:]
+		wire = wire[:strings.IndexByte(wire, '\'')] // as escaped on the wire
+		assert.Equal(t, id, attr(t, sent, "id"))
+		p.write(`<iq type='result' id='` + wire + `' from='example.com' to='cb1.example.com'/>`)
+		assert.NoError(t, <-res, "id %q", id)
+	}
+}
