@@ -129,7 +129,7 @@ func TestWrongSecretIsPermanentAndRetried(t *testing.T) {
 	assert.Positive(t, rb.Stats().ConnectFailures[KindAuth])
 
 	// The operator fixes the secret on the server: the bridge gets in.
-	r.servers[0].AddComponent(testAddr, cfg.Secret)
+	r.servers[0].AddComponent(testAddr, string(cfg.Secret))
 	rb.waitConnectedTo(t, "xmpp1.example.com", 10*time.Second)
 }
 

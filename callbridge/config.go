@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/net/idna"
 
+	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery"
 	"github.com/cblink/cblink/tlsverify"
 )
@@ -33,9 +34,10 @@ type Config struct {
 	// _xmpp-component._tcp.<Domain>.
 	Server string
 	// Secret is the shared secret set on the XMPP server for Name. It is
-	// never logged and never part of an error. Exactly one of Secret,
-	// SecretFile and SecretEnv must be set.
-	Secret string
+	// never logged, never part of an error, and redacted in every
+	// formatting of the Config (see component.Secret). Exactly one of
+	// Secret, SecretFile and SecretEnv must be set.
+	Secret component.Secret
 	// SecretFile names a file holding the secret (one trailing newline is
 	// ignored). It is read by New and Update.
 	SecretFile string
@@ -183,7 +185,7 @@ func (c Config) Validate() error {
 // resolved is a validated config with defaults applied and the secret read.
 type resolved struct {
 	Config
-	secret    string
+	secret    component.Secret
 	address   string // component address
 	roots     *x509.CertPool
 	explicit  bool
@@ -253,12 +255,12 @@ func (c Config) resolve() (*resolved, error) {
 			bad("secret file", "%v", err)
 			break
 		}
-		r.secret = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		r.secret = component.Secret(strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"))
 		if r.secret == "" {
 			bad("secret file", "%s is empty", c.SecretFile)
 		}
 	case c.SecretEnv != "":
-		r.secret = os.Getenv(c.SecretEnv)
+		r.secret = component.Secret(os.Getenv(c.SecretEnv))
 		if r.secret == "" {
 			bad("secret env", "environment variable %s is empty or unset", c.SecretEnv)
 		}

@@ -1,6 +1,7 @@
 package callbridge
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,7 +38,7 @@ func TestValidateOK(t *testing.T) {
 	r, err := validConfig().resolve()
 	require.NoError(t, err)
 	assert.Equal(t, "cb1.example.com", r.address)
-	assert.Equal(t, testSecret, r.secret)
+	assert.Equal(t, testSecret, string(r.secret))
 	assert.False(t, r.explicit)
 
 	c := validConfig()
@@ -81,13 +82,13 @@ func TestSecretSources(t *testing.T) {
 	c := Config{Name: "cb1", Domain: "example.com", SecretFile: file}
 	r, err := c.resolve()
 	require.NoError(t, err)
-	assert.Equal(t, testSecret, r.secret)
+	assert.Equal(t, testSecret, string(r.secret))
 
 	t.Setenv("CBLINK_TEST_SECRET", testSecret)
 	c = Config{Name: "cb1", Domain: "example.com", SecretEnv: "CBLINK_TEST_SECRET"}
 	r, err = c.resolve()
 	require.NoError(t, err)
-	assert.Equal(t, testSecret, r.secret)
+	assert.Equal(t, testSecret, string(r.secret))
 
 	for name, c := range map[string]Config{
 		"missing file": {Name: "cb1", Domain: "example.com", SecretFile: filepath.Join(dir, "nope")},
@@ -112,4 +113,17 @@ func TestConfigRedactsSecret(t *testing.T) {
 		assert.Contains(t, s, "cb1")
 	}
 	assert.Contains(t, b.String(), "[redacted]")
+	// Every other path too: pointers, nesting (where String is not used),
+	// JSON, and the secret read from a file or the environment.
+	type outer struct{ Bridge Config }
+	for _, v := range []any{&c, outer{c}, &outer{c}, c.Secret} {
+		j, err := json.Marshal(v)
+		require.NoError(t, err)
+		for _, s := range []string{fmt.Sprintf("%v %+v %#v %s %q %x", v, v, v, v, v, v), string(j)} {
+			assert.NotContains(t, s, testSecret, "%T", v)
+		}
+	}
+	r, err := c.resolve()
+	require.NoError(t, err)
+	assert.NotContains(t, fmt.Sprintf("%v %+v %#v", r, r, *r), testSecret, "the resolved settings")
 }

@@ -88,5 +88,6 @@
 // bridge. Stats counts connections, failures by cause, stanzas and join
 // requests. Every transition is logged on Config.Logger with the keys state,
 // server, addr, err, attempt and backoff. The shared secret never appears in
-// logs, errors or Config's String and LogValue.
+// logs, errors, or any formatting or encoding of Config (fmt, slog, JSON:
+// its type, component.Secret, redacts itself).
 package callbridge

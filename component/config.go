@@ -38,9 +38,9 @@ type Config struct {
 	// Address overrides the component address (a bare domain JID such as
 	// "cb1.example.com").
 	Address string
-	// Secret is the shared secret. It never appears in logs or errors:
-	// String and LogValue redact it.
-	Secret string
+	// Secret is the shared secret. It never appears in logs, errors or any
+	// formatting of the Config (see Secret).
+	Secret Secret
 
 	// Handler receives incoming stanzas. It may be nil: then pings are
 	// answered, IQ get/set get service-unavailable, the rest is dropped.
@@ -104,7 +104,7 @@ type Config struct {
 
 // String describes the Config with the secret redacted.
 func (c Config) String() string {
-	return fmt.Sprintf("component.Config{Name:%q Domain:%q Address:%q Secret:%s}", c.Name, c.Domain, c.Address, redact(c.Secret))
+	return fmt.Sprintf("component.Config{Name:%q Domain:%q Address:%q Secret:%s}", c.Name, c.Domain, c.Address, c.Secret)
 }
 
 // LogValue implements slog.LogValuer with the secret redacted.
@@ -113,15 +113,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("name", c.Name),
 		slog.String("domain", c.Domain),
 		slog.String("address", c.Address),
-		slog.String("secret", redact(c.Secret)),
+		slog.Any("secret", c.Secret),
 	)
-}
-
-func redact(s string) string {
-	if s == "" {
-		return "(empty)"
-	}
-	return "(redacted)"
 }
 
 // settings is a Config with defaults applied and addresses resolved.

@@ -70,7 +70,7 @@ func runDemo(ctx context.Context, out io.Writer, stay bool) error {
 	cfg := callbridge.Config{
 		Name:             name,
 		Domain:           domain,
-		Secret:           secret,
+		Secret:           component.Secret(secret),
 		RootCAs:          l.Pool(),
 		NameServers:      []string{l.DNS.Addr()},
 		DialTimeout:      2 * time.Second,

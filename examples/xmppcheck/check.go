@@ -44,7 +44,7 @@ type checker struct {
 
 	domain  string // normalised
 	addr    string // component address
-	secret  string
+	secret  component.Secret
 	verify  tlsverify.Config // per-target ServerName filled in
 	sni     string
 	servers []string // the targets that passed every step

@@ -61,7 +61,7 @@ func (c *twoServers) bridgeConfig(secret string, logs *logBuffer) callbridge.Con
 	return callbridge.Config{
 		Name:        componentName,
 		Domain:      domain,
-		Secret:      secret,
+		Secret:      component.Secret(secret),
 		RootCAs:     c.pki.Pool,
 		NameServers: []string{c.dns.Addr},
 		Backoff: callbridge.Backoff{

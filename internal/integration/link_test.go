@@ -81,7 +81,7 @@ func dialComponent(ctx context.Context, t testing.TB, opts linkOptions) (*compon
 	tm.TLS = time.Since(begin)
 	begin = time.Now()
 	s, err := component.NewSession(ctx, conn, component.Config{
-		Name: opts.Name, Domain: domain, Secret: opts.Secret, Handler: opts.Handler,
+		Name: opts.Name, Domain: domain, Secret: component.Secret(opts.Secret), Handler: opts.Handler,
 	})
 	if err != nil {
 		return nil, tm, err // NewSession closed conn

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cblink/cblink/callbridge"
+	"github.com/cblink/cblink/component"
 )
 
 // SecretEnv is the environment variable holding the shared secret when no
@@ -142,13 +143,13 @@ func (s *Settings) Config() callbridge.Config {
 // Secret reads the shared secret the way callbridge does (from -secret-file
 // without one trailing newline, else from CBLINK_SECRET), for tools that
 // drive package component themselves.
-func (s *Settings) Secret() (string, error) {
+func (s *Settings) Secret() (component.Secret, error) {
 	if s.SecretFile == "" {
 		v := os.Getenv(SecretEnv)
 		if v == "" {
 			return "", errors.New("no secret: set -secret-file or " + SecretEnv)
 		}
-		return v, nil
+		return component.Secret(v), nil
 	}
 	b, err := os.ReadFile(s.SecretFile)
 	if err != nil {
@@ -158,7 +159,7 @@ func (s *Settings) Secret() (string, error) {
 	if v == "" {
 		return "", errors.New(s.SecretFile + " is empty")
 	}
-	return v, nil
+	return component.Secret(v), nil
 }
 
 // fieldFlags maps callbridge.Config field names (as FieldError names them)
