@@ -492,3 +492,21 @@ func TestE2ECloseWithServerNotReading(t *testing.T) {
 		t.Fatal("Close waited for a server that does not read")
 	}
 }
+
+// TestE2EServerTextBounded: a stream error whose text is huge and holds a
+// newline (which could forge a line in a tool's output) comes out bounded
+// and on one line.
+func TestE2EServerTextBounded(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	s, c := e.connect(e.config())
+	text := "first line\nOK    result  -  would work " + strings.Repeat("A", 200<<10)
+	go func() { _ = c.SendStreamError(context.Background(), stream.Error{Err: "undefined-condition", Text: []struct{ Lang, Value string }{{"en", text}}}) }()
+	err := s.Wait(ctx5(t))
+	var se *component.StreamError
+	require.ErrorAs(t, err, &se)
+	msg := err.Error()
+	assert.NotContains(t, msg, "\n")
+	assert.Less(t, len(msg), 1024, "bounded: %d bytes", len(msg))
+	assert.Contains(t, msg, `first line\nOK`)
+	assert.Contains(t, msg, "[cut ")
+}

@@ -64,7 +64,7 @@ func (s *Session) handshakeSteps(ctx context.Context) error {
 	}
 	if h.From != "" && !strings.EqualFold(h.From, addr) {
 		s.giveUp(nil)
-		return fmt.Errorf("%w: asked for %s, the server answered for %q", ErrWrongAddress, addr, h.From)
+		return fmt.Errorf("%w: asked for %s, the server answered for %q", ErrWrongAddress, addr, xstream.CleanText(h.From))
 	}
 	if h.ID == "" {
 		// A server that knows no such component often sends a header
@@ -105,7 +105,7 @@ func (s *Session) handshakeSteps(ctx context.Context) error {
 	case string(el.Name()) == "handshake":
 		if ns, ok := el.Attr("xmlns"); ok && string(ns) != xstream.NSComponent {
 			s.giveUp(nil)
-			return fmt.Errorf("%w: handshake reply in namespace %q", ErrProtocol, ns)
+			return fmt.Errorf("%w: handshake reply in namespace %q", ErrProtocol, xstream.CleanText(string(ns)))
 		}
 		if len(bytes.TrimSpace(el.Inner())) != 0 {
 			s.giveUp(nil)

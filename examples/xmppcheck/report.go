@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/cblink/cblink/internal/xstream"
 )
 
 // Result is a step's outcome.
@@ -47,17 +49,20 @@ func writeJSON(w io.Writer, steps []Step) error {
 }
 
 // writeText prints one line per step: status, step, target, detail, and
-// the hint on its own line below a failure.
+// the hint on its own line below a failure. Control characters (which may
+// come from the server, in a stream error's text say) are escaped, so
+// that nothing can start a line of its own.
 func writeText(w io.Writer, steps []Step) {
+	esc := xstream.EscapeControls
 	for _, s := range steps {
 		target := s.Target
 		if target == "" {
 			target = "-"
 		}
 		label := map[Result]string{OK: "OK", Fail: "FAIL", Skip: "SKIP"}[s.Status]
-		fmt.Fprintf(w, "%-4s  %-9s  %-24s  %s\n", label, s.Step, target, s.Detail)
+		fmt.Fprintf(w, "%-4s  %-9s  %-24s  %s\n", label, s.Step, esc(target), esc(s.Detail))
 		if s.Hint != "" {
-			fmt.Fprintf(w, "      %-9s  %-24s  hint: %s\n", "", "", s.Hint)
+			fmt.Fprintf(w, "      %-9s  %-24s  hint: %s\n", "", "", esc(s.Hint))
 		}
 	}
 }

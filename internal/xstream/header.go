@@ -33,7 +33,7 @@ func headerFromTag(st *startTag) (Header, error) {
 		local = local[1:]
 	}
 	if string(local) != "stream" {
-		return h, &HeaderError{Condition: "bad-format", Msg: fmt.Sprintf("element %q is not a stream header", st.name)}
+		return h, &HeaderError{Condition: "bad-format", Msg: fmt.Sprintf("element %q is not a stream header", CleanText(string(st.name)))}
 	}
 	nsAttr := "xmlns"
 	if len(prefix) > 0 {
@@ -72,12 +72,12 @@ func headerFromTag(st *startTag) (Header, error) {
 	}
 	if h.StreamNS != NSStream {
 		if h.StreamNS == "" {
-			return h, &HeaderError{Condition: "bad-namespace-prefix", Msg: fmt.Sprintf("prefix %q is not bound to %s", prefix, NSStream)}
+			return h, &HeaderError{Condition: "bad-namespace-prefix", Msg: fmt.Sprintf("prefix %q is not bound to %s", CleanText(string(prefix)), NSStream)}
 		}
-		return h, &HeaderError{Condition: "invalid-namespace", Msg: fmt.Sprintf("stream namespace is %q, want %s", h.StreamNS, NSStream)}
+		return h, &HeaderError{Condition: "invalid-namespace", Msg: fmt.Sprintf("stream namespace is %q, want %s", CleanText(h.StreamNS), NSStream)}
 	}
 	if h.NS != NSComponent {
-		return h, &HeaderError{Condition: "invalid-namespace", Msg: fmt.Sprintf("default namespace is %q, want %s", h.NS, NSComponent)}
+		return h, &HeaderError{Condition: "invalid-namespace", Msg: fmt.Sprintf("default namespace is %q, want %s", CleanText(h.NS), NSComponent)}
 	}
 	return h, nil
 }

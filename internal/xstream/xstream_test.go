@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"unicode/utf8"
 	"testing/iotest"
 	"time"
 
@@ -439,4 +440,40 @@ func TestDecoderToleratesEmptyReads(t *testing.T) {
 	require.NoError(t, err)
 	got, _ := readAll(t, d)
 	assert.Equal(t, []string{"<a/>"}, got)
+}
+
+func TestCleanText(t *testing.T) {
+	assert.Equal(t, "plain text, é ok", CleanText("plain text, é ok"))
+	assert.Equal(t, `a\nOK    result\r\tz\x1b[31m\u2028\u202e`, CleanText("a\nOK    result\r\tz\x1b[31m\u2028\u202e"))
+	assert.Equal(t, "bad \uFFFD byte", CleanText("bad \xff byte"))
+	long := strings.Repeat("é", 200) // 400 bytes
+	got := CleanText(long)
+	assert.True(t, strings.HasPrefix(got, strings.Repeat("é", MaxServerText/2)), "cut at a character boundary")
+	assert.True(t, strings.HasSuffix(got, "...[cut 144 bytes]"), got)
+	assert.True(t, utf8.ValidString(got))
+	odd := "x" + strings.Repeat("é", 200) // the cut falls inside a character
+	assert.True(t, utf8.ValidString(CleanText(odd)))
+	assert.Equal(t, "ok", EscapeControls("ok"))
+}
+
+// TestParseStreamErrorBounded: what a hostile server writes in a stream
+// error is kept bounded and on one line.
+func TestParseStreamErrorBounded(t *testing.T) {
+	huge := strings.Repeat("A", 250<<10)
+	var texts strings.Builder
+	for range 10 {
+		texts.WriteString("<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>line1\nOK    result  -  would work " + huge + "</text>")
+	}
+	raw := "<stream:error xmlns:stream='http://etherx.jabber.org/streams'><see-other-host xmlns='urn:ietf:params:xml:ns:xmpp-streams'>" +
+		huge + "</see-other-host>" + texts.String() + "</stream:error>"
+	se, err := ParseStreamError([]byte(raw))
+	require.NoError(t, err)
+	assert.Equal(t, "see-other-host", se.Err)
+	assert.LessOrEqual(t, len(se.Content), MaxServerText+32)
+	assert.Len(t, se.Text, 4, "only the first few texts")
+	for _, tx := range se.Text {
+		assert.LessOrEqual(t, len(tx.Value), MaxServerText+32)
+		assert.NotContains(t, tx.Value, "\n")
+		assert.Contains(t, tx.Value, "...[cut ")
+	}
 }
