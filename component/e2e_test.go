@@ -500,7 +500,9 @@ func TestE2EServerTextBounded(t *testing.T) {
 	e := newEnv(t, componenttest.Options{})
 	s, c := e.connect(e.config())
 	text := "first line\nOK    result  -  would work " + strings.Repeat("A", 200<<10)
-	go func() { _ = c.SendStreamError(context.Background(), stream.Error{Err: "undefined-condition", Text: []struct{ Lang, Value string }{{"en", text}}}) }()
+	go func() {
+		_ = c.SendStreamError(context.Background(), stream.Error{Err: "undefined-condition", Text: []struct{ Lang, Value string }{{"en", text}}})
+	}()
 	err := s.Wait(ctx5(t))
 	var se *component.StreamError
 	require.ErrorAs(t, err, &se)

@@ -8,9 +8,9 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"unicode/utf8"
 	"testing/iotest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
