@@ -22,6 +22,7 @@ const (
 	DefaultWorkers          = 8
 	DefaultQueueSize        = 256
 	DefaultMaxPendingIQ     = 1024
+	DefaultMaxQueuedBytes   = 4 << 20
 )
 
 // Config describes one component link. The zero value of every field but
@@ -92,6 +93,11 @@ type Config struct {
 	// the server's pongs and the replies handlers wait for keep flowing.
 	// Default 256.
 	QueueSize int
+	// MaxQueuedBytes bounds the bytes of the stanzas waiting for a worker,
+	// together: past it a stanza is shed as for a full queue, so a server
+	// sending large stanzas cannot make a link hold QueueSize times
+	// MaxStanzaSize. A stanza always fits an empty queue. Default 4 MiB.
+	MaxQueuedBytes int
 	// OrderPerSender makes stanzas from the same sender run in arrival
 	// order, by hashing the sender to one worker.
 	OrderPerSender bool
@@ -190,6 +196,7 @@ func (c Config) resolve() (settings, error) {
 	defInt(&s.Workers, DefaultWorkers)
 	defInt(&s.QueueSize, DefaultQueueSize)
 	defInt(&s.MaxPendingIQ, DefaultMaxPendingIQ)
+	defInt(&s.MaxQueuedBytes, DefaultMaxQueuedBytes)
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -743,3 +743,37 @@ func TestSelfShutdownWithJobQueuedBehind(t *testing.T) {
 		})
 	}
 }
+
+// TestQueueBoundedByBytes: with the defaults, large stanzas queue up to
+// MaxQueuedBytes (4 MiB), not QueueSize (256) of them: the rest are shed.
+func TestQueueBoundedByBytes(t *testing.T) {
+	release := make(chan struct{})
+	cfg := testConfig(nil)
+	cfg.Workers = 1
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	})
+	s, p := startSession(t, cfg)
+	out := p.pump(false, nil)
+	defer close(release)
+	pad := strings.Repeat("x", 200<<10)
+	const n = 40 // 8 MiB in all
+	for i := range n {
+		p.write(`<iq type='set' id='big` + fmt.Sprint(i) + `' from='u@example.com/web' to='cb1.example.com'><q xmlns='urn:test'>` + pad + `</q></iq>`)
+	}
+	require.Eventually(t, func() bool { // all routed
+		st := s.Stats()
+		return int(st.Shed)+st.Queued+st.Running == n
+	}, 10*time.Second, time.Millisecond)
+	st := s.Stats()
+	t.Logf("%d running, %d queued, %d shed", st.Running, st.Queued, st.Shed)
+	assert.LessOrEqual(t, st.Queued, DefaultMaxQueuedBytes/(200<<10), "queued bytes stay within MaxQueuedBytes")
+	assert.GreaterOrEqual(t, int(st.Shed), n-1-DefaultMaxQueuedBytes/(200<<10))
+	for range st.Shed {
+		assert.Contains(t, out.next(t), "resource-constraint")
+	}
+}

@@ -109,7 +109,7 @@ func (m *Mux) lookupIQ(name, ns []byte) IQHandler {
 
 // newJob makes the job for a stanza copied out of the decoder.
 func newJob(st *Stanza, iq IQHandler) *job {
-	return &job{st: st, iq: iq, id: st.ID, from: st.fromRaw, to: st.toRaw}
+	return &job{st: st, iq: iq, id: st.ID, from: st.fromRaw, to: st.toRaw, size: len(st.Raw)}
 }
 
 // enqueue hands a job to the pool without ever waiting: the reader must

@@ -15,6 +15,7 @@ type job struct {
 	// The request's id and addresses as received, for its reply: the
 	// handler owns st and may change it while the teardown answers.
 	id, from, to string
+	size         int // bytes held while queued
 	lane         *lane
 	// worker is the goroutine running the handler (set under pool.mu).
 	worker uint64
@@ -39,9 +40,12 @@ type pool struct {
 	owner any             // whose Close a handler may be inside (the Mux)
 	run   func(*job) bool // runs a job; false: an IQ left unanswered
 
+	maxBytes int // bound on the bytes of the jobs waiting
+
 	mu        sync.Mutex
 	lanes     []*lane
 	queued    int               // jobs waiting in all lanes
+	bytes     int               // their size
 	inflight  map[*job]struct{} // jobs whose handler is running
 	unsettled []*job            // IQs whose handler returned but whose reply could not be queued (closing)
 	workers   int               // worker goroutines alive
@@ -63,8 +67,8 @@ type lane struct {
 	wake    chan struct{} // one token per waiting worker woken (cap max)
 }
 
-func newPool(lanes, size, workers int, owner any, run func(*job) bool) *pool {
-	p := &pool{owner: owner, run: run, lanes: make([]*lane, lanes), inflight: make(map[*job]struct{})}
+func newPool(lanes, size, maxBytes, workers int, owner any, run func(*job) bool) *pool {
+	p := &pool{owner: owner, run: run, maxBytes: maxBytes, lanes: make([]*lane, lanes), inflight: make(map[*job]struct{})}
 	for i := range p.lanes {
 		p.lanes[i] = &lane{size: size, max: workers, wake: make(chan struct{}, workers)}
 	}
@@ -95,7 +99,8 @@ const (
 	refusedDraining                   // the session is closing: refuse the job
 )
 
-// push queues j on lane i. It never blocks.
+// push queues j on lane i, within the lane's count and the pool's byte
+// bound. It never blocks.
 func (p *pool) push(i int, j *job) pushResult {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -103,12 +108,13 @@ func (p *pool) push(i int, j *job) pushResult {
 		return refusedDraining
 	}
 	l := p.lanes[i]
-	if l.len() >= l.size {
+	if l.len() >= l.size || (p.queued > 0 && p.bytes+j.size > p.maxBytes) {
 		return refusedFull
 	}
 	j.lane = l
 	l.jobs = append(l.jobs, j)
 	p.queued++
+	p.bytes += j.size
 	switch {
 	case l.waiting > 0:
 		l.waiting--
@@ -136,6 +142,7 @@ func (p *pool) work(l *lane) {
 	for {
 		if j := l.pop(); j != nil {
 			p.queued--
+			p.bytes -= j.size
 			j.worker = id
 			p.inflight[j] = struct{}{}
 			p.mu.Unlock()
@@ -266,7 +273,7 @@ func (p *pool) cut() (queued []*job) {
 			queued = append(queued, j)
 		}
 	}
-	p.queued = 0
+	p.queued, p.bytes = 0, 0
 	return queued
 }
 

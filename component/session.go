@@ -196,9 +196,9 @@ func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Session, error)
 		if s.cfg.OrderPerSender {
 			// One lane of one worker per slot: same sender, same worker.
 			n := s.cfg.Workers
-			s.pool = newPool(n, max(1, s.cfg.QueueSize/n), 1, s.mux, s.runJob)
+			s.pool = newPool(n, max(1, s.cfg.QueueSize/n), s.cfg.MaxQueuedBytes, 1, s.mux, s.runJob)
 		} else {
-			s.pool = newPool(1, s.cfg.QueueSize, s.cfg.Workers, s.mux, s.runJob)
+			s.pool = newPool(1, s.cfg.QueueSize, s.cfg.MaxQueuedBytes, s.cfg.Workers, s.mux, s.runJob)
 		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithValue(context.Background(), sessionKey{}, s))
