@@ -81,17 +81,21 @@ type Config struct {
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds TLS plus the component handshake; default 15s.
 	HandshakeTimeout time.Duration
-	// KeepaliveIdle is how long the link may be silent before a whitespace
-	// keepalive is sent; default 60s (component's default).
+	// KeepaliveIdle is how long nothing may be written before a single
+	// space is sent as keepalive; default 30s (component's default).
+	// Negative disables it.
 	KeepaliveIdle time.Duration
 	// PingInterval enables an XEP-0199 ping to the server at that interval;
 	// default 30s. Negative disables it.
 	PingInterval time.Duration
-	// PingTimeout is how long a ping may go unanswered before the link is
-	// declared dead; default 10s.
+	// PingTimeout is how long a ping may go unanswered, with nothing else
+	// read from the server meanwhile, before the link is declared dead;
+	// default 10s.
 	PingTimeout time.Duration
-	// ReadTimeout is how long the link may stay silent before it is
-	// declared dead; default 3 * PingInterval (or 5 minutes without ping).
+	// ReadTimeout is how long the link may read nothing at all (not even a
+	// keepalive) before it is declared dead; default 2 * PingInterval +
+	// PingTimeout (70s with the defaults), or off when pings are off, since
+	// an idle server need not send anything. Negative disables it.
 	ReadTimeout time.Duration
 
 	// ParallelAfter is how long a connection attempt may go without
@@ -289,8 +293,7 @@ func (c Config) resolve() (*resolved, error) {
 		v    time.Duration
 	}{
 		{"dial timeout", c.DialTimeout}, {"handshake timeout", c.HandshakeTimeout},
-		{"keepalive idle", c.KeepaliveIdle}, {"ping timeout", c.PingTimeout},
-		{"read timeout", c.ReadTimeout}, {"fail-back interval", c.FailBackInterval},
+		{"ping timeout", c.PingTimeout}, {"fail-back interval", c.FailBackInterval},
 		{"backoff base", c.Backoff.Base}, {"backoff max", c.Backoff.Max},
 		{"backoff reset", c.Backoff.ResetAfter}, {"backoff transient max", c.Backoff.TransientMax},
 		{"drain timeout", c.DrainTimeout},

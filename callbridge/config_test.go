@@ -9,9 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cblink/cblink/component"
 )
 
 const testSecret = "s3cr3t-Do-Not-Log"
@@ -126,4 +129,57 @@ func TestConfigRedactsSecret(t *testing.T) {
 	r, err := c.resolve()
 	require.NoError(t, err)
 	assert.NotContains(t, fmt.Sprintf("%v %+v %#v", r, r, *r), testSecret, "the resolved settings")
+}
+
+// TestConfigDurations: every duration field of Config, zero (its
+// documented default), negative (off where that makes sense, else a
+// Validate error) and positive (kept), as the link receives it.
+func TestConfigDurations(t *testing.T) {
+	type field struct {
+		name string
+		ptr  func(*Config) *time.Duration
+		got  func(*resolved) time.Duration
+		def  time.Duration // 0: the component's default (0 passed on)
+		off  bool          // negative turns the feature off
+	}
+	link := func(f func(component.Config) time.Duration) func(*resolved) time.Duration {
+		return func(r *resolved) time.Duration { return f(r.linkConfig(nil)) }
+	}
+	fields := []field{
+		{"DialTimeout", func(c *Config) *time.Duration { return &c.DialTimeout }, func(r *resolved) time.Duration { return r.DialTimeout }, 10 * time.Second, false},
+		{"HandshakeTimeout", func(c *Config) *time.Duration { return &c.HandshakeTimeout }, link(func(c component.Config) time.Duration { return c.HandshakeTimeout }), 15 * time.Second, false},
+		{"KeepaliveIdle", func(c *Config) *time.Duration { return &c.KeepaliveIdle }, link(func(c component.Config) time.Duration { return c.KeepaliveIdle }), 0, true},
+		{"PingInterval", func(c *Config) *time.Duration { return &c.PingInterval }, link(func(c component.Config) time.Duration { return c.PingInterval }), 30 * time.Second, true},
+		{"PingTimeout", func(c *Config) *time.Duration { return &c.PingTimeout }, link(func(c component.Config) time.Duration { return c.PingTimeout }), 10 * time.Second, false},
+		{"ReadTimeout", func(c *Config) *time.Duration { return &c.ReadTimeout }, link(func(c component.Config) time.Duration { return c.ReadTimeout }), 0, true},
+		{"FailBackInterval", func(c *Config) *time.Duration { return &c.FailBackInterval }, func(r *resolved) time.Duration { return r.failBackT }, 60 * time.Second, false},
+		{"ParallelAfter", func(c *Config) *time.Duration { return &c.ParallelAfter }, func(r *resolved) time.Duration { return r.ParallelAfter }, 2 * time.Second, true},
+		{"DrainTimeout", func(c *Config) *time.Duration { return &c.DrainTimeout }, func(r *resolved) time.Duration { return r.DrainTimeout }, 5 * time.Second, false},
+		{"Backoff.Base", func(c *Config) *time.Duration { return &c.Backoff.Base }, func(r *resolved) time.Duration { return r.Backoff.Base }, DefaultBackoff.Base, false},
+		{"Backoff.Max", func(c *Config) *time.Duration { return &c.Backoff.Max }, func(r *resolved) time.Duration { return r.Backoff.Max }, DefaultBackoff.Max, false},
+		{"Backoff.TransientMax", func(c *Config) *time.Duration { return &c.Backoff.TransientMax }, func(r *resolved) time.Duration { return r.Backoff.TransientMax }, DefaultBackoff.TransientMax, false},
+		{"Backoff.ResetAfter", func(c *Config) *time.Duration { return &c.Backoff.ResetAfter }, func(r *resolved) time.Duration { return r.Backoff.ResetAfter }, DefaultBackoff.ResetAfter, false},
+	}
+	for _, f := range fields {
+		t.Run(f.name, func(t *testing.T) {
+			for _, in := range []time.Duration{0, -time.Second, 7 * time.Second} {
+				cfg := validConfig()
+				*f.ptr(&cfg) = in
+				r, err := cfg.resolve()
+				switch {
+				case in < 0 && !f.off:
+					require.ErrorIs(t, err, ErrInvalidConfig, "negative %s", f.name)
+				case in < 0:
+					require.NoError(t, err)
+					assert.LessOrEqual(t, f.got(r), time.Duration(0), "negative %s turns it off", f.name)
+				case in == 0:
+					require.NoError(t, err)
+					assert.Equal(t, f.def, f.got(r), "the default of %s", f.name)
+				default:
+					require.NoError(t, err)
+					assert.Equal(t, in, f.got(r), "%s kept", f.name)
+				}
+			}
+		})
+	}
 }

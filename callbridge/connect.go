@@ -233,12 +233,22 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	progress()
 
 	step(Authenticating, as)
-	sess, err := component.Handshake(hctx, tconn, component.Config{
+	sess, err := component.Handshake(hctx, tconn, cfg.linkConfig(b.mux))
+	if err != nil {
+		tconn.Close()
+		return nil, fail(Authenticating, as, err)
+	}
+	return &link{sess: sess, ep: ep, addr: addr, up: b.now()}, nil
+}
+
+// linkConfig is the component.Config of every link of the bridge.
+func (cfg *resolved) linkConfig(mux *component.Mux) component.Config {
+	return component.Config{
 		Name:             cfg.Name,
 		Domain:           cfg.Domain,
 		Address:          cfg.address,
 		Secret:           cfg.secret,
-		Handler:          b.mux,
+		Handler:          mux,
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		KeepaliveIdle:    cfg.KeepaliveIdle,
 		PingInterval:     cfg.PingInterval,
@@ -247,12 +257,7 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 		Workers:          cfg.Workers,
 		OrderPerSender:   cfg.OrderPerSender,
 		Logger:           cfg.Logger,
-	})
-	if err != nil {
-		tconn.Close()
-		return nil, fail(Authenticating, as, err)
 	}
-	return &link{sess: sess, ep: ep, addr: addr, up: b.now()}, nil
 }
 
 func (b *Bridge) tlsConfig(cfg *resolved, ep discovery.Endpoint) (*tls.Config, error) {

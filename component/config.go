@@ -26,9 +26,11 @@ const (
 )
 
 // Config describes one component link. The zero value of every field but
-// Name (or Address) and Secret selects a documented default; a negative
-// duration disables the feature it controls. NewSession copies the Config,
-// so changing it afterwards has no effect.
+// Name (or Address) and Secret selects a documented default. A negative
+// KeepaliveIdle, PingInterval or ReadTimeout turns that feature off; the
+// other durations bound something that must be bounded, so a negative one
+// is an error (ErrConfig). NewSession copies the Config, so changing it
+// afterwards has no effect.
 type Config struct {
 	// Name is the component's name as configured on the XMPP server ("cb1").
 	// The component address is Name + "." + Domain; when Domain is empty and
@@ -49,7 +51,8 @@ type Config struct {
 	// at once.
 	Handler *Mux
 
-	// HandshakeTimeout bounds NewSession in addition to its ctx. Default 10s.
+	// HandshakeTimeout bounds Handshake (and NewSession) in addition to its
+	// ctx. Default 10s.
 	HandshakeTimeout time.Duration
 	// KeepaliveIdle is how long nothing may be written before a single
 	// space is sent as keepalive. Default 30s; negative disables.
@@ -60,7 +63,8 @@ type Config struct {
 	// PingTimeout bounds each of those pings; a ping that times out while
 	// nothing at all was read from the server ends the link with
 	// ErrTimeout (anything read proves the server alive, even if its pong
-	// is late). Default 20s.
+	// is late). Default 20s. (To turn pings off, make PingInterval
+	// negative.)
 	PingTimeout time.Duration
 	// ReadTimeout ends the link with ErrTimeout when nothing at all (not
 	// even a keepalive) is read for that long. Default: 2*PingInterval +
@@ -167,6 +171,17 @@ func (c Config) resolve() (settings, error) {
 	}
 	if c.Secret == "" {
 		return s, fmt.Errorf("%w: empty shared secret for %s", ErrConfig, s.addrStr)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"HandshakeTimeout", s.HandshakeTimeout}, {"PingTimeout", s.PingTimeout},
+		{"WriteTimeout", s.WriteTimeout}, {"CloseTimeout", s.CloseTimeout},
+	} {
+		if d.v < 0 {
+			return s, fmt.Errorf("%w: %s must not be negative (%v): it bounds a wait that must end", ErrConfig, d.name, d.v)
+		}
 	}
 	def := func(p *time.Duration, d time.Duration) {
 		if *p == 0 {

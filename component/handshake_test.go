@@ -257,3 +257,54 @@ func TestClassify(t *testing.T) {
 	assert.Equal(t, "Permanent", ClassPermanent.String())
 	assert.False(t, errors.Is(&StreamError{Err: stream.Conflict}, stream.NotAuthorized))
 }
+
+// TestConfigDurations: every duration field, zero (its default), negative
+// (off, or an error where the wait must be bounded) and positive (kept).
+func TestConfigDurations(t *testing.T) {
+	type field struct {
+		name   string
+		ptr    func(*Config) *time.Duration
+		got    func(settings) time.Duration
+		def    time.Duration
+		canOff bool
+	}
+	fields := []field{
+		{"HandshakeTimeout", func(c *Config) *time.Duration { return &c.HandshakeTimeout }, func(s settings) time.Duration { return s.HandshakeTimeout }, DefaultHandshakeTimeout, false},
+		{"KeepaliveIdle", func(c *Config) *time.Duration { return &c.KeepaliveIdle }, func(s settings) time.Duration { return s.KeepaliveIdle }, DefaultKeepaliveIdle, true},
+		{"PingInterval", func(c *Config) *time.Duration { return &c.PingInterval }, func(s settings) time.Duration { return s.PingInterval }, DefaultPingInterval, true},
+		{"PingTimeout", func(c *Config) *time.Duration { return &c.PingTimeout }, func(s settings) time.Duration { return s.PingTimeout }, DefaultPingTimeout, false},
+		{"ReadTimeout", func(c *Config) *time.Duration { return &c.ReadTimeout }, func(s settings) time.Duration { return s.ReadTimeout }, 2*DefaultPingInterval + DefaultPingTimeout, true},
+		{"WriteTimeout", func(c *Config) *time.Duration { return &c.WriteTimeout }, func(s settings) time.Duration { return s.WriteTimeout }, DefaultWriteTimeout, false},
+		{"CloseTimeout", func(c *Config) *time.Duration { return &c.CloseTimeout }, func(s settings) time.Duration { return s.CloseTimeout }, DefaultCloseTimeout, false},
+	}
+	base := Config{Name: "cb1", Domain: "example.com", Secret: testSecret}
+	for _, f := range fields {
+		t.Run(f.name, func(t *testing.T) {
+			for _, tc := range []struct {
+				in   time.Duration
+				want time.Duration // 0: an error
+			}{{0, f.def}, {-1, -1}, {7 * time.Second, 7 * time.Second}} {
+				cfg := base
+				*f.ptr(&cfg) = tc.in
+				s, err := cfg.resolve()
+				switch {
+				case tc.in < 0 && !f.canOff:
+					require.ErrorIs(t, err, ErrConfig, "negative %s", f.name)
+					assert.Contains(t, err.Error(), f.name)
+				case tc.in < 0:
+					require.NoError(t, err)
+					assert.Negative(t, f.got(s), "negative %s turns it off", f.name)
+				default:
+					require.NoError(t, err)
+					assert.Equal(t, tc.want, f.got(s), "%s = %v", f.name, tc.in)
+				}
+			}
+		})
+	}
+	// ReadTimeout follows the pings: off when they are.
+	cfg := base
+	cfg.PingInterval = -1
+	s, err := cfg.resolve()
+	require.NoError(t, err)
+	assert.Negative(t, s.ReadTimeout, "no pings: an idle server need not send anything")
+}
