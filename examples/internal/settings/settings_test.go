@@ -78,7 +78,7 @@ func TestSecretSources(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
-			assert.Equal(t, tc.want, got)
+			assert.Equal(t, tc.want, string(got))
 			cfg := s.Config()
 			require.NoError(t, cfg.Validate(), "callbridge reads the same secret")
 		})
