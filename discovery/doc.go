@@ -35,7 +35,10 @@
 // names, and each endpoint's addresses alternate between the families for
 // RFC 8305 connection racing. A target without addresses is skipped with a
 // note in the trace; only when all fail does Lookup return
-// [ErrNoAddresses].
+// [ErrNoAddresses]. Of an SRV reply's additional section, only the A and
+// AAAA records of the targets named in that same answer are used and cached;
+// any other record is ignored, so that a reply cannot plant addresses for
+// unrelated names.
 //
 // # Resolver behaviour
 //
@@ -43,9 +46,10 @@
 // truncation, moves to the next name server on timeout, SERVFAIL, REFUSED or
 // a bad reply, caches answers within their TTL (clamped), serves a stale
 // answer when every name server fails (RFC 8767), and shares one query among
-// concurrent lookups of the same name. Malformed, oversized, looping or
-// mismatched replies are reported as an [*Error] with a [Kind], never a
-// panic. Every query appears in [Result.Trace].
+// concurrent lookups of the same name. When ctx ends, the queries in flight
+// are abandoned at once and Lookup returns ctx's error. Malformed,
+// oversized, looping or mismatched replies are reported as an [*Error] with
+// a [Kind], never a panic. Every query appears in [Result.Trace].
 //
 //	var r discovery.Resolver // name servers from /etc/resolv.conf
 //	res, err := r.Lookup(ctx, discovery.Request{Domain: "example.com"})

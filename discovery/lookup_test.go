@@ -144,6 +144,62 @@ func TestLookupSRV(t *testing.T) {
 	}
 }
 
+func TestAdditionalOutOfBailiwickIgnored(t *testing.T) {
+	// The SRV target is written in another case than the owner name of its
+	// address records, which the additional section must still match.
+	srv := newServer(t, `
+$ORIGIN example.com.
+_xmpp-component._tcp 300 IN SRV 0 0 5223 XMPP1.Example.COM.
+xmpp1                300 IN A 127.0.0.1
+@                    300 IN A 127.0.0.21
+`, "xmpp.victim.net. 300 IN A 127.0.0.20\n")
+	var planted []dns.RR
+	for _, s := range []string{
+		"xmpp.victim.net. 3600 IN A 127.0.0.9",
+		"xmpp.victim.net. 3600 IN AAAA ::9",
+		"example.com. 3600 IN A 127.0.0.9",
+		srvName + " 3600 IN A 127.0.0.9", // the SRV owner is no target either
+	} {
+		rr, err := dns.NewRR(s)
+		require.NoError(t, err)
+		planted = append(planted, rr)
+	}
+	srv.SetFault(srvName, dns.TypeSRV, dnstest.Fault{Extra: planted})
+	r := newResolver(newClock(), srv)
+	ctx := context.Background()
+
+	res, err := r.Lookup(ctx, Request{Domain: "example.com"})
+	require.NoError(t, err)
+	require.Len(t, res.Endpoints, 1)
+	assert.Equal(t, addrs("127.0.0.1"), res.Endpoints[0].Addrs)
+	assert.Zero(t, srv.Count("xmpp1.example.com", dns.TypeA, ""), "the target's own additional record is used")
+	for _, te := range res.Trace {
+		if te.Source == SourceAdditional {
+			assert.Equal(t, "xmpp1.example.com.", te.Name)
+		}
+	}
+	r.mu.Lock()
+	for k := range r.cache {
+		assert.Contains(t, []string{srvName, "xmpp1.example.com."}, k.name, "nothing cached for another name")
+	}
+	r.mu.Unlock()
+
+	// Later lookups of the other names go to the name server.
+	for _, tt := range []struct {
+		server string
+		want   []netip.Addr
+	}{
+		{"xmpp.victim.net", addrs("127.0.0.20")},
+		{"example.com", addrs("127.0.0.21")},
+	} {
+		res, err = r.Lookup(ctx, Request{Server: tt.server})
+		require.NoError(t, err, tt.server)
+		assert.Equal(t, tt.want, res.Endpoints[0].Addrs, "%s: the planted address must not be used", tt.server)
+		assert.Equal(t, 1, srv.Count(tt.server, dns.TypeA, ""), tt.server)
+		assert.Equal(t, 1, srv.Count(tt.server, dns.TypeAAAA, ""), tt.server)
+	}
+}
+
 func TestLookupWithoutAdditional(t *testing.T) {
 	srv := newServer(t, zone)
 	srv.SetAdditional(false)
@@ -292,24 +348,29 @@ empty 60 IN TXT "no address"
 }
 
 func TestLookupBadDNS(t *testing.T) {
+	// Every row but "timeout" gets a reply, which must be classified
+	// however late it comes on a loaded machine: those rows get a timeout
+	// they never reach. Only the row testing a timeout needs a short one.
+	const answered, short = 10 * time.Second, 100 * time.Millisecond
 	tests := []struct {
-		name  string
-		fault dnstest.Fault
-		kind  Kind
+		name    string
+		fault   dnstest.Fault
+		timeout time.Duration
+		kind    Kind
 	}{
-		{"servfail", dnstest.Fault{Rcode: dns.RcodeServerFailure}, KindServerFailure},
-		{"refused", dnstest.Fault{Rcode: dns.RcodeRefused}, KindRefused},
-		{"timeout", dnstest.Fault{Drop: true}, KindTimeout},
-		{"wrong name", dnstest.Fault{WrongName: true}, KindWrongName},
-		{"malformed", dnstest.Fault{Malformed: true}, KindMalformed},
-		{"notimp", dnstest.Fault{Rcode: dns.RcodeNotImplemented}, KindServerFailure},
+		{"servfail", dnstest.Fault{Rcode: dns.RcodeServerFailure}, answered, KindServerFailure},
+		{"refused", dnstest.Fault{Rcode: dns.RcodeRefused}, answered, KindRefused},
+		{"timeout", dnstest.Fault{Drop: true}, short, KindTimeout},
+		{"wrong name", dnstest.Fault{WrongName: true}, answered, KindWrongName},
+		{"malformed", dnstest.Fault{Malformed: true}, answered, KindMalformed},
+		{"notimp", dnstest.Fault{Rcode: dns.RcodeNotImplemented}, answered, KindServerFailure},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newServer(t, zone)
 			srv.SetFault(srvName, dns.TypeSRV, tt.fault)
 			r := newResolver(newClock(), srv)
-			r.Timeout = 100 * time.Millisecond
+			r.Timeout = tt.timeout
 			res, err := r.Lookup(context.Background(), Request{Domain: "example.com"})
 			require.Error(t, err)
 			var e *Error
@@ -430,6 +491,53 @@ func TestLookupContextCancel(t *testing.T) {
 	cancel()
 	_, err = r.Lookup(ctx, Request{Domain: "example.com"})
 	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestLookupCancelInFlight(t *testing.T) {
+	tests := []struct {
+		name  string
+		stall string // the name whose queries get no reply
+		qtype uint16
+	}{
+		{"SRV", srvName, dns.TypeSRV},
+		{"addresses", "xmpp2.example.com", dns.TypeAAAA}, // xmpp2's A comes with the SRV answer
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newServer(t, zone)
+			srv.SetFault(tt.stall, tt.qtype, dnstest.Fault{Drop: true})
+			r := newResolver(newClock(), srv)
+			r.Timeout = 30 * time.Second // far beyond what the assertion allows
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			type outcome struct {
+				err error
+				at  time.Time
+			}
+			done := make(chan outcome, 1)
+			go func() {
+				_, err := r.Lookup(ctx, Request{Domain: "example.com"})
+				done <- outcome{err, time.Now()}
+			}()
+			// Cancel once the query is in flight: the server has received it
+			// and will never answer.
+			require.Eventually(t, func() bool { return srv.Count(tt.stall, tt.qtype, "") > 0 },
+				10*time.Second, time.Millisecond)
+			cancelled := time.Now()
+			cancel()
+			var o outcome
+			select {
+			case o = <-done:
+			case <-time.After(time.Second):
+				t.Errorf("Lookup still running 1s after its context was cancelled")
+				o = <-done // bounded by the exchange timeout; no goroutine left behind
+			}
+			t.Logf("cancellation to return: %v", o.at.Sub(cancelled))
+			require.ErrorIs(t, o.err, context.Canceled)
+			var e *Error
+			require.ErrorAs(t, o.err, &e)
+		})
+	}
 }
 
 func TestCacheTTL(t *testing.T) {

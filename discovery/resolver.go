@@ -240,11 +240,8 @@ func (r *Resolver) exchange(ctx context.Context, server string, q *dns.Msg, time
 	name, qtype := q.Question[0].Name, q.Question[0].Qtype
 	op := "lookup " + dns.TypeToString[qtype]
 	for _, network := range []string{"udp", "tcp"} {
-		actx, cancel := context.WithTimeout(ctx, timeout)
-		c := &dns.Client{Net: network, UDPSize: udpSize, Timeout: timeout}
 		start := time.Now()
-		resp, _, err := c.ExchangeContext(actx, q, server)
-		cancel()
+		resp, err := exchangeOnce(ctx, network, server, q, timeout)
 		te := TraceEntry{Name: name, Type: dns.TypeToString[qtype], Server: server, Net: network,
 			Duration: time.Since(start), Source: SourceNetwork}
 		if err != nil {
@@ -296,6 +293,33 @@ func (r *Resolver) exchange(ctx context.Context, server string, q *dns.Msg, time
 		return set, nil
 	}
 	return nil, &Error{Op: op, Name: name, Server: server, Kind: KindTruncated}
+}
+
+// exchangeOnce sends q to server over network and reads the reply, within
+// timeout. miekg/dns honours ctx's cancellation only while dialling; the
+// write and read obey only its deadline. So the connection is closed as soon
+// as ctx ends: the read in flight then fails at once, and the caller sees
+// ctx's error through ctxDone. No goroutine started here outlives the call.
+func exchangeOnce(ctx context.Context, network, server string, q *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c := &dns.Client{Net: network, UDPSize: udpSize, Timeout: timeout}
+	conn, err := c.DialContext(actx, server)
+	if err != nil {
+		return nil, err
+	}
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		conn.Close()
+		close(closed)
+	})
+	resp, _, err := c.ExchangeWithConnContext(actx, q, conn)
+	if stop() {
+		conn.Close()
+	} else {
+		<-closed // ctx ended: wait until the AfterFunc has closed conn
+	}
+	return resp, err
 }
 
 // presentation formats at most limit records for the trace.
@@ -389,16 +413,33 @@ func (r *Resolver) process(m *dns.Msg, name string, qtype uint16) (*rrset, *Erro
 		}
 	}
 	if qtype == dns.TypeSRV {
-		for _, rr := range m.Extra {
-			switch rr.(type) {
-			case *dns.A, *dns.AAAA:
-				if rr.Header().Class == dns.ClassINET {
-					set.extra = append(set.extra, rr)
-				}
+		set.extra = inBailiwick(m.Extra, set.records)
+	}
+	return set, nil
+}
+
+// inBailiwick returns the A and AAAA records of extra (an SRV reply's
+// additional section) whose owner is the target of one of the SRV records
+// srvs. Any other record could plant addresses for an unrelated name in the
+// cache, so it is dropped.
+func inBailiwick(extra, srvs []dns.RR) []dns.RR {
+	targets := make(map[string]bool, len(srvs))
+	for _, rr := range srvs {
+		if s, ok := rr.(*dns.SRV); ok && s.Target != "." {
+			targets[dns.CanonicalName(s.Target)] = true
+		}
+	}
+	var out []dns.RR
+	for _, rr := range extra {
+		switch rr.(type) {
+		case *dns.A, *dns.AAAA:
+			h := rr.Header()
+			if h.Class == dns.ClassINET && targets[dns.CanonicalName(h.Name)] {
+				out = append(out, rr)
 			}
 		}
 	}
-	return set, nil
+	return out
 }
 
 func rcodeName(rc int) string {

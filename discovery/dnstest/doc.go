@@ -10,9 +10,9 @@
 //
 // Faults can be injected per name and type ([Server.SetFault]): an error
 // rcode, a delay, a dropped query, a truncated UDP answer, records with the
-// wrong owner name, or a malformed reply. Every query is logged
-// ([Server.Queries], [Server.Count]) so that tests can assert what a client
-// asked and over which transport.
+// wrong owner name, a malformed reply, or extra records in the additional
+// section. Every query is logged ([Server.Queries], [Server.Count]) so that
+// tests can assert what a client asked and over which transport.
 //
 //	srv, err := dnstest.NewServer(`
 //	$ORIGIN example.com.

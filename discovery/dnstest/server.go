@@ -59,6 +59,10 @@ type Fault struct {
 	// Malformed sends a reply with a garbage record appended, so unpacking
 	// it fails.
 	Malformed bool
+	// Extra records are appended to the additional section of the reply,
+	// whatever their names, as a misbehaving or poisoning server might do.
+	// A fault Rcode or a truncated UDP reply empties that section.
+	Extra []dns.RR
 	// Times limits the fault to this many matching queries; 0 means for
 	// ever.
 	Times int
@@ -262,6 +266,7 @@ func (s *Server) SetDelay(d time.Duration) {
 // dns.TypeNone (0) matches every type; a fault for a specific type takes
 // precedence over one for every type.
 func (s *Server) SetFault(name string, qtype uint16, f Fault) {
+	f.Extra = copyAll(f.Extra)
 	s.mu.Lock()
 	s.faults[rrKey{canonical(name), qtype}] = &f
 	s.mu.Unlock()
@@ -420,6 +425,7 @@ func (s *Server) prepare(req *dns.Msg, name string, qtype uint16, network string
 		m.SetEdns0(udpAdvertised, false)
 	}
 	s.answer(m, name, qtype)
+	m.Extra = append(m.Extra, copyAll(p.fault.Extra)...)
 	p.reply = m
 	return p
 }

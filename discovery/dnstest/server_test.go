@@ -269,6 +269,32 @@ func TestFaultWrongName(t *testing.T) {
 	assert.Equal(t, "xmpp1.example.com.", m.Question[0].Name)
 }
 
+func TestFaultExtra(t *testing.T) {
+	srv := newServer(t, zone)
+	planted, err := dns.NewRR("xmpp.victim.net. 3600 IN A 127.0.0.9")
+	require.NoError(t, err)
+	f := dnstest.Fault{Extra: []dns.RR{planted}}
+	srv.SetFault("_xmpp-component._tcp.example.com", dns.TypeSRV, f)
+	planted.(*dns.A).A = net.IPv4(127, 0, 0, 10) // SetFault copied the records
+
+	m := ask(t, srv, "udp", "_xmpp-component._tcp.example.com", dns.TypeSRV)
+	assert.Len(t, m.Answer, 2)
+	var extra []string
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			extra = append(extra, rr.String())
+		}
+	}
+	assert.Contains(t, extra, "xmpp.victim.net.\t3600\tIN\tA\t127.0.0.9", "planted record appended")
+	assert.Len(t, extra, 4, "the targets' A/AAAA records and the planted one")
+
+	srv.SetFault("_xmpp-component._tcp.example.com", dns.TypeSRV, dnstest.Fault{Extra: f.Extra, Rcode: dns.RcodeServerFailure})
+	m = ask(t, srv, "udp", "_xmpp-component._tcp.example.com", dns.TypeSRV)
+	for _, rr := range m.Extra {
+		assert.Equal(t, dns.TypeOPT, rr.Header().Rrtype, "an error rcode empties the additional section")
+	}
+}
+
 func TestFaultMalformed(t *testing.T) {
 	srv := newServer(t, zone)
 	srv.SetFault("xmpp1.example.com", dns.TypeA, dnstest.Fault{Malformed: true})
