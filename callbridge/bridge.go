@@ -372,9 +372,9 @@ func (b *Bridge) set(fn func(*Status)) {
 
 // failed records a failure in the status and stats.
 func (b *Bridge) failed(err error) {
-	k := kindOf(err)
+	k := Classify(err)
 	b.stats.connectFailed(k)
 	b.set(func(s *Status) {
-		s.LastErr, s.LastErrKind, s.Permanent = err, k, component.IsPermanent(err)
+		s.LastErr, s.LastErrKind, s.Permanent = err, k, k.Permanent()
 	})
 }

@@ -182,7 +182,7 @@ func (b *Bridge) redirect(ctx context.Context, cfg *resolved, err error) *discov
 		err = discovery.ErrNoAddresses
 	}
 	if err != nil {
-		b.failed(err)
+		b.failed(&RedirectError{Addr: addr, Err: err})
 		return nil
 	}
 	cfg.Logger.Info("xmpp server redirected the bridge", "server", addr)

@@ -51,10 +51,15 @@
 // counts as failing and is backed off. The Backoff type has the table of
 // what each failure waits.
 //
-// Wrong secrets and unknown names are permanent errors: an operator must fix
-// the XMPP server. The bridge reports them as such in Status and keeps
-// retrying at Backoff.Max, as CMS does, unless Config.StopOnPermanentError
-// asks Run to return instead.
+// Classify gives the kind of any error of the module (DNS, network, TLS,
+// certificate, handshake, stream); it is the one classification, used for
+// Status, Stats, logs and the backoff. Permanent kinds are those an
+// operator must fix: invalid settings, no service published in DNS, a
+// certificate that is not trusted or lacks a name, a server that does not
+// speak XEP-0114 as configured (wrong port, another component), a wrong
+// secret, an unknown name. The bridge reports them as such in Status and
+// keeps retrying at Backoff.Max, as CMS does, unless
+// Config.StopOnPermanentError asks Run to return instead.
 //
 // With Config.FailBack, a bridge connected to a lower-priority SRV target
 // probes the preferred ones on a goroutine of its own (the live link stays

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net"
 
-	"mellium.im/xmpp/stream"
-
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery"
 	"github.com/cblink/cblink/tlsverify"
@@ -45,15 +43,50 @@ func (e *PermanentError) Error() string {
 
 func (e *PermanentError) Unwrap() error { return e.Err }
 
-// kindOf classifies an error for status, stats and logs.
-func kindOf(err error) ErrorKind {
+// RedirectError is a see-other-host redirect the bridge could not follow
+// (its address does not parse or resolve).
+type RedirectError struct {
+	Addr string // the address the server gave, cleaned for display
+	Err  error
+}
+
+func (e *RedirectError) Error() string {
+	return "callbridge: cannot follow the server's redirect to " + e.Addr + ": " + e.Err.Error()
+}
+
+func (e *RedirectError) Unwrap() error { return e.Err }
+
+// protocolConditions are the stream error conditions from the server that
+// say it does not accept this component's stream as configured.
+var protocolConditions = map[string]bool{
+	"invalid-namespace":       true,
+	"bad-namespace-prefix":    true,
+	"bad-format":              true,
+	"improper-addressing":     true,
+	"invalid-from":            true,
+	"unsupported-version":     true,
+	"unsupported-encoding":    true,
+	"unsupported-feature":     true,
+	"unsupported-stanza-type": true,
+	"restricted-xml":          true,
+	"not-well-formed":         true,
+}
+
+// Classify returns the kind of an error from the bridge or from the
+// packages it composes (discovery, tlsverify, component, the network): the
+// one classification of this module. Its Permanent method says whether an
+// operator must act.
+func Classify(err error) ErrorKind {
 	var (
 		nameErr  *tlsverify.NameError
 		chainErr *tlsverify.ChainError
 		dnsErr   *discovery.Error
+		redirErr *RedirectError
 		tlsAlert tls.AlertError
 		recErr   tls.RecordHeaderError
 		netErr   net.Error
+		se       *component.StreamError
+		ce       *ConnectError
 	)
 	switch {
 	case err == nil:
@@ -62,36 +95,54 @@ func kindOf(err error) ErrorKind {
 		return KindClosed
 	case errors.Is(err, ErrInvalidConfig), errors.Is(err, component.ErrConfig):
 		return KindConfig
-	case errors.Is(err, discovery.ErrNoService):
+	case errors.As(err, &redirErr):
+		return KindRedirect
+	case errors.Is(err, discovery.ErrNoService), errors.Is(err, discovery.ErrNoSRV):
 		return KindNoService
+	case errors.Is(err, discovery.ErrBadAddress):
+		return KindConfig
 	case errors.As(err, &dnsErr):
 		return KindDNS
 	case errors.As(err, &nameErr), errors.As(err, &chainErr):
 		return KindCertificate
-	case errors.Is(err, stream.NotAuthorized):
-		return KindAuth
-	case errors.Is(err, stream.HostUnknown):
-		return KindUnknownName
-	case errors.Is(err, stream.Conflict):
-		return KindConflict
-	case errors.Is(err, stream.SeeOtherHost):
-		return KindRedirect
-	case errors.Is(err, stream.SystemShutdown):
-		return KindShutdown
+	case errors.As(err, &recErr):
+		return KindProtocol // the port does not speak TLS
+	case errors.Is(err, component.ErrNoStreamID), errors.Is(err, component.ErrWrongAddress):
+		return KindProtocol
+	case errors.As(err, &se):
+		switch c := se.Condition(); {
+		case se.Local:
+			if errors.As(err, &ce) && ce.Step == Authenticating {
+				return KindProtocol // the server's handshake was not XEP-0114
+			}
+			return KindStream
+		case c == "not-authorized":
+			return KindAuth
+		case c == "host-unknown", c == "host-gone":
+			return KindUnknownName
+		case c == "conflict":
+			return KindConflict
+		case c == "see-other-host":
+			return KindRedirect
+		case c == "system-shutdown":
+			return KindShutdown
+		case c == "connection-timeout":
+			return KindTimeout
+		case protocolConditions[c]:
+			return KindProtocol
+		}
+		return KindStream
+	case errors.Is(err, component.ErrProtocol) && errors.As(err, &ce) && ce.Step == Authenticating:
+		return KindProtocol
 	case errors.Is(err, component.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return KindTimeout
-	case errors.As(err, &tlsAlert), errors.As(err, &recErr):
+	case errors.As(err, &tlsAlert):
 		return KindTLS
-	}
-	var se *component.StreamError
-	if errors.As(err, &se) || errors.Is(err, component.ErrPeerClosed) || errors.Is(err, component.ErrProtocol) {
+	case errors.Is(err, component.ErrPeerClosed), errors.Is(err, component.ErrProtocol):
 		return KindStream
-	}
-	if errors.As(err, &netErr) && netErr.Timeout() {
+	case errors.As(err, &netErr) && netErr.Timeout():
 		return KindTimeout
-	}
-	var ce *ConnectError
-	if errors.As(err, &ce) && ce.Step == TLS {
+	case errors.As(err, &ce) && ce.Step == TLS:
 		return KindTLS
 	}
 	return KindNetwork

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stream"
 
 	"github.com/cblink/cblink/callbridge"
 	"github.com/cblink/cblink/component"
@@ -182,4 +183,24 @@ func ExampleBridge_Shutdown() {
 	// Shutdown: <nil>
 	// Run: callbridge: closed
 	// closed cleanly: true
+}
+
+// Classify sorts any error of the module into a kind, and tells which kinds
+// an operator must fix.
+func ExampleClassify() {
+	errs := []error{
+		&component.StreamError{Err: stream.NotAuthorized, Addr: "cb1.example.com"},
+		&component.StreamError{Err: stream.HostUnknown, Addr: "cb1.example.com", Name: "cb1"},
+		&component.StreamError{Err: stream.Conflict, Addr: "cb1.example.com"},
+		fmt.Errorf("dial: %w", errors.New("connection refused")),
+	}
+	for _, err := range errs {
+		k := callbridge.Classify(err)
+		fmt.Printf("%s (permanent %v): %v\n", k, k.Permanent(), err)
+	}
+	// Output:
+	// auth (permanent true): component: authentication failure: wrong shared secret for cb1.example.com (server said not-authorized)
+	// unknown-name (permanent true): component: the XMPP server does not know the component name cb1.example.com (host-unknown): add it on the server (xmpp callbridge add cb1)
+	// conflict (permanent false): component: another link is already connected as cb1.example.com (conflict); a stale link may still be closing
+	// network (permanent false): dial: connection refused
 }

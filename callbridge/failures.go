@@ -3,7 +3,6 @@ package callbridge
 import (
 	"time"
 
-	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery"
 )
 
@@ -62,7 +61,7 @@ func (f *failureBook) order(eps []discovery.Endpoint) []discovery.Endpoint {
 func (f *failureBook) attemptFailed(ep discovery.Endpoint, err error) {
 	r := f.rec(ep)
 	r.fails++
-	r.permanent = component.IsPermanent(err)
+	r.permanent = Classify(err).Permanent()
 }
 
 // connected records a link up.

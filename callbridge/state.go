@@ -68,29 +68,69 @@ func (s State) String() string {
 // MarshalText makes a State print by name in JSON and logs.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-// ErrorKind classifies why a cycle failed, for status, stats and logs.
+// ErrorKind classifies why a cycle failed or a link ended, for status,
+// stats and logs. Classify gives the kind of any error of this module;
+// Permanent tells the kinds an operator must fix (the bridge keeps trying
+// at Backoff.Max, or stops with StopOnPermanentError).
 type ErrorKind string
 
-// Error kinds. Permanent ones (KindAuth, KindUnknownName, KindConfig) will
-// not go away without an operator fixing the XMPP server or the settings.
+// Error kinds, and whether each is permanent.
 const (
-	KindNone        ErrorKind = ""
-	KindDNS         ErrorKind = "dns"
-	KindNoService   ErrorKind = "no-service"
-	KindNetwork     ErrorKind = "network"
-	KindTLS         ErrorKind = "tls"
+	KindNone ErrorKind = ""
+	// KindConfig (permanent): invalid settings.
+	KindConfig ErrorKind = "config"
+	// KindNoService (permanent): the domain publishes no component service
+	// (SRV target ".", or no SRV records and no fallback).
+	KindNoService ErrorKind = "no-service"
+	// KindDNS: a lookup failed (timeout, SERVFAIL, no address).
+	KindDNS ErrorKind = "dns"
+	// KindNetwork: TCP could not connect, or the connection failed.
+	KindNetwork ErrorKind = "network"
+	// KindTLS: the TLS handshake failed (an alert, an abrupt end).
+	KindTLS ErrorKind = "tls"
+	// KindCertificate (permanent): the server's certificate is not trusted
+	// or lacks a name it must carry.
 	KindCertificate ErrorKind = "certificate"
-	KindAuth        ErrorKind = "auth"
+	// KindProtocol (permanent): the server does not speak XEP-0114 as the
+	// settings expect: not TLS at all, a stream header without id or for
+	// another component, a wrong namespace, junk instead of the handshake
+	// reply, or a stream error saying so (invalid-namespace,
+	// improper-addressing, invalid-from, unsupported-...). Usually a wrong
+	// port or a component misconfigured on the server.
+	KindProtocol ErrorKind = "protocol"
+	// KindAuth (permanent): the server refused the shared secret.
+	KindAuth ErrorKind = "auth"
+	// KindUnknownName (permanent): the server does not know the component
+	// name (host-unknown, host-gone).
 	KindUnknownName ErrorKind = "unknown-name"
-	KindConflict    ErrorKind = "conflict"
-	KindRedirect    ErrorKind = "redirect"
-	KindFailBack    ErrorKind = "fail-back" // a link closed because a preferred server took over
-	KindShutdown    ErrorKind = "server-shutdown"
-	KindStream      ErrorKind = "stream"
-	KindTimeout     ErrorKind = "timeout"
-	KindConfig      ErrorKind = "config"
-	KindClosed      ErrorKind = "closed"
+	// KindConflict: another link holds the name (often our own stale one).
+	KindConflict ErrorKind = "conflict"
+	// KindRedirect: the server sent see-other-host (followed once), or its
+	// redirect could not be followed.
+	KindRedirect ErrorKind = "redirect"
+	// KindShutdown: the server said it is shutting down.
+	KindShutdown ErrorKind = "server-shutdown"
+	// KindStream: another stream error, or the server closed the stream.
+	KindStream ErrorKind = "stream"
+	// KindTimeout: a step, a ping or a read timed out.
+	KindTimeout ErrorKind = "timeout"
+	// KindClosed: the link was closed by this side (Close, Update).
+	KindClosed ErrorKind = "closed"
+	// KindFailBack: a link closed because a preferred server took over.
+	KindFailBack ErrorKind = "fail-back"
 )
+
+// Permanent reports whether an error of kind k will not go away until an
+// operator fixes the settings, the DNS, the certificate or the XMPP
+// server: KindConfig, KindNoService, KindCertificate, KindProtocol,
+// KindAuth and KindUnknownName.
+func (k ErrorKind) Permanent() bool {
+	switch k {
+	case KindConfig, KindNoService, KindCertificate, KindProtocol, KindAuth, KindUnknownName:
+		return true
+	}
+	return false
+}
 
 // Status is a snapshot of the bridge. Fields describe the current or last
 // attempt; by the time a caller reads it the bridge may have moved on.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery"
 )
 
@@ -33,10 +32,10 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 		if err != nil {
 			b.failed(err)
 			n := book.lookupFailed()
-			if component.IsPermanent(err) && cfg.StopOnPermanentError {
+			if Classify(err).Permanent() && cfg.StopOnPermanentError {
 				return &PermanentError{Err: err}
 			}
-			if !b.backOff(ctx, cfg, book, n, component.IsPermanent(err)) {
+			if !b.backOff(ctx, cfg, book, n, Classify(err).Permanent()) {
 				return ctx.Err()
 			}
 			continue
@@ -53,10 +52,10 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 		}
 		if l == nil {
 			n, perm := book.cycleFailed()
-			if component.IsPermanent(err) && cfg.StopOnPermanentError {
+			if Classify(err).Permanent() && cfg.StopOnPermanentError {
 				return &PermanentError{Err: err}
 			}
-			if !b.backOff(ctx, cfg, book, n, perm || component.IsPermanent(err)) {
+			if !b.backOff(ctx, cfg, book, n, perm || Classify(err).Permanent()) {
 				return ctx.Err()
 			}
 			continue
@@ -72,7 +71,8 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 			continue
 		}
 		b.set(func(s *Status) {
-			s.LastErr, s.LastErrKind, s.Permanent = lerr, kindOf(lerr), component.IsPermanent(lerr)
+			k := Classify(lerr)
+			s.LastErr, s.LastErrKind, s.Permanent = lerr, k, k.Permanent()
 		})
 		// A link that was healthy is replaced at once, as is the first
 		// drop of a server or one with another server not yet failed; a
@@ -187,7 +187,7 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res *discovery.
 		select {
 		case <-l.sess.Done():
 			err := l.sess.Err()
-			b.ended(l, kindOf(err))
+			b.ended(l, Classify(err))
 			return dropped, l, err
 		case <-ctx.Done():
 			return stop()

@@ -12,7 +12,7 @@
 //		Name: "cb1", Domain: "example.com", Secret: secret, Handler: mux,
 //	})
 //	if err != nil {
-//		// component.IsPermanent(err): wrong secret, unknown name, ...
+//		// a typed error: errors.Is(err, stream.NotAuthorized), ...
 //	}
 //	defer s.Close()
 //	<-s.Done() // s.Err() says why the link ended
@@ -31,11 +31,10 @@
 //
 // A stream error, whether the server sent it or this side did, is a
 // *StreamError wrapping mellium's stream.Error, so errors.Is(err,
-// stream.NotAuthorized) works; its message is meant for operators. Classify
-// and IsPermanent sort errors into configuration problems (wrong secret,
-// unknown name, wrong port) and passing ones (network, timeout, conflict,
-// shutdown). Sentinels (ErrClosed, ErrDisconnected, ErrTimeout, ...) cover
-// the rest.
+// stream.NotAuthorized) works; its message is meant for operators.
+// Sentinels (ErrClosed, ErrDisconnected, ErrTimeout, ErrNoStreamID, ...)
+// cover the rest. Whether an error is one an operator must fix is decided
+// in one place for the whole module: callbridge.Classify.
 //
 // # Sending and receiving
 //

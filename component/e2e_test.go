@@ -153,39 +153,38 @@ func TestE2EHandshakeFailures(t *testing.T) {
 		name  string
 		setup func(e *env, cfg *component.Config)
 		want  error
-		perm  bool
 		noHS  bool
 		extra func(t *testing.T, e *env)
 	}{
 		{name: "wrong secret", setup: func(e *env, cfg *component.Config) { cfg.Secret = "not-" + secret },
-			want: stream.NotAuthorized, perm: true},
+			want: stream.NotAuthorized},
 		{name: "unknown name", setup: func(e *env, cfg *component.Config) { cfg.Name = "cb9" },
-			want: stream.HostUnknown, perm: true},
+			want: stream.HostUnknown},
 		{name: "duplicate", setup: func(e *env, cfg *component.Config) {
 			_, _ = e.connect(e.config())
-		}, want: stream.Conflict, perm: false},
+		}, want: stream.Conflict},
 		{name: "missing id", setup: func(e *env, cfg *component.Config) {
 			e.srv.SetFault(componenttest.Fault{Header: componenttest.HeaderTweak{OmitID: true}})
-		}, want: component.ErrNoStreamID, perm: true, noHS: true},
+		}, want: component.ErrNoStreamID, noHS: true},
 		{name: "empty id", setup: func(e *env, cfg *component.Config) {
 			e.srv.SetFault(componenttest.Fault{Header: componenttest.HeaderTweak{EmptyID: true}})
-		}, want: component.ErrNoStreamID, perm: true, noHS: true},
+		}, want: component.ErrNoStreamID, noHS: true},
 		{name: "other from", setup: func(e *env, cfg *component.Config) {
 			e.srv.SetFault(componenttest.Fault{Header: componenttest.HeaderTweak{From: "cb2.example.com"}})
-		}, want: component.ErrWrongAddress, perm: true, noHS: true},
+		}, want: component.ErrWrongAddress, noHS: true},
 		{name: "client namespace", setup: func(e *env, cfg *component.Config) {
 			e.srv.SetFault(componenttest.Fault{Header: componenttest.HeaderTweak{Namespace: "jabber:client"}})
-		}, want: stream.InvalidNamespace, perm: true, noHS: true},
+		}, want: stream.InvalidNamespace, noHS: true},
 		{name: "system shutdown instead of success", setup: func(e *env, cfg *component.Config) {
 			e.srv.SetFault(componenttest.Fault{Phase: componenttest.PhaseHandshakeReceived, Action: componenttest.ActionStreamError, Err: stream.SystemShutdown})
-		}, want: stream.SystemShutdown, perm: false},
+		}, want: stream.SystemShutdown},
 		{name: "connection dropped", setup: func(e *env, cfg *component.Config) {
 			e.srv.SetFault(componenttest.Fault{Phase: componenttest.PhaseHeader, Action: componenttest.ActionClose})
-		}, want: nil, perm: false},
+		}, want: nil},
 		{name: "server stalls", setup: func(e *env, cfg *component.Config) {
 			cfg.HandshakeTimeout = 100 * time.Millisecond
 			e.srv.SetFault(componenttest.Fault{Phase: componenttest.PhaseClientHeader, Action: componenttest.ActionBlackhole})
-		}, want: component.ErrTimeout, perm: false, noHS: true},
+		}, want: component.ErrTimeout, noHS: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -198,7 +197,6 @@ func TestE2EHandshakeFailures(t *testing.T) {
 			if tc.want != nil {
 				assert.ErrorIs(t, err, tc.want)
 			}
-			assert.Equal(t, tc.perm, component.IsPermanent(err), "permanent: %v", err)
 			conns := e.srv.Conns()
 			last := conns[len(conns)-1]
 			last.Close()
@@ -231,20 +229,19 @@ func TestE2EHandshakeTolerance(t *testing.T) {
 
 func TestE2EStreamErrors(t *testing.T) {
 	cases := []struct {
-		err  stream.Error
-		perm bool
+		err stream.Error
 	}{
-		{stream.NotAuthorized, true},
-		{stream.HostUnknown, true},
-		{stream.Conflict, false},
-		{stream.InvalidNamespace, true},
-		{stream.ImproperAddressing, true},
-		{stream.InvalidFrom, true},
-		{stream.PolicyViolation, false},
-		{stream.Error{Err: "see-other-host", Content: "xmpp2.example.com:5223"}, false},
-		{stream.SystemShutdown, false},
-		{stream.ConnectionTimeout, false},
-		{stream.InternalServerError, false},
+		{stream.NotAuthorized},
+		{stream.HostUnknown},
+		{stream.Conflict},
+		{stream.InvalidNamespace},
+		{stream.ImproperAddressing},
+		{stream.InvalidFrom},
+		{stream.PolicyViolation},
+		{stream.Error{Err: "see-other-host", Content: "xmpp2.example.com:5223"}},
+		{stream.SystemShutdown},
+		{stream.ConnectionTimeout},
+		{stream.InternalServerError},
 	}
 	for _, tc := range cases {
 		t.Run(tc.err.Err, func(t *testing.T) {
@@ -255,7 +252,6 @@ func TestE2EStreamErrors(t *testing.T) {
 			require.NoError(t, c.SendStreamError(ctx5(t), se))
 			err := s.Wait(ctx5(t))
 			require.ErrorIs(t, err, tc.err)
-			assert.Equal(t, tc.perm, component.IsPermanent(err))
 			var got *component.StreamError
 			require.ErrorAs(t, err, &got)
 			assert.Equal(t, "operator note", got.Text())
@@ -388,7 +384,6 @@ func TestE2EBlackholeDetected(t *testing.T) {
 	start := time.Now()
 	err := s.Wait(ctx5(t))
 	assert.ErrorIs(t, err, component.ErrTimeout)
-	assert.False(t, component.IsPermanent(err))
 	assert.Less(t, time.Since(start), 1500*time.Millisecond)
 }
 
@@ -438,7 +433,7 @@ func TestE2EPendingIQsFailOnDisconnect(t *testing.T) {
 			t.Fatal("pending IQ not released")
 		}
 	}
-	assert.False(t, component.IsPermanent(s.Wait(ctx5(t))))
+	assert.Error(t, s.Wait(ctx5(t)), "the link ended with the reset")
 }
 
 func TestE2EServerPingFlood(t *testing.T) {

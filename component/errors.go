@@ -2,7 +2,6 @@ package component
 
 import (
 	"errors"
-	"strconv"
 	"strings"
 
 	"mellium.im/xmpp/stream"
@@ -154,70 +153,3 @@ func (e *StreamError) Error() string {
 	}
 	return b.String()
 }
-
-// Class tells a supervisor what to make of an error that ended or
-// prevented a session.
-type Class uint8
-
-// Error classes.
-const (
-	// ClassNone is the class of a nil error.
-	ClassNone Class = iota
-	// ClassRetry covers what may go away by itself: network failures,
-	// timeouts, conflict (a stale link of our own), system-shutdown,
-	// see-other-host (retry at the given address), the server closing.
-	ClassRetry
-	// ClassPermanent covers configuration problems that a retry will not
-	// fix until an operator acts: wrong secret (not-authorized), unknown
-	// name (host-unknown), wrong namespace or port, addressing errors,
-	// a server header without id or for another address, invalid Config.
-	ClassPermanent
-)
-
-func (c Class) String() string {
-	switch c {
-	case ClassNone:
-		return "None"
-	case ClassRetry:
-		return "Retry"
-	case ClassPermanent:
-		return "Permanent"
-	}
-	return "Class(" + strconv.Itoa(int(c)) + ")"
-}
-
-// permanentConditions are the stream error conditions a retry won't fix.
-var permanentConditions = map[string]bool{
-	"not-authorized":          true,
-	"host-unknown":            true,
-	"host-gone":               true,
-	"invalid-namespace":       true,
-	"bad-namespace-prefix":    true,
-	"bad-format":              true,
-	"improper-addressing":     true,
-	"invalid-from":            true,
-	"unsupported-version":     true,
-	"unsupported-encoding":    true,
-	"unsupported-feature":     true,
-	"unsupported-stanza-type": true,
-}
-
-// Classify returns the class of err. Errors this package does not know
-// (network errors, context errors) are ClassRetry.
-func Classify(err error) Class {
-	if err == nil {
-		return ClassNone
-	}
-	if errors.Is(err, ErrNoStreamID) || errors.Is(err, ErrWrongAddress) || errors.Is(err, ErrConfig) {
-		return ClassPermanent
-	}
-	var se *StreamError
-	if errors.As(err, &se) && permanentConditions[se.Err.Err] {
-		return ClassPermanent
-	}
-	return ClassRetry
-}
-
-// IsPermanent reports whether err is a configuration problem that retrying
-// will not fix (see ClassPermanent).
-func IsPermanent(err error) bool { return Classify(err) == ClassPermanent }

@@ -3,12 +3,10 @@ package component_test
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"time"
 
 	"mellium.im/xmpp/jid"
-	"mellium.im/xmpp/stream"
 
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
@@ -37,7 +35,7 @@ func ExampleNewSession() {
 		Secret: "s3cr3t",
 	})
 	if err != nil {
-		fmt.Println("handshake failed:", err, "permanent:", component.IsPermanent(err))
+		fmt.Println("handshake failed:", err)
 		return
 	}
 	fmt.Println("connected as", s.Addr())
@@ -114,23 +112,4 @@ func ExampleMux_HandleJoin() {
 	// 1234 joined, session web-Ann
 	// 1234 refused: forbidden
 	// 5678 refused: item-not-found
-}
-
-// ExampleClassify shows how a supervisor tells configuration problems from
-// passing ones.
-func ExampleClassify() {
-	errs := []error{
-		&component.StreamError{Err: stream.NotAuthorized, Addr: "cb1.example.com"},
-		&component.StreamError{Err: stream.HostUnknown, Addr: "cb1.example.com", Name: "cb1"},
-		&component.StreamError{Err: stream.Conflict, Addr: "cb1.example.com"},
-		fmt.Errorf("dial: %w", errors.New("connection refused")),
-	}
-	for _, err := range errs {
-		fmt.Printf("%s: %v\n", component.Classify(err), err)
-	}
-	// Output:
-	// Permanent: component: authentication failure: wrong shared secret for cb1.example.com (server said not-authorized)
-	// Permanent: component: the XMPP server does not know the component name cb1.example.com (host-unknown): add it on the server (xmpp callbridge add cb1)
-	// Retry: component: another link is already connected as cb1.example.com (conflict); a stale link may still be closing
-	// Retry: dial: connection refused
 }

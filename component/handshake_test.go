@@ -35,7 +35,6 @@ func TestHandshakeScripts(t *testing.T) {
 		wantErr  error  // nil: success
 		wantCond string // for *StreamError
 		noHS     bool   // the client must not send <handshake>
-		perm     bool
 	}{
 		{name: "plain", header: srvHeader, reply: "<handshake/>"},
 		{name: "xml declaration with newlines", header: "<?xml version='1.0' encoding='UTF-8'?>\n\r\n  \n" + srvHeader, reply: "<handshake/>"},
@@ -44,18 +43,18 @@ func TestHandshakeScripts(t *testing.T) {
 		{name: "handshake with explicit namespace", header: srvHeader, reply: "<handshake xmlns='jabber:component:accept'/>"},
 		{name: "from omitted", header: "<stream:stream " + nsHeader + " id='" + testID + "'>", reply: "<handshake/>"},
 		{name: "from in other case", header: "<stream:stream " + nsHeader + " from='CB1.example.com' id='" + testID + "'>", reply: "<handshake/>"},
-		{name: "from differs", header: "<stream:stream " + nsHeader + " from='cb2.example.com' id='" + testID + "'>", wantErr: ErrWrongAddress, noHS: true, perm: true},
-		{name: "missing id", header: "<stream:stream " + nsHeader + " from='cb1.example.com'>", wantErr: ErrNoStreamID, noHS: true, perm: true},
-		{name: "empty id", header: "<stream:stream " + nsHeader + " from='cb1.example.com' id=''>", wantErr: ErrNoStreamID, noHS: true, perm: true},
-		{name: "missing id then host-unknown", header: "<stream:stream " + nsHeader + " from='cb1.example.com'><stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>", wantErr: stream.HostUnknown, wantCond: "host-unknown", noHS: true, perm: true},
-		{name: "host-unknown after header", header: srvHeader + "<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>", wantErr: stream.HostUnknown, wantCond: "host-unknown", perm: true},
-		{name: "wrong secret", header: srvHeader, reply: "<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Invalid handshake</text></stream:error>", wantErr: stream.NotAuthorized, wantCond: "not-authorized", perm: true},
+		{name: "from differs", header: "<stream:stream " + nsHeader + " from='cb2.example.com' id='" + testID + "'>", wantErr: ErrWrongAddress, noHS: true},
+		{name: "missing id", header: "<stream:stream " + nsHeader + " from='cb1.example.com'>", wantErr: ErrNoStreamID, noHS: true},
+		{name: "empty id", header: "<stream:stream " + nsHeader + " from='cb1.example.com' id=''>", wantErr: ErrNoStreamID, noHS: true},
+		{name: "missing id then host-unknown", header: "<stream:stream " + nsHeader + " from='cb1.example.com'><stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>", wantErr: stream.HostUnknown, wantCond: "host-unknown", noHS: true},
+		{name: "host-unknown after header", header: srvHeader + "<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>", wantErr: stream.HostUnknown, wantCond: "host-unknown"},
+		{name: "wrong secret", header: srvHeader, reply: "<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Invalid handshake</text></stream:error>", wantErr: stream.NotAuthorized, wantCond: "not-authorized"},
 		{name: "conflict", header: srvHeader, reply: "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>", wantErr: stream.Conflict, wantCond: "conflict"},
 		{name: "non-empty handshake reply", header: srvHeader, reply: "<handshake>x</handshake>", wantErr: ErrProtocol},
 		{name: "handshake in wrong namespace", header: srvHeader, reply: "<handshake xmlns='urn:other'/>", wantErr: ErrProtocol},
 		{name: "stanza instead of handshake", header: srvHeader, reply: "<message/>", wantErr: ErrProtocol},
 		{name: "stream closed instead of handshake", header: srvHeader, reply: "</stream:stream>", wantErr: ErrPeerClosed},
-		{name: "client namespace", header: "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='x'>", wantErr: stream.InvalidNamespace, wantCond: "invalid-namespace", noHS: true, perm: true},
+		{name: "client namespace", header: "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='x'>", wantErr: stream.InvalidNamespace, wantCond: "invalid-namespace", noHS: true},
 		{name: "not XML", header: "HTTP/1.1 400 Bad Request\r\n\r\n", wantErr: stream.NotWellFormed, wantCond: "not-well-formed", noHS: true},
 		{name: "comment instead of handshake", header: srvHeader, reply: "<!-- hi -->", wantErr: stream.RestrictedXML, wantCond: "restricted-xml"},
 	}
@@ -87,7 +86,6 @@ func TestHandshakeScripts(t *testing.T) {
 			require.Error(t, err)
 			require.Nil(t, s)
 			assert.ErrorIs(t, err, tc.wantErr)
-			assert.Equal(t, tc.perm, IsPermanent(err), "permanent")
 			if tc.wantCond != "" {
 				var se *StreamError
 				require.ErrorAs(t, err, &se)
@@ -133,7 +131,6 @@ func TestHandshakeTimeout(t *testing.T) {
 				assert.ErrorIs(t, err, ErrTimeout)
 				assert.ErrorIs(t, err, context.DeadlineExceeded)
 			}
-			assert.False(t, IsPermanent(err))
 		})
 	}
 }
@@ -163,7 +160,6 @@ func TestConfigErrors(t *testing.T) {
 			_ = p
 			_, err := NewSession(context.Background(), c, tc.cfg)
 			assert.ErrorIs(t, err, ErrConfig)
-			assert.True(t, IsPermanent(err))
 		})
 	}
 }
@@ -203,20 +199,19 @@ func TestStreamErrorClasses(t *testing.T) {
 	cases := []struct {
 		cond   string
 		target stream.Error
-		perm   bool
 	}{
-		{"not-authorized", stream.NotAuthorized, true},
-		{"host-unknown", stream.HostUnknown, true},
-		{"conflict", stream.Conflict, false},
-		{"invalid-namespace", stream.InvalidNamespace, true},
-		{"improper-addressing", stream.ImproperAddressing, true},
-		{"invalid-from", stream.InvalidFrom, true},
-		{"policy-violation", stream.PolicyViolation, false},
-		{"see-other-host", stream.SeeOtherHost, false},
-		{"system-shutdown", stream.SystemShutdown, false},
-		{"connection-timeout", stream.ConnectionTimeout, false},
-		{"reset", stream.Reset, false},
-		{"undefined-condition", stream.UndefinedCondition, false},
+		{"not-authorized", stream.NotAuthorized},
+		{"host-unknown", stream.HostUnknown},
+		{"conflict", stream.Conflict},
+		{"invalid-namespace", stream.InvalidNamespace},
+		{"improper-addressing", stream.ImproperAddressing},
+		{"invalid-from", stream.InvalidFrom},
+		{"policy-violation", stream.PolicyViolation},
+		{"see-other-host", stream.SeeOtherHost},
+		{"system-shutdown", stream.SystemShutdown},
+		{"connection-timeout", stream.ConnectionTimeout},
+		{"reset", stream.Reset},
+		{"undefined-condition", stream.UndefinedCondition},
 	}
 	for _, tc := range cases {
 		t.Run(tc.cond, func(t *testing.T) {
@@ -233,7 +228,6 @@ func TestStreamErrorClasses(t *testing.T) {
 			require.ErrorAs(t, err, &se)
 			assert.False(t, se.Local)
 			assert.Equal(t, "because", se.Text())
-			assert.Equal(t, tc.perm, IsPermanent(err))
 			host, ok := se.OtherHost()
 			assert.Equal(t, tc.cond == "see-other-host", ok)
 			assert.Equal(t, content, host)
@@ -248,13 +242,8 @@ func TestStreamErrorClasses(t *testing.T) {
 	}
 }
 
-func TestClassify(t *testing.T) {
-	assert.Equal(t, ClassNone, Classify(nil))
-	assert.Equal(t, ClassRetry, Classify(io.ErrUnexpectedEOF))
-	assert.Equal(t, ClassRetry, Classify(ErrTimeout))
-	assert.Equal(t, ClassPermanent, Classify(ErrNoStreamID))
-	assert.Equal(t, ClassPermanent, Classify(&StreamError{Err: stream.NotAuthorized}))
-	assert.Equal(t, "Permanent", ClassPermanent.String())
+func TestStreamErrorIsByCondition(t *testing.T) {
+	assert.True(t, errors.Is(&StreamError{Err: stream.NotAuthorized}, stream.NotAuthorized))
 	assert.False(t, errors.Is(&StreamError{Err: stream.Conflict}, stream.NotAuthorized))
 }
 

@@ -161,8 +161,8 @@ func NewSession(ctx context.Context, conn net.Conn, cfg Config) (*Session, error
 //
 // On success the session owns conn and can send (keepalives and pings run
 // too), but it reads nothing, so no handler runs, until Start. On failure
-// conn is closed and the error says why; Classify tells whether a retry
-// can help. The secret never appears in errors or logs.
+// conn is closed and the error says why (callbridge.Classify tells whether
+// a retry can help). The secret never appears in errors or logs.
 func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Session, error) {
 	set, err := cfg.resolve()
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"mellium.im/xmpp/stream"
 
+	"github.com/cblink/cblink/callbridge"
 	"github.com/cblink/cblink/component"
 )
 
@@ -32,25 +33,25 @@ func TestIntegrationStreamErrors(t *testing.T) {
 		link      func(o *linkOptions)
 		before    bool // hold a good link to the same name first
 		condition stream.Error
-		class     component.Class
+		kind      callbridge.ErrorKind
 	}{
 		{
 			name:      "wrong secret",
 			link:      func(o *linkOptions) { o.Secret = wrongSecret },
 			condition: stream.NotAuthorized,
-			class:     component.ClassPermanent,
+			kind:      callbridge.KindAuth,
 		},
 		{
 			name:      "unknown name",
 			link:      func(o *linkOptions) { o.Name = "cb9" },
 			condition: stream.HostUnknown,
-			class:     component.ClassPermanent,
+			kind:      callbridge.KindUnknownName,
 		},
 		{
 			name:      "second link with the same name",
 			before:    true,
 			condition: stream.Conflict,
-			class:     component.ClassRetry,
+			kind:      callbridge.KindConflict,
 		},
 	}
 	for _, tc := range tests {
@@ -75,8 +76,8 @@ func TestIntegrationStreamErrors(t *testing.T) {
 			require.ErrorAs(t, err, &se)
 			assert.False(t, se.Local, "the server sent the error")
 			assert.Equal(t, tc.condition.Err, se.Condition())
-			assert.Equal(t, tc.class, component.Classify(err))
-			assert.Equal(t, tc.class == component.ClassPermanent, component.IsPermanent(err))
+			assert.Equal(t, tc.kind, callbridge.Classify(err))
+			assert.Equal(t, tc.kind != callbridge.KindConflict, callbridge.Classify(err).Permanent())
 			for _, secret := range []string{defaultSecret, wrongSecret} {
 				assert.False(t, strings.Contains(err.Error(), secret), "the secret must not appear in the error")
 			}

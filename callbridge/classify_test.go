@@ -1,0 +1,140 @@
+package callbridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"mellium.im/xmpp/stream"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/component/componenttest"
+	"github.com/cblink/cblink/discovery"
+	"github.com/cblink/cblink/internal/testpki"
+)
+
+// TestClassifyEndToEnd runs a bridge with StopOnPermanentError into each
+// failure a real deployment meets, at every layer (DNS, TCP, TLS and the
+// certificate, the XEP-0114 handshake), and checks the one classification:
+// a permanent kind makes Run give up at once with a *PermanentError; a
+// transient one is retried, and Status says which kind it was.
+func TestClassifyEndToEnd(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(r *rig, cfg *Config)
+		kind  ErrorKind
+	}{
+		{"wrong secret", func(r *rig, cfg *Config) { cfg.Secret = "wrong-" + testSecret }, KindAuth},
+		{"unknown name", func(r *rig, cfg *Config) { cfg.Name = "cb9" }, KindUnknownName},
+		{"header without id", func(r *rig, cfg *Config) {
+			r.servers[0].SetFaultFunc(func(int) []componenttest.Fault {
+				return []componenttest.Fault{{Header: componenttest.HeaderTweak{OmitID: true}}}
+			})
+		}, KindProtocol},
+		{"header for another component", func(r *rig, cfg *Config) {
+			r.servers[0].SetFaultFunc(func(int) []componenttest.Fault {
+				return []componenttest.Fault{{Header: componenttest.HeaderTweak{From: "cb2.example.com"}}}
+			})
+		}, KindProtocol},
+		{"client port (jabber:client)", func(r *rig, cfg *Config) {
+			r.servers[0].SetFaultFunc(func(int) []componenttest.Fault {
+				return []componenttest.Fault{{Header: componenttest.HeaderTweak{Namespace: "jabber:client"}}}
+			})
+		}, KindProtocol},
+		{"certificate lacks the server FQDN", func(r *rig, cfg *Config) { cfg.ServerName = "xmpp9.example.com" }, KindCertificate},
+		{"unknown CA", func(r *rig, cfg *Config) { cfg.RootCAs = testpki.MustCA(testpki.Template{}).Pool() }, KindCertificate},
+		{"SRV target \".\"", func(r *rig, cfg *Config) {
+			r.dns.Set("_xmpp-component._tcp.example.com.", 33)
+			require.NoError(t, r.dns.AddZone("_xmpp-component._tcp.example.com. 1 IN SRV 0 0 0 ."))
+		}, KindNoService},
+		{"system-shutdown", func(r *rig, cfg *Config) {
+			r.servers[0].SetFaultFunc(func(int) []componenttest.Fault {
+				return []componenttest.Fault{{Phase: componenttest.PhaseHandshakeReceived, Action: componenttest.ActionStreamError, Err: stream.SystemShutdown}}
+			})
+		}, KindShutdown},
+		{"malformed redirect", func(r *rig, cfg *Config) {
+			r.servers[0].SetFaultFunc(func(int) []componenttest.Fault {
+				return []componenttest.Fault{{Phase: componenttest.PhaseHeader, Action: componenttest.ActionStreamError,
+					Err: stream.Error{Err: "see-other-host", Content: "xmpp2.example.com:99999"}}}
+			})
+		}, KindRedirect},
+		{"server stops", func(r *rig, cfg *Config) { r.servers[0].Stop() }, KindNetwork},
+		{"dropped during the handshake", func(r *rig, cfg *Config) {
+			r.servers[0].SetFaultFunc(func(int) []componenttest.Fault {
+				return []componenttest.Fault{{Phase: componenttest.PhaseHeader, Action: componenttest.ActionClose}}
+			})
+		}, KindNetwork},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, 10)
+			cfg := r.config()
+			cfg.StopOnPermanentError = true
+			tc.setup(r, &cfg)
+			rb := r.start(cfg)
+			if tc.kind.Permanent() {
+				var err error
+				select {
+				case err = <-rb.errc:
+					rb.errc <- err
+				case <-time.After(10 * time.Second):
+					t.Fatalf("Run did not give up on a permanent %s error; status %+v", tc.kind, rb.Status())
+				}
+				var pe *PermanentError
+				require.ErrorAs(t, err, &pe, "%v", err)
+				assert.Equal(t, tc.kind, Classify(err), "%v", err)
+				assert.True(t, rb.Status().Permanent)
+				return
+			}
+			st := rb.waitState(t, BackingOff, 10*time.Second)
+			assert.Equal(t, tc.kind, st.LastErrKind, "%v", st.LastErr)
+			assert.False(t, st.Permanent)
+		})
+	}
+}
+
+// TestClassifyTable covers errors that are hard to produce end to end,
+// and the permanent set.
+func TestClassifyTable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		kind ErrorKind
+	}{
+		{nil, KindNone},
+		{ErrClosed, KindClosed},
+		{component.ErrClosed, KindClosed},
+		{&FieldError{Field: "Name"}, KindConfig},
+		{fmt.Errorf("x: %w", component.ErrConfig), KindConfig},
+		{&discovery.Error{Kind: discovery.KindTimeout, Err: errors.New("i/o timeout")}, KindDNS},
+		{&discovery.Error{Kind: discovery.KindNoSRV, Err: discovery.ErrNoSRV}, KindNoService},
+		{&RedirectError{Addr: "x:99999", Err: &discovery.Error{Kind: discovery.KindBadAddress, Err: discovery.ErrBadAddress}}, KindRedirect},
+		{&ConnectError{Step: Authenticating, Err: &component.StreamError{Err: stream.NotWellFormed, Local: true}}, KindProtocol},
+		{&component.StreamError{Err: stream.NotWellFormed, Local: true}, KindStream}, // mid-session
+		{&component.StreamError{Err: stream.ImproperAddressing}, KindProtocol},
+		{&component.StreamError{Err: stream.Error{Err: "host-gone"}}, KindUnknownName},
+		{&component.StreamError{Err: stream.Conflict}, KindConflict},
+		{&component.StreamError{Err: stream.ConnectionTimeout}, KindTimeout},
+		{&component.StreamError{Err: stream.PolicyViolation}, KindStream},
+		{component.ErrPeerClosed, KindStream},
+		{fmt.Errorf("component: ping: %w", component.ErrTimeout), KindTimeout},
+		{&ConnectError{Step: Authenticating, Err: fmt.Errorf("%w: <message> instead of the handshake reply", component.ErrProtocol)}, KindProtocol},
+		{fmt.Errorf("read: %w", io.ErrUnexpectedEOF), KindNetwork},
+		{context.DeadlineExceeded, KindTimeout},
+	} {
+		assert.Equal(t, tc.kind, Classify(tc.err), "%v", tc.err)
+	}
+	var perm []ErrorKind
+	for _, k := range []ErrorKind{KindConfig, KindNoService, KindDNS, KindNetwork, KindTLS, KindCertificate, KindProtocol,
+		KindAuth, KindUnknownName, KindConflict, KindRedirect, KindShutdown, KindStream, KindTimeout, KindClosed, KindFailBack} {
+		if k.Permanent() {
+			perm = append(perm, k)
+		}
+	}
+	assert.Equal(t, []ErrorKind{KindConfig, KindNoService, KindCertificate, KindProtocol, KindAuth, KindUnknownName}, perm,
+		"the permanent set is what an operator must fix")
+}
