@@ -96,6 +96,7 @@ func ExampleSummarize() {
 	fmt.Println("until:  ", s.NotAfter.Format(time.DateOnly))
 	// s.String() prints all of this plus the SHA-256 fingerprint and the
 	// SPKI pin (for Config.Pins), which differ on every run here.
+
 	// Output:
 	// subject: CN=xmpp1.example.com
 	// issuer:  CN=Example Internal CA,O=cblink tests
