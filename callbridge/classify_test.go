@@ -2,6 +2,7 @@ package callbridge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -125,6 +126,8 @@ func TestClassifyTable(t *testing.T) {
 		{&ConnectError{Step: Authenticating, Err: fmt.Errorf("%w: <message> instead of the handshake reply", component.ErrProtocol)}, KindProtocol},
 		{fmt.Errorf("read: %w", io.ErrUnexpectedEOF), KindNetwork},
 		{context.DeadlineExceeded, KindTimeout},
+		{&ConnectError{Step: TLS, Err: tls.AlertError(40)}, KindTLS}, // handshake_failure (Prosody on an unknown SNI)
+		{&ConnectError{Step: TLS, Err: tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}}, KindProtocol},
 	} {
 		assert.Equal(t, tc.kind, Classify(tc.err), "%v", tc.err)
 	}
