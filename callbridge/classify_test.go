@@ -47,6 +47,13 @@ func TestClassifyEndToEnd(t *testing.T) {
 				return []componenttest.Fault{{Header: componenttest.HeaderTweak{Namespace: "jabber:client"}}}
 			})
 		}, KindProtocol},
+		{"plain TCP where TLS was expected (a plain component port)", func(r *rig, cfg *Config) {
+			plain, err := componenttest.NewServer(componenttest.Options{Domain: testDomain, Plain: true,
+				Components: map[string]string{testAddr: testSecret}})
+			require.NoError(r.t, err)
+			r.t.Cleanup(plain.Close)
+			cfg.Server, cfg.ServerName = plain.Addr(), "xmpp1.example.com"
+		}, KindProtocol},
 		{"certificate lacks the server FQDN", func(r *rig, cfg *Config) { cfg.ServerName = "xmpp9.example.com" }, KindCertificate},
 		{"unknown CA", func(r *rig, cfg *Config) { cfg.RootCAs = testpki.MustCA(testpki.Template{}).Pool() }, KindCertificate},
 		{"SRV target \".\"", func(r *rig, cfg *Config) {
