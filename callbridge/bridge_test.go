@@ -72,16 +72,7 @@ func TestAllDownBackoffGrowsAndCaps(t *testing.T) {
 	cfg.Backoff = Backoff{Base: 10 * time.Millisecond, Max: 80 * time.Millisecond, Multiplier: 2}
 	rb := r.start(cfg)
 
-	var waits []time.Duration
-	require.Eventually(t, func() bool {
-		waits = waits[:0]
-		for _, ev := range rb.eventList() {
-			if ev.To == BackingOff {
-				waits = append(waits, ev.Status.Backoff)
-			}
-		}
-		return len(waits) >= 6
-	}, 10*time.Second, 5*time.Millisecond)
+	waits := rb.backoffWaits(t, 6)
 	assert.Equal(t, []time.Duration{10, 20, 40, 80, 80, 80}, scale(waits[:6], time.Millisecond))
 	st := rb.Status()
 	assert.Equal(t, KindNetwork, st.LastErrKind)

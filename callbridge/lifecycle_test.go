@@ -386,6 +386,20 @@ func startQueuedJoins(t *testing.T, r *rig, cfg Config, n int) *queuedJoins {
 	return q
 }
 
+// assertDrained checks that every join got its real result and that the
+// old link then closed cleanly.
+func (q *queuedJoins) assertDrained(t *testing.T) {
+	t.Helper()
+	got := collect(t, q.replies, len(q.ids))
+	for _, id := range q.ids {
+		assert.Contains(t, got[id], "s-"+id, "%s drained with its result", id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, q.conn.WaitClosed(ctx))
+	assert.True(t, q.conn.ClosedByPeer(), "</stream:stream> after the drain")
+}
+
 // TestCloseAnswersQueuedJoins: Close answers every join still queued or
 // running, each exactly once (service-unavailable), before closing.
 func TestCloseAnswersQueuedJoins(t *testing.T) {
@@ -456,14 +470,9 @@ func TestUpdateDrainsJoins(t *testing.T) {
 	<-seen.reached
 	// The old link drains: it stays up until the joins are done.
 	close(q.gate)
-	got := collect(t, q.replies, 6)
-	for _, id := range q.ids {
-		assert.Contains(t, got[id], "s-"+id, "%s drained with its result", id)
-	}
+	q.assertDrained(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	require.NoError(t, q.conn.WaitClosed(ctx))
-	assert.True(t, q.conn.ClosedByPeer())
 	awaitStatus(t, q.b, 10*time.Second, "reconnected", func(st Status) bool {
 		c, err := r.servers[0].WaitConn(ctx, testAddr)
 		return st.State == Connected && err == nil && c != q.conn
@@ -491,14 +500,7 @@ func TestFailBackDrainsJoins(t *testing.T) {
 	awaitStatus(t, q.b, 10*time.Second, "failed back", connectedTo("xmpp1.example.com"))
 	assert.True(t, <-woke, "WaitForStateChange wakes when the server changes")
 	close(q.gate)
-	got := collect(t, q.replies, 4)
-	for _, id := range q.ids {
-		assert.Contains(t, got[id], "s-"+id, "%s drained with its result", id)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(t, q.conn.WaitClosed(ctx))
-	assert.True(t, q.conn.ClosedByPeer())
+	q.assertDrained(t)
 	require.Eventually(t, func() bool { return q.b.Stats().Disconnects[KindFailBack] == 1 }, 10*time.Second, time.Millisecond)
 }
 

@@ -71,16 +71,7 @@ func TestFlappingServerBackedOff(t *testing.T) {
 	cfg := r.config()
 	cfg.Backoff = Backoff{Base: 20 * time.Millisecond, TransientMax: 160 * time.Millisecond, Max: time.Second, ResetAfter: time.Minute}
 	rb := r.start(cfg)
-	var waits []time.Duration
-	require.Eventually(t, func() bool {
-		waits = waits[:0]
-		for _, ev := range rb.eventList() {
-			if ev.To == BackingOff {
-				waits = append(waits, ev.Status.Backoff)
-			}
-		}
-		return len(waits) >= 5
-	}, 20*time.Second, time.Millisecond)
+	waits := rb.backoffWaits(t, 5)
 	// The first drop is retried at once; then 2, 3, 4, 5 failures.
 	assert.Equal(t, []time.Duration{40, 80, 160, 160, 160}, scale(waits[:5], time.Millisecond))
 	assert.GreaterOrEqual(t, rb.Stats().Connects, uint64(6), "each cycle got in, then was dropped")

@@ -203,6 +203,23 @@ func (rb *running) waitConnectedTo(t *testing.T, name string, within time.Durati
 	}
 }
 
+// backoffWaits waits until the bridge has backed off at least n times and
+// returns the waits, in order.
+func (rb *running) backoffWaits(t *testing.T, n int) []time.Duration {
+	t.Helper()
+	var waits []time.Duration
+	require.Eventually(t, func() bool {
+		waits = waits[:0]
+		for _, ev := range rb.eventList() {
+			if ev.To == BackingOff {
+				waits = append(waits, ev.Status.Backoff)
+			}
+		}
+		return len(waits) >= n
+	}, 20*time.Second, time.Millisecond)
+	return waits
+}
+
 func (rb *running) eventList() []Event {
 	rb.mu.Lock()
 	defer rb.mu.Unlock()

@@ -132,6 +132,18 @@ func untilCancelled(inHandler chan<- struct{}) *Mux {
 	})
 }
 
+// untilReleased is a Mux whose handler waits until release is closed (or
+// its context ends), then answers with an empty result.
+func untilReleased(release <-chan struct{}) *Mux {
+	return testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	})
+}
+
 func testMux(h IQHandler) *Mux {
 	m := NewMux()
 	m.HandleIQ("q", "urn:test", h)
@@ -304,13 +316,7 @@ func TestBurstShedsWithoutKillingLink(t *testing.T) {
 	cfg.QueueSize = 4
 	cfg.PingInterval = 20 * time.Millisecond
 	cfg.PingTimeout = 200 * time.Millisecond
-	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return nil, nil
-	})
+	cfg.Handler = untilReleased(release)
 	s, p := startSession(t, cfg)
 	out := p.pump(true, nil)
 	var burst strings.Builder
@@ -750,13 +756,7 @@ func TestQueueBoundedByBytes(t *testing.T) {
 	release := make(chan struct{})
 	cfg := testConfig(nil)
 	cfg.Workers = 1
-	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return nil, nil
-	})
+	cfg.Handler = untilReleased(release)
 	s, p := startSession(t, cfg)
 	out := p.pump(false, nil)
 	defer close(release)
