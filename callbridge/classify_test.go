@@ -97,6 +97,9 @@ func TestClassifyEndToEnd(t *testing.T) {
 				require.ErrorAs(t, err, &pe, "%v", err)
 				assert.Equal(t, tc.kind, Classify(err), "%v", err)
 				assert.True(t, rb.Status().Permanent)
+				if tc.kind == KindUnknownName {
+					assert.Contains(t, err.Error(), "xmpp callbridge add cb9", "the CMS operator's command")
+				}
 				return
 			}
 			st := rb.waitState(t, BackingOff, 10*time.Second)

@@ -79,24 +79,12 @@ type Config struct {
 	// DialTimeout bounds the TCP connection to one endpoint (all its
 	// addresses, raced); default 10s.
 	DialTimeout time.Duration
-	// HandshakeTimeout bounds TLS plus the component handshake; default 15s.
-	HandshakeTimeout time.Duration
-	// KeepaliveIdle is how long nothing may be written before a single
-	// space is sent as keepalive; default 30s (component's default).
-	// Negative disables it.
-	KeepaliveIdle time.Duration
-	// PingInterval enables an XEP-0199 ping to the server at that interval;
-	// default 30s. Negative disables it.
-	PingInterval time.Duration
-	// PingTimeout is how long a ping may go unanswered, with nothing else
-	// read from the server meanwhile, before the link is declared dead;
-	// default 10s.
-	PingTimeout time.Duration
-	// ReadTimeout is how long the link may read nothing at all (not even a
-	// keepalive) before it is declared dead; default 2 * PingInterval +
-	// PingTimeout (70s with the defaults), or off when pings are off, since
-	// an idle server need not send anything. Negative disables it.
-	ReadTimeout time.Duration
+	// Tuning holds the links' timeouts, limits and handler pool (ping
+	// interval and timeout, keepalive, read, write and close timeouts,
+	// stanza and queue limits, workers...), passed to every link
+	// unchanged; see component.Tuning for each field and its default.
+	// HandshakeTimeout bounds TLS and the component handshake together.
+	component.Tuning
 
 	// ParallelAfter is how long a connection attempt may go without
 	// progress (TCP connected, TLS done, authenticated) before the next
@@ -125,17 +113,13 @@ type Config struct {
 	FailBack         bool
 	FailBackInterval time.Duration
 
-	// Workers is the number of goroutines running handlers (default:
-	// component's default). OrderPerSender keeps each sender's stanzas in
-	// order.
-	Workers        int
-	OrderPerSender bool
-
 	// Logger receives one line per state change and problem; nil discards.
 	Logger *slog.Logger
 }
 
-// FieldError is one problem with a Config field.
+// FieldError is one problem with a Config field. Field is the field's Go
+// name ("Name", "SecretFile", "Backoff.Max", "PingTimeout"), so that a
+// program can map it to its own flag or form field.
 type FieldError struct {
 	Field string
 	Msg   string
@@ -178,6 +162,44 @@ func (c Config) secretSource() string {
 	return "[unset]"
 }
 
+// LoadSecret returns the shared secret as New and Update read it: Secret,
+// or the content of SecretFile (one trailing newline ignored), or the
+// environment variable SecretEnv; exactly one must be set. A problem is a
+// *FieldError naming the field.
+func (c Config) LoadSecret() (component.Secret, error) {
+	n := 0
+	for _, set := range []bool{c.Secret != "", c.SecretFile != "", c.SecretEnv != ""} {
+		if set {
+			n++
+		}
+	}
+	fail := func(field, format string, args ...any) (component.Secret, error) {
+		return "", &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case n == 0:
+		return fail("Secret", "must be set (Secret, SecretFile or SecretEnv)")
+	case n > 1:
+		return fail("Secret", "set only one of Secret, SecretFile and SecretEnv")
+	case c.Secret != "":
+		return c.Secret, nil
+	case c.SecretFile != "":
+		b, err := os.ReadFile(c.SecretFile)
+		if err != nil {
+			return fail("SecretFile", "%v", err)
+		}
+		if v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"); v != "" {
+			return component.Secret(v), nil
+		}
+		return fail("SecretFile", "%s is empty", c.SecretFile)
+	default:
+		if v := os.Getenv(c.SecretEnv); v != "" {
+			return component.Secret(v), nil
+		}
+		return fail("SecretEnv", "environment variable %s is empty or unset", c.SecretEnv)
+	}
+}
+
 // Validate returns every problem with the config at once, joined; each one
 // names its field and matches ErrInvalidConfig. It reads SecretFile and
 // SecretEnv to check that they hold a secret.
@@ -206,9 +228,9 @@ func (c Config) resolve() (*resolved, error) {
 	domain, derr := normalizeDomain(c.Domain)
 	switch {
 	case strings.TrimSpace(c.Domain) == "":
-		bad("domain", "must be set (the XMPP domain, for example \"example.com\")")
+		bad("Domain", "must be set (the XMPP domain, for example \"example.com\")")
 	case derr != nil:
-		bad("domain", "%q is not a valid domain name: %v", c.Domain, derr)
+		bad("Domain", "%q is not a valid domain name: %v", c.Domain, derr)
 	default:
 		r.Domain = domain
 	}
@@ -217,17 +239,17 @@ func (c Config) resolve() (*resolved, error) {
 	case c.ComponentAddress != "":
 		a, err := normalizeDomain(c.ComponentAddress)
 		if err != nil {
-			bad("component address", "%q is not a valid domain name: %v", c.ComponentAddress, err)
+			bad("ComponentAddress", "%q is not a valid domain name: %v", c.ComponentAddress, err)
 		}
 		r.address = a
 	case c.Name == "":
-		bad("unique name", "must be set (the Call Bridge's unique name, for example \"cb1\")")
+		bad("Name", "must be set (the Call Bridge's unique name, for example \"cb1\")")
 	case strings.Contains(c.Name, "."):
-		bad("unique name", "must not contain a domain part: %q (set the domain separately)", c.Name)
+		bad("Name", "must not contain a domain part: %q (set the domain separately)", c.Name)
 	default:
 		label, err := normalizeDomain(c.Name)
 		if err != nil || strings.ContainsAny(c.Name, "@/ ") {
-			bad("unique name", "%q is not a valid name: use letters, digits and hyphens", c.Name)
+			bad("Name", "%q is not a valid name: use letters, digits and hyphens", c.Name)
 		} else if derr == nil && domain != "" {
 			r.address = label + "." + domain
 		}
@@ -235,48 +257,24 @@ func (c Config) resolve() (*resolved, error) {
 
 	if c.Server != "" {
 		if _, err := discovery.ParseAddress(c.Server); err != nil {
-			bad("server address", "%v", err)
+			bad("Server", "%v", err)
 		}
 		r.explicit = true
 	}
 
-	n := 0
-	for _, set := range []bool{c.Secret != "", c.SecretFile != "", c.SecretEnv != ""} {
-		if set {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		bad("secret", "must be set (Secret, SecretFile or SecretEnv)")
-	case n > 1:
-		bad("secret", "set only one of Secret, SecretFile and SecretEnv")
-	case c.Secret != "":
-		r.secret = c.Secret
-	case c.SecretFile != "":
-		b, err := os.ReadFile(c.SecretFile)
-		if err != nil {
-			bad("secret file", "%v", err)
-			break
-		}
-		r.secret = component.Secret(strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"))
-		if r.secret == "" {
-			bad("secret file", "%s is empty", c.SecretFile)
-		}
-	case c.SecretEnv != "":
-		r.secret = component.Secret(os.Getenv(c.SecretEnv))
-		if r.secret == "" {
-			bad("secret env", "environment variable %s is empty or unset", c.SecretEnv)
-		}
+	if secret, err := c.LoadSecret(); err != nil {
+		errs = append(errs, err)
+	} else {
+		r.secret = secret
 	}
 
 	switch {
 	case c.RootCAs != nil && c.RootCAFile != "":
-		bad("root CAs", "set RootCAs or RootCAFile, not both")
+		bad("RootCAs", "set RootCAs or RootCAFile, not both")
 	case c.RootCAFile != "":
 		pool, err := tlsverify.LoadRoots(c.RootCAFile)
 		if err != nil {
-			bad("root CA file", "%v", err)
+			bad("RootCAFile", "%v", err)
 		}
 		r.roots = pool
 	default:
@@ -284,7 +282,7 @@ func (c Config) resolve() (*resolved, error) {
 	}
 	if c.ServerName != "" {
 		if _, err := normalizeDomain(strings.Trim(c.ServerName, "[]")); err != nil && !isIPLiteral(c.ServerName) {
-			bad("server name", "%q is not a valid name: %v", c.ServerName, err)
+			bad("ServerName", "%q is not a valid name: %v", c.ServerName, err)
 		}
 	}
 
@@ -292,25 +290,29 @@ func (c Config) resolve() (*resolved, error) {
 		name string
 		v    time.Duration
 	}{
-		{"dial timeout", c.DialTimeout}, {"handshake timeout", c.HandshakeTimeout},
-		{"ping timeout", c.PingTimeout}, {"fail-back interval", c.FailBackInterval},
-		{"backoff base", c.Backoff.Base}, {"backoff max", c.Backoff.Max},
-		{"backoff reset", c.Backoff.ResetAfter}, {"backoff transient max", c.Backoff.TransientMax},
-		{"drain timeout", c.DrainTimeout},
+		{"DialTimeout", c.DialTimeout}, {"FailBackInterval", c.FailBackInterval},
+		{"Backoff.Base", c.Backoff.Base}, {"Backoff.Max", c.Backoff.Max},
+		{"Backoff.ResetAfter", c.Backoff.ResetAfter}, {"Backoff.TransientMax", c.Backoff.TransientMax},
+		{"DrainTimeout", c.DrainTimeout},
 	} {
 		if d.v < 0 {
 			bad(d.name, "must not be negative: %v", d.v)
 		}
 	}
-	if c.Backoff.Max > 0 && c.Backoff.Base > c.Backoff.Max {
-		bad("backoff", "base %v is larger than max %v", c.Backoff.Base, c.Backoff.Max)
+	if err := c.Tuning.Validate(); err != nil {
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			var te *component.TuningError
+			if errors.As(e, &te) {
+				bad(te.Field, "%s", te.Msg)
+			}
+		}
 	}
-	if c.Workers < 0 {
-		bad("workers", "must not be negative: %d", c.Workers)
+	if c.Backoff.Max > 0 && c.Backoff.Base > c.Backoff.Max {
+		bad("Backoff", "base %v is larger than max %v", c.Backoff.Base, c.Backoff.Max)
 	}
 	for _, ns := range c.NameServers {
 		if _, err := discovery.ParseAddress(ns); err != nil {
-			bad("name servers", "%v", err)
+			bad("NameServers", "%v", err)
 		}
 	}
 	if len(errs) > 0 {
@@ -319,15 +321,6 @@ func (c Config) resolve() (*resolved, error) {
 
 	if r.DialTimeout == 0 {
 		r.DialTimeout = 10 * time.Second
-	}
-	if r.HandshakeTimeout == 0 {
-		r.HandshakeTimeout = 15 * time.Second
-	}
-	if r.PingInterval == 0 {
-		r.PingInterval = 30 * time.Second
-	}
-	if r.PingTimeout == 0 {
-		r.PingTimeout = 10 * time.Second
 	}
 	switch {
 	case r.ParallelAfter == 0:

@@ -67,14 +67,16 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		SecretEnv:   "X",
 		DialTimeout: -1,
 		Backoff:     Backoff{Base: 10, Max: 5},
+		Tuning:      component.Tuning{PingTimeout: -1, QueueSize: -1},
 	}
 	err := c.Validate()
 	require.Error(t, err)
 	got := fieldErrors(t, err)
-	for _, f := range []string{"domain", "unique name", "server address", "secret", "dial timeout", "backoff"} {
+	// Each problem names its Go field, the link's tuning included.
+	for _, f := range []string{"Domain", "Name", "Server", "Secret", "DialTimeout", "Backoff", "PingTimeout", "QueueSize"} {
 		assert.Contains(t, got, f)
 	}
-	assert.Contains(t, err.Error(), `unique name: must not contain a domain part: "cb1.example.com"`)
+	assert.Contains(t, err.Error(), `Name: must not contain a domain part: "cb1.example.com"`)
 	assert.NotContains(t, err.Error(), testSecret)
 }
 
@@ -147,11 +149,15 @@ func TestConfigDurations(t *testing.T) {
 	}
 	fields := []field{
 		{"DialTimeout", func(c *Config) *time.Duration { return &c.DialTimeout }, func(r *resolved) time.Duration { return r.DialTimeout }, 10 * time.Second, false},
-		{"HandshakeTimeout", func(c *Config) *time.Duration { return &c.HandshakeTimeout }, link(func(c component.Config) time.Duration { return c.HandshakeTimeout }), 15 * time.Second, false},
+		// The link's tuning reaches the component unchanged (0 stays 0:
+		// component applies its own defaults, the only ones).
+		{"HandshakeTimeout", func(c *Config) *time.Duration { return &c.HandshakeTimeout }, link(func(c component.Config) time.Duration { return c.HandshakeTimeout }), 0, false},
 		{"KeepaliveIdle", func(c *Config) *time.Duration { return &c.KeepaliveIdle }, link(func(c component.Config) time.Duration { return c.KeepaliveIdle }), 0, true},
-		{"PingInterval", func(c *Config) *time.Duration { return &c.PingInterval }, link(func(c component.Config) time.Duration { return c.PingInterval }), 30 * time.Second, true},
-		{"PingTimeout", func(c *Config) *time.Duration { return &c.PingTimeout }, link(func(c component.Config) time.Duration { return c.PingTimeout }), 10 * time.Second, false},
+		{"PingInterval", func(c *Config) *time.Duration { return &c.PingInterval }, link(func(c component.Config) time.Duration { return c.PingInterval }), 0, true},
+		{"PingTimeout", func(c *Config) *time.Duration { return &c.PingTimeout }, link(func(c component.Config) time.Duration { return c.PingTimeout }), 0, false},
 		{"ReadTimeout", func(c *Config) *time.Duration { return &c.ReadTimeout }, link(func(c component.Config) time.Duration { return c.ReadTimeout }), 0, true},
+		{"WriteTimeout", func(c *Config) *time.Duration { return &c.WriteTimeout }, link(func(c component.Config) time.Duration { return c.WriteTimeout }), 0, false},
+		{"CloseTimeout", func(c *Config) *time.Duration { return &c.CloseTimeout }, link(func(c component.Config) time.Duration { return c.CloseTimeout }), 0, false},
 		{"FailBackInterval", func(c *Config) *time.Duration { return &c.FailBackInterval }, func(r *resolved) time.Duration { return r.failBackT }, 60 * time.Second, false},
 		{"ParallelAfter", func(c *Config) *time.Duration { return &c.ParallelAfter }, func(r *resolved) time.Duration { return r.ParallelAfter }, 2 * time.Second, true},
 		{"DrainTimeout", func(c *Config) *time.Duration { return &c.DrainTimeout }, func(r *resolved) time.Duration { return r.DrainTimeout }, 5 * time.Second, false},

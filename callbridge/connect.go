@@ -217,7 +217,7 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	progress()
 	as := addr.String()
 
-	hctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	hctx, cancel := context.WithTimeout(ctx, cfg.Tuning.WithDefaults().HandshakeTimeout)
 	defer cancel()
 	step(TLS, as)
 	tc, err := b.tlsConfig(cfg, ep)
@@ -244,19 +244,13 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 // linkConfig is the component.Config of every link of the bridge.
 func (cfg *resolved) linkConfig(mux *component.Mux) component.Config {
 	return component.Config{
-		Name:             cfg.Name,
-		Domain:           cfg.Domain,
-		Address:          cfg.address,
-		Secret:           cfg.secret,
-		Handler:          mux,
-		HandshakeTimeout: cfg.HandshakeTimeout,
-		KeepaliveIdle:    cfg.KeepaliveIdle,
-		PingInterval:     cfg.PingInterval,
-		PingTimeout:      cfg.PingTimeout,
-		ReadTimeout:      cfg.ReadTimeout,
-		Workers:          cfg.Workers,
-		OrderPerSender:   cfg.OrderPerSender,
-		Logger:           cfg.Logger,
+		Name:    cfg.Name,
+		Domain:  cfg.Domain,
+		Address: cfg.address,
+		Secret:  cfg.secret,
+		Handler: mux,
+		Tuning:  cfg.Tuning, // unchanged: component applies the defaults
+		Logger:  cfg.Logger,
 	}
 }
 

@@ -28,7 +28,13 @@ func (e *ConnectError) Error() string {
 	if e.Addr != "" {
 		where += " (" + e.Addr + ")"
 	}
-	return fmt.Sprintf("callbridge: %s: %s: %v", where, e.Step, e.Err)
+	msg := fmt.Sprintf("callbridge: %s: %s: %v", where, e.Step, e.Err)
+	var se *component.StreamError
+	if errors.As(e.Err, &se) && se.Condition() == "host-unknown" && se.Name != "" {
+		// What a CMS operator types on the XMPP server.
+		msg += " (on Cisco Meeting Server: xmpp callbridge add " + se.Name + ")"
+	}
+	return msg
 }
 
 func (e *ConnectError) Unwrap() error { return e.Err }

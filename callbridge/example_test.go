@@ -104,10 +104,10 @@ func ExampleConfig_Validate() {
 	}
 	// Output:
 	// true
-	// callbridge: domain: must be set (the XMPP domain, for example "example.com")
-	// callbridge: unique name: must not contain a domain part: "cb1.example.com" (set the domain separately)
-	// callbridge: server address: discovery: parse server address "xmpp1.example.com:99999": has a port above 65535
-	// callbridge: secret: must be set (Secret, SecretFile or SecretEnv)
+	// callbridge: Domain: must be set (the XMPP domain, for example "example.com")
+	// callbridge: Name: must not contain a domain part: "cb1.example.com" (set the domain separately)
+	// callbridge: Server: discovery: parse server address "xmpp1.example.com:99999": has a port above 65535
+	// callbridge: Secret: must be set (Secret, SecretFile or SecretEnv)
 }
 
 // Shutdown stops a bridge gracefully, as a service does on SIGTERM: the
@@ -200,7 +200,7 @@ func ExampleClassify() {
 	}
 	// Output:
 	// auth (permanent true): component: authentication failure: wrong shared secret for cb1.example.com (server said not-authorized)
-	// unknown-name (permanent true): component: the XMPP server does not know the component name cb1.example.com (host-unknown): add it on the server (xmpp callbridge add cb1)
+	// unknown-name (permanent true): component: the XMPP server does not know the component name cb1.example.com (host-unknown): add the component on the server
 	// conflict (permanent false): component: another link is already connected as cb1.example.com (conflict); a stale link may still be closing
 	// network (permanent false): dial: connection refused
 }

@@ -101,16 +101,15 @@ func newRig(t *testing.T, prios ...int) *rig {
 // config is a Config for the rig with fast timers.
 func (r *rig) config() Config {
 	return Config{
-		Name:             "cb1",
-		Domain:           testDomain,
-		Secret:           testSecret,
-		RootCAs:          r.ca.Pool(),
-		NameServers:      []string{r.dns.Addr()},
-		DialTimeout:      2 * time.Second,
-		HandshakeTimeout: 3 * time.Second,
-		PingInterval:     -1,
-		Backoff:          Backoff{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond, ResetAfter: time.Minute},
-		Logger:           slog.New(slog.NewTextHandler(syncWriter{}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Name:        "cb1",
+		Domain:      testDomain,
+		Secret:      testSecret,
+		RootCAs:     r.ca.Pool(),
+		NameServers: []string{r.dns.Addr()},
+		DialTimeout: 2 * time.Second,
+		Tuning:      component.Tuning{HandshakeTimeout: 3 * time.Second, PingInterval: -1},
+		Backoff:     Backoff{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond, ResetAfter: time.Minute},
+		Logger:      slog.New(slog.NewTextHandler(syncWriter{}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
 

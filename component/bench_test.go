@@ -101,7 +101,7 @@ func minimalHandshake(c net.Conn, to, secret string) error {
 }
 
 func benchCfg() component.Config {
-	return component.Config{Name: "cb1", Domain: "example.com", Secret: secret, KeepaliveIdle: -1, PingInterval: -1}
+	return component.Config{Name: "cb1", Domain: "example.com", Secret: secret, Tuning: component.Tuning{KeepaliveIdle: -1, PingInterval: -1}}
 }
 
 // BenchmarkHandshake measures one handshake (and teardown) per op.

@@ -54,7 +54,7 @@ func runBenchChild(client string) error {
 	const addr, secret = "cb1.example.com", "bench-s3cret"
 	switch client {
 	case "cblink":
-		s, err := NewSession(ctx, conn, Config{Name: "cb1", Domain: "example.com", Secret: secret, KeepaliveIdle: -1, PingInterval: -1})
+		s, err := NewSession(ctx, conn, Config{Name: "cb1", Domain: "example.com", Secret: secret, Tuning: Tuning{KeepaliveIdle: -1, PingInterval: -1}})
 		if err != nil {
 			return err
 		}

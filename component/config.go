@@ -1,6 +1,7 @@
 package component
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -9,12 +10,13 @@ import (
 	"mellium.im/xmpp/jid"
 )
 
-// Defaults of the Config fields, applied when a field is zero.
+// Defaults of the Tuning fields, applied when a field is zero. They are the
+// only defaults of these settings in the module: callbridge uses them too.
 const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultKeepaliveIdle    = 30 * time.Second
-	DefaultPingInterval     = 60 * time.Second
-	DefaultPingTimeout      = 20 * time.Second
+	DefaultPingInterval     = 30 * time.Second
+	DefaultPingTimeout      = 10 * time.Second
 	DefaultWriteTimeout     = 30 * time.Second
 	DefaultCloseTimeout     = 2 * time.Second
 	DefaultMaxStanzaSize    = 256 << 10
@@ -25,51 +27,33 @@ const (
 	DefaultMaxQueuedBytes   = 4 << 20
 )
 
-// Config describes one component link. The zero value of every field but
-// Name (or Address) and Secret selects a documented default. A negative
-// KeepaliveIdle, PingInterval or ReadTimeout turns that feature off; the
-// other durations bound something that must be bounded, so a negative one
-// is an error (ErrConfig). NewSession copies the Config, so changing it
-// afterwards has no effect.
-type Config struct {
-	// Name is the component's name as configured on the XMPP server ("cb1").
-	// The component address is Name + "." + Domain; when Domain is empty and
-	// Name contains a dot, Name is the full address.
-	Name string
-	// Domain is the XMPP domain ("example.com"). Pings go to this domain.
-	Domain string
-	// Address overrides the component address (a bare domain JID such as
-	// "cb1.example.com").
-	Address string
-	// Secret is the shared secret. It never appears in logs, errors or any
-	// formatting of the Config (see Secret).
-	Secret Secret
-
-	// Handler receives incoming stanzas. It may be nil: then pings are
-	// answered, IQ get/set get service-unavailable, the rest is dropped.
-	// The same Mux may serve any number of sessions, one after another or
-	// at once.
-	Handler *Mux
-
+// Tuning holds the knobs of a link: timeouts, size limits and the handler
+// pool. The zero value of every field selects a documented default. A
+// negative KeepaliveIdle, PingInterval or ReadTimeout turns that feature
+// off; the other durations bound a wait that must end, so a negative one
+// is an error. Config embeds it, and so does callbridge.Config, which
+// passes it to every link unchanged: each default lives here only.
+type Tuning struct {
 	// HandshakeTimeout bounds Handshake (and NewSession) in addition to its
-	// ctx. Default 10s.
+	// ctx; callbridge bounds TLS and the handshake together with it.
+	// Default 10s.
 	HandshakeTimeout time.Duration
 	// KeepaliveIdle is how long nothing may be written before a single
 	// space is sent as keepalive. Default 30s; negative disables.
 	KeepaliveIdle time.Duration
 	// PingInterval is how often an XEP-0199 ping goes to Domain to prove
-	// the server alive. Default 60s; negative disables.
+	// the server alive. Default 30s; negative disables.
 	PingInterval time.Duration
 	// PingTimeout bounds each of those pings; a ping that times out while
 	// nothing at all was read from the server ends the link with
 	// ErrTimeout (anything read proves the server alive, even if its pong
-	// is late). Default 20s. (To turn pings off, make PingInterval
+	// is late). Default 10s. (To turn pings off, make PingInterval
 	// negative.)
 	PingTimeout time.Duration
 	// ReadTimeout ends the link with ErrTimeout when nothing at all (not
 	// even a keepalive) is read for that long. Default: 2*PingInterval +
-	// PingTimeout when pings are enabled, else disabled (an idle server
-	// need not send anything); negative disables.
+	// PingTimeout (70s with the defaults) when pings are enabled, else
+	// disabled (an idle server need not send anything); negative disables.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds each write to the connection. Default 30s.
 	WriteTimeout time.Duration
@@ -107,6 +91,108 @@ type Config struct {
 	OrderPerSender bool
 	// MaxPendingIQ bounds the IQ requests waiting for replies. Default 1024.
 	MaxPendingIQ int
+}
+
+// WithDefaults returns t with every zero field set to its default.
+func (t Tuning) WithDefaults() Tuning {
+	def := func(p *time.Duration, d time.Duration) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	def(&t.HandshakeTimeout, DefaultHandshakeTimeout)
+	def(&t.KeepaliveIdle, DefaultKeepaliveIdle)
+	def(&t.PingInterval, DefaultPingInterval)
+	def(&t.PingTimeout, DefaultPingTimeout)
+	def(&t.WriteTimeout, DefaultWriteTimeout)
+	def(&t.CloseTimeout, DefaultCloseTimeout)
+	if t.ReadTimeout == 0 {
+		if t.PingInterval > 0 {
+			t.ReadTimeout = 2*t.PingInterval + t.PingTimeout
+		} else {
+			t.ReadTimeout = -1
+		}
+	}
+	defInt := func(p *int, d int) {
+		if *p <= 0 {
+			*p = d
+		}
+	}
+	defInt(&t.MaxStanzaSize, DefaultMaxStanzaSize)
+	defInt(&t.MaxDepth, DefaultMaxDepth)
+	defInt(&t.Workers, DefaultWorkers)
+	defInt(&t.QueueSize, DefaultQueueSize)
+	defInt(&t.MaxPendingIQ, DefaultMaxPendingIQ)
+	defInt(&t.MaxQueuedBytes, DefaultMaxQueuedBytes)
+	return t
+}
+
+// TuningError is one problem with a Tuning field; Field is its Go name
+// ("PingTimeout").
+type TuningError struct {
+	Field string
+	Msg   string
+}
+
+func (e *TuningError) Error() string { return "component: " + e.Field + ": " + e.Msg }
+
+// Is makes a TuningError match ErrConfig.
+func (e *TuningError) Is(target error) bool { return target == ErrConfig }
+
+// Validate returns every problem of t at once (joined *TuningError), or nil.
+func (t Tuning) Validate() error {
+	var errs []error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"HandshakeTimeout", t.HandshakeTimeout}, {"PingTimeout", t.PingTimeout},
+		{"WriteTimeout", t.WriteTimeout}, {"CloseTimeout", t.CloseTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, &TuningError{Field: d.name, Msg: fmt.Sprintf("must not be negative (%v): it bounds a wait that must end", d.v)})
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"MaxStanzaSize", t.MaxStanzaSize}, {"MaxDepth", t.MaxDepth}, {"Workers", t.Workers},
+		{"QueueSize", t.QueueSize}, {"MaxPendingIQ", t.MaxPendingIQ}, {"MaxQueuedBytes", t.MaxQueuedBytes},
+	} {
+		if n.v < 0 {
+			errs = append(errs, &TuningError{Field: n.name, Msg: fmt.Sprintf("must not be negative (%d)", n.v)})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Config describes one component link: who it is (Name, Domain or
+// Address, Secret), what handles its stanzas, and its Tuning. NewSession
+// copies the Config, so changing it afterwards has no effect.
+type Config struct {
+	// Name is the component's name as configured on the XMPP server ("cb1").
+	// The component address is Name + "." + Domain; when Domain is empty and
+	// Name contains a dot, Name is the full address.
+	Name string
+	// Domain is the XMPP domain ("example.com"). Pings go to this domain.
+	Domain string
+	// Address overrides the component address (a bare domain JID such as
+	// "cb1.example.com").
+	Address string
+	// Secret is the shared secret. It never appears in logs, errors or any
+	// formatting of the Config (see Secret).
+	Secret Secret
+
+	// Handler receives incoming stanzas. It may be nil: then pings are
+	// answered, IQ get/set get service-unavailable, the rest is dropped.
+	// The same Mux may serve any number of sessions, one after another or
+	// at once.
+	Handler *Mux
+
+	// Tuning holds the link's timeouts, limits and handler pool; its zero
+	// value selects the defaults.
+	Tuning
 
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
@@ -172,46 +258,10 @@ func (c Config) resolve() (settings, error) {
 	if c.Secret == "" {
 		return s, fmt.Errorf("%w: empty shared secret for %s", ErrConfig, s.addrStr)
 	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"HandshakeTimeout", s.HandshakeTimeout}, {"PingTimeout", s.PingTimeout},
-		{"WriteTimeout", s.WriteTimeout}, {"CloseTimeout", s.CloseTimeout},
-	} {
-		if d.v < 0 {
-			return s, fmt.Errorf("%w: %s must not be negative (%v): it bounds a wait that must end", ErrConfig, d.name, d.v)
-		}
+	if err := c.Tuning.Validate(); err != nil {
+		return s, err
 	}
-	def := func(p *time.Duration, d time.Duration) {
-		if *p == 0 {
-			*p = d
-		}
-	}
-	def(&s.HandshakeTimeout, DefaultHandshakeTimeout)
-	def(&s.KeepaliveIdle, DefaultKeepaliveIdle)
-	def(&s.PingInterval, DefaultPingInterval)
-	def(&s.PingTimeout, DefaultPingTimeout)
-	def(&s.WriteTimeout, DefaultWriteTimeout)
-	def(&s.CloseTimeout, DefaultCloseTimeout)
-	if s.ReadTimeout == 0 {
-		if s.PingInterval > 0 {
-			s.ReadTimeout = 2*s.PingInterval + s.PingTimeout
-		} else {
-			s.ReadTimeout = -1
-		}
-	}
-	defInt := func(p *int, d int) {
-		if *p <= 0 {
-			*p = d
-		}
-	}
-	defInt(&s.MaxStanzaSize, DefaultMaxStanzaSize)
-	defInt(&s.MaxDepth, DefaultMaxDepth)
-	defInt(&s.Workers, DefaultWorkers)
-	defInt(&s.QueueSize, DefaultQueueSize)
-	defInt(&s.MaxPendingIQ, DefaultMaxPendingIQ)
-	defInt(&s.MaxQueuedBytes, DefaultMaxQueuedBytes)
+	s.Tuning = c.Tuning.WithDefaults()
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -68,8 +68,8 @@ func newEnv(t *testing.T, opts componenttest.Options) *env {
 func (e *env) config() component.Config {
 	return component.Config{
 		Name: "cb1", Domain: "example.com", Secret: secret,
-		CloseTimeout: 500 * time.Millisecond,
-		Logger:       slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Tuning: component.Tuning{CloseTimeout: 500 * time.Millisecond},
+		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
 

@@ -63,7 +63,7 @@ type StreamError struct {
 	Err stream.Error
 	// Addr is the component address the link was for.
 	Addr string
-	// Name is the configured component name (for operator hints).
+	// Name is the configured component name ("cb1").
 	Name string
 	// Local reports that this side detected the problem and sent the error.
 	Local bool
@@ -121,12 +121,8 @@ func (e *StreamError) Error() string {
 	case "not-authorized":
 		b.WriteString("authentication failure: wrong shared secret for " + addr + " (server said not-authorized)")
 	case "host-unknown":
-		name := e.Name
-		if name == "" {
-			name, _, _ = strings.Cut(addr, ".")
-		}
 		b.WriteString("the XMPP server does not know the component name " + addr +
-			" (host-unknown): add it on the server (xmpp callbridge add " + name + ")")
+			" (host-unknown): add the component on the server")
 	case "conflict":
 		b.WriteString("another link is already connected as " + addr + " (conflict); a stale link may still be closing")
 	case "invalid-namespace", "bad-namespace-prefix":

@@ -186,7 +186,8 @@ func (p *peer) end() error {
 }
 
 func testConfig(logs *logBuf) Config {
-	cfg := Config{Name: "cb1", Domain: "example.com", Secret: testSecret, KeepaliveIdle: -1, PingInterval: -1, CloseTimeout: 300 * time.Millisecond}
+	cfg := Config{Name: "cb1", Domain: "example.com", Secret: testSecret,
+		Tuning: Tuning{KeepaliveIdle: -1, PingInterval: -1, CloseTimeout: 300 * time.Millisecond}}
 	if logs != nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

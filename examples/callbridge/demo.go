@@ -68,14 +68,14 @@ func runDemo(ctx context.Context, out io.Writer, stay bool) error {
 	p.printf("  DNS server on %s publishing _xmpp-component._tcp.%s", l.DNS.Addr(), domain)
 
 	cfg := callbridge.Config{
-		Name:             name,
-		Domain:           domain,
-		Secret:           component.Secret(secret),
-		RootCAs:          l.Pool(),
-		NameServers:      []string{l.DNS.Addr()},
-		DialTimeout:      2 * time.Second,
-		HandshakeTimeout: 3 * time.Second,
-		Logger:           slog.New(slog.DiscardHandler), // the demo prints the events itself
+		Name:        name,
+		Domain:      domain,
+		Secret:      component.Secret(secret),
+		RootCAs:     l.Pool(),
+		NameServers: []string{l.DNS.Addr()},
+		DialTimeout: 2 * time.Second,
+		Tuning:      component.Tuning{HandshakeTimeout: 3 * time.Second},
+		Logger:      slog.New(slog.DiscardHandler), // the demo prints the events itself
 	}
 	p.printf("")
 	p.printf("1. settings (as on CMS's XMPP page): %v, name servers %v", cfg, cfg.NameServers)

@@ -387,12 +387,10 @@ func (c *checker) sanHint(ne *tlsverify.NameError) string {
 func (c *checker) checkHandshake(ctx context.Context, name string, conn net.Conn) {
 	start := time.Now()
 	sess, err := component.NewSession(ctx, conn, component.Config{
-		Name:             c.s.Name,
-		Domain:           c.domain,
-		Secret:           c.secret,
-		HandshakeTimeout: c.timeout,
-		KeepaliveIdle:    -1,
-		PingInterval:     -1,
+		Name:   c.s.Name,
+		Domain: c.domain,
+		Secret: c.secret,
+		Tuning: component.Tuning{HandshakeTimeout: c.timeout, KeepaliveIdle: -1, PingInterval: -1},
 	})
 	if err != nil {
 		c.add(stepHandshake, name, Fail, time.Since(start), err.Error(), c.handshakeHint(err))

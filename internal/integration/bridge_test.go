@@ -68,11 +68,9 @@ func (c *twoServers) bridgeConfig(secret string, logs *logBuffer) callbridge.Con
 			Base: 50 * time.Millisecond, Max: 500 * time.Millisecond,
 			Multiplier: 2, ResetAfter: time.Minute,
 		},
-		DialTimeout:      2 * time.Second,
-		HandshakeTimeout: 3 * time.Second,
-		PingInterval:     200 * time.Millisecond,
-		PingTimeout:      500 * time.Millisecond,
-		Logger:           slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		DialTimeout: 2 * time.Second,
+		Tuning:      component.Tuning{HandshakeTimeout: 3 * time.Second, PingInterval: 200 * time.Millisecond, PingTimeout: 500 * time.Millisecond},
+		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
 

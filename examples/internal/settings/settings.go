@@ -121,17 +121,15 @@ func (s *Settings) NameServers() []string {
 // callbridge reads it.
 func (s *Settings) Config() callbridge.Config {
 	cfg := callbridge.Config{
-		Name:          s.Name,
-		Domain:        s.Domain,
-		Server:        s.Server,
-		ServerName:    s.ServerName,
-		SNI:           s.SNI,
-		RootCAFile:    s.CAFile,
-		NameServers:   s.NameServers(),
-		KeepaliveIdle: s.Keepalive,
-		PingInterval:  s.PingInterval,
-		PingTimeout:   s.PingTimeout,
+		Name:        s.Name,
+		Domain:      s.Domain,
+		Server:      s.Server,
+		ServerName:  s.ServerName,
+		SNI:         s.SNI,
+		RootCAFile:  s.CAFile,
+		NameServers: s.NameServers(),
 	}
+	cfg.KeepaliveIdle, cfg.PingInterval, cfg.PingTimeout = s.Keepalive, s.PingInterval, s.PingTimeout
 	if s.SecretFile != "" {
 		cfg.SecretFile = s.SecretFile
 	} else {
@@ -140,41 +138,25 @@ func (s *Settings) Config() callbridge.Config {
 	return cfg
 }
 
-// Secret reads the shared secret the way callbridge does (from -secret-file
-// without one trailing newline, else from CBLINK_SECRET), for tools that
-// drive package component themselves.
-func (s *Settings) Secret() (component.Secret, error) {
-	if s.SecretFile == "" {
-		v := os.Getenv(SecretEnv)
-		if v == "" {
-			return "", errors.New("no secret: set -secret-file or " + SecretEnv)
-		}
-		return component.Secret(v), nil
-	}
-	b, err := os.ReadFile(s.SecretFile)
-	if err != nil {
-		return "", err
-	}
-	v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-	if v == "" {
-		return "", errors.New(s.SecretFile + " is empty")
-	}
-	return component.Secret(v), nil
-}
+// Secret reads the shared secret exactly as callbridge does (from
+// -secret-file without one trailing newline, else from CBLINK_SECRET), for
+// tools that drive package component themselves.
+func (s *Settings) Secret() (component.Secret, error) { return s.Config().LoadSecret() }
 
 // fieldFlags maps callbridge.Config field names (as FieldError names them)
 // to the flags that set them.
 var fieldFlags = map[string]string{
-	"unique name":       "-name",
-	"component address": "-name",
-	"domain":            "-domain",
-	"server address":    "-server",
-	"server name":       "-server-name",
-	"secret file":       "-secret-file",
-	"root CA file":      "-ca",
-	"name servers":      "-dns",
-	"keepalive idle":    "-keepalive",
-	"ping timeout":      "-ping-timeout",
+	"Name":             "-name",
+	"ComponentAddress": "-name",
+	"Domain":           "-domain",
+	"Server":           "-server",
+	"ServerName":       "-server-name",
+	"SecretFile":       "-secret-file",
+	"RootCAFile":       "-ca",
+	"NameServers":      "-dns",
+	"KeepaliveIdle":    "-keepalive",
+	"PingInterval":     "-ping-interval",
+	"PingTimeout":      "-ping-timeout",
 }
 
 // Problems turns the error of callbridge.Config.Validate into one line per
@@ -197,7 +179,7 @@ func Problems(err error) []string {
 			continue
 		}
 		switch fe.Field {
-		case "secret env", "secret":
+		case "SecretEnv", "Secret":
 			out = append(out, "secret: set -secret-file, or the "+SecretEnv+" environment variable")
 			continue
 		}
