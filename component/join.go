@@ -165,25 +165,25 @@ func ParseJoinResponse(raw []byte) (*JoinResult, error) {
 // for anything it does not fully understand; the caller then falls back to
 // encoding/xml, so both paths give the same answer.
 func parseJoinFast(raw []byte) (p joinXML, ok bool) {
-	end := tagEnd(raw)
+	end := xstream.TagEnd(raw)
 	if end <= 0 || raw[end-2] == '/' {
 		return p, false
 	}
 	rest := trimSpace(raw[end:])
-	if !bytes.HasPrefix(rest, []byte("<join")) || len(rest) < 6 || (!isSpace(rest[5]) && rest[5] != '>' && rest[5] != '/') {
+	if !bytes.HasPrefix(rest, []byte("<join")) || len(rest) < 6 || (!xstream.IsSpace(rest[5]) && rest[5] != '>' && rest[5] != '/') {
 		return p, false
 	}
-	jend := tagEnd(rest)
+	jend := xstream.TagEnd(rest)
 	if jend <= 0 {
 		return p, false
 	}
 	tag := rest[5:jend]
 	selfClosing := len(tag) >= 2 && tag[len(tag)-2] == '/'
 	good, nsOK := true, false
-	left := eachAttr(tag, func(name, val []byte) {
+	left := xstream.EachAttr(tag, func(name, val []byte) bool {
 		if bytes.ContainsAny(val, "\r\n\t<") || !validText(val) {
 			good = false
-			return
+			return false
 		}
 		var err error
 		switch string(name) {
@@ -199,6 +199,7 @@ func parseJoinFast(raw []byte) (p joinXML, ok bool) {
 		if err != nil {
 			good = false
 		}
+		return good
 	})
 	if !good || !nsOK || (string(left) != ">" && string(left) != "/>") {
 		return p, false
@@ -245,27 +246,10 @@ func validText(b []byte) bool {
 	return true
 }
 
+// trimSpace drops leading XML white space.
 func trimSpace(b []byte) []byte {
-	for len(b) > 0 && isSpace(b[0]) {
+	for len(b) > 0 && xstream.IsSpace(b[0]) {
 		b = b[1:]
 	}
 	return b
-}
-
-// tagEnd returns the index just past the first '>' outside quotes, or -1.
-func tagEnd(b []byte) int {
-	var q byte
-	for i, c := range b {
-		switch {
-		case q != 0:
-			if c == q {
-				q = 0
-			}
-		case c == '"' || c == '\'':
-			q = c
-		case c == '>':
-			return i + 1
-		}
-	}
-	return -1
 }

@@ -273,7 +273,7 @@ type rawAttrs struct{ typ, id, from, to []byte }
 // scanAttrs reads the routing attributes of a start tag in one pass (the
 // reader's hot path; xstream's Attr would scan the tag once per name).
 func scanAttrs(el *xstream.Element) (a rawAttrs) {
-	eachAttr(el.StartTag()[1+len(el.Name()):], func(name, val []byte) {
+	xstream.EachAttr(el.StartTag()[1+len(el.Name()):], func(name, val []byte) bool {
 		switch string(name) {
 		case "type":
 			a.typ = val
@@ -284,55 +284,10 @@ func scanAttrs(el *xstream.Element) (a rawAttrs) {
 		case "to":
 			a.to = val
 		}
+		return true
 	})
 	return a
 }
-
-// eachAttr calls f with the name and raw value of each attribute in the
-// rest of a start tag (after the element name), stopping at what is not
-// an attribute, which it returns (">" or "/>" for a well-formed tag).
-func eachAttr(tag []byte, f func(name, val []byte)) (rest []byte) {
-	for {
-		i := 0
-		for i < len(tag) && isSpace(tag[i]) {
-			i++
-		}
-		if i == 0 && len(tag) > 0 && tag[0] != '>' && tag[0] != '/' {
-			return tag // attributes must be separated by whitespace
-		}
-		tag = tag[i:]
-		n := 0
-		for n < len(tag) && tag[n] != '=' && !isSpace(tag[n]) && tag[n] != '>' && tag[n] != '/' {
-			n++
-		}
-		if n == 0 {
-			return tag
-		}
-		name := tag[:n]
-		i = n
-		for i < len(tag) && isSpace(tag[i]) {
-			i++
-		}
-		if i >= len(tag) || tag[i] != '=' {
-			return tag
-		}
-		i++
-		for i < len(tag) && isSpace(tag[i]) {
-			i++
-		}
-		if i >= len(tag) || (tag[i] != '"' && tag[i] != '\'') {
-			return tag
-		}
-		j := bytes.IndexByte(tag[i+1:], tag[i])
-		if j < 0 {
-			return tag
-		}
-		f(name, tag[i+1:i+1+j])
-		tag = tag[i+2+j:]
-	}
-}
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // domainOf returns the domainpart of a raw JID (no unescaping: a domain
 // holds no XML-special characters).

@@ -1165,15 +1165,7 @@ func (c *Conn) Ping(ctx context.Context) (time.Duration, error) {
 	name := c.addr
 	start := time.Now()
 	domain := c.s.opts.Domain
-	err := c.write(ctx, func(b []byte) []byte {
-		b = append(b, "<iq type='get' id='"...)
-		b = append(b, idb...)
-		b = append(b, "' from='"...)
-		b = xstream.AppendEscaped(b, domain)
-		b = append(b, "' to='"...)
-		b = xstream.AppendEscaped(b, name)
-		return append(b, "'><ping xmlns='urn:xmpp:ping'/></iq>"...)
-	})
+	err := c.write(ctx, func(b []byte) []byte { return appendPing(b, idb, domain, name) })
 	if err != nil {
 		c.unregister(id, w)
 		waiterPool.Put(w)
@@ -1254,15 +1246,7 @@ func (c *Conn) PingFlood(ctx context.Context, n, window int) error {
 			return ErrConnClosed
 		}
 		idb := strconv.AppendInt(append(buf[:0], floodPrefix...), int64(i), 10)
-		err := c.write(ctx, func(b []byte) []byte {
-			b = append(b, "<iq type='get' id='"...)
-			b = append(b, idb...)
-			b = append(b, "' from='"...)
-			b = xstream.AppendEscaped(b, from)
-			b = append(b, "' to='"...)
-			b = xstream.AppendEscaped(b, to)
-			return append(b, "'><ping xmlns='urn:xmpp:ping'/></iq>"...)
-		})
+		err := c.write(ctx, func(b []byte) []byte { return appendPing(b, idb, from, to) })
 		if err != nil {
 			return c.writeErr(err)
 		}
@@ -1334,4 +1318,16 @@ func (c *Conn) CloseStream(ctx context.Context) error {
 		return ErrConnClosed
 	}
 	return c.WaitClosed(ctx)
+}
+
+// appendPing appends an XEP-0199 ping with the given id (already safe in
+// an attribute) from the server domain to the component.
+func appendPing(b, id []byte, from, to string) []byte {
+	b = append(b, "<iq type='get' id='"...)
+	b = append(b, id...)
+	b = append(b, "' from='"...)
+	b = xstream.AppendEscaped(b, from)
+	b = append(b, "' to='"...)
+	b = xstream.AppendEscaped(b, to)
+	return append(b, "'><ping xmlns='"+nsPing+"'/></iq>"...)
 }

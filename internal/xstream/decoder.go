@@ -179,13 +179,14 @@ func (d *Decoder) skipPending() {
 }
 
 func trimSpaceRight(b []byte) []byte {
-	for len(b) > 0 && isSpace(b[len(b)-1]) {
+	for len(b) > 0 && IsSpace(b[len(b)-1]) {
 		b = b[:len(b)-1]
 	}
 	return b
 }
 
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+// IsSpace reports whether c is XML white space (space, tab, CR or LF).
+func IsSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // skipSpace consumes whitespace, reading as needed, and reports whether any
 // was seen. It returns once a non-space byte is buffered or, with
@@ -193,7 +194,7 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\
 func (d *Decoder) skipSpace(stopAfterSpace bool) (bool, error) {
 	seen := false
 	for {
-		for d.r0 < d.w0 && isSpace(d.buf[d.r0]) {
+		for d.r0 < d.w0 && IsSpace(d.buf[d.r0]) {
 			d.consume(1)
 			seen = true
 		}
@@ -235,7 +236,7 @@ func (d *Decoder) ReadHeader() (Header, error) {
 		if err != nil {
 			return h, err
 		}
-		if !bytes.HasPrefix(d.buf[d.r0:], []byte("<?xml")) || (d.r0+5 < end && !isSpace(d.buf[d.r0+5])) {
+		if !bytes.HasPrefix(d.buf[d.r0:], []byte("<?xml")) || (d.r0+5 < end && !IsSpace(d.buf[d.r0+5])) {
 			return h, d.syntax(true, "processing instruction before stream header", 0)
 		}
 		d.consume(end + 2 - d.r0)

@@ -30,8 +30,10 @@ func (e *Element) init(tagEnd int) {
 	e.tagEnd = tagEnd
 }
 
-// tagEnd returns the index just past the first '>' outside quotes.
-func tagEnd(b []byte) int {
+// TagEnd returns the index just past the first '>' outside quoted
+// attribute values in b (the end of the start tag b begins with), or -1
+// when b holds none.
+func TagEnd(b []byte) int {
 	for i := 0; i < len(b); i++ {
 		c := b[i]
 		if c > '>' { // most bytes: letters; all that matter are <= '>'
@@ -43,12 +45,12 @@ func tagEnd(b []byte) int {
 		case '"', '\'':
 			j := bytes.IndexByte(b[i+1:], c)
 			if j < 0 {
-				return len(b)
+				return -1
 			}
 			i += j + 1
 		}
 	}
-	return len(b)
+	return -1
 }
 
 // Name returns the qualified name of the element ("iq", "stream:error").
@@ -138,7 +140,11 @@ func (e *Element) FirstChild() (local, ns []byte, ok bool) {
 		for n < len(in) && isNameByte(in[n]) {
 			n++
 		}
-		attrs := in[n:tagEnd(in)]
+		end := TagEnd(in)
+		if end < 0 {
+			return nil, nil, false
+		}
+		attrs := in[n:end]
 		local = in[:n]
 		c := bytes.IndexByte(local, ':')
 		if c < 0 {
@@ -164,48 +170,64 @@ func findAttr(tag []byte, name string) ([]byte, bool) {
 	return findAttrBytes(tag, []byte(name))
 }
 
-func findAttrBytes(tag, name []byte) ([]byte, bool) {
-	for len(tag) > 0 {
+func findAttrBytes(tag, name []byte) (val []byte, found bool) {
+	EachAttr(tag, func(n, v []byte) bool {
+		if bytes.Equal(n, name) {
+			val, found = v, true
+		}
+		return !found
+	})
+	return val, found
+}
+
+// EachAttr calls f with the name and raw (still escaped) value of each
+// attribute in attrs, the part of a start tag after the element name, until
+// f returns false. It returns what follows the last attribute it read:
+// ">" or "/>" for a well-formed tag, or where the syntax broke (a name
+// without a quoted value, attributes not separated by white space). It is
+// the one attribute scanner of the module.
+func EachAttr(attrs []byte, f func(name, val []byte) bool) (rest []byte) {
+	for {
 		i := 0
-		for i < len(tag) && isSpace(tag[i]) {
+		for i < len(attrs) && IsSpace(attrs[i]) {
 			i++
 		}
-		tag = tag[i:]
+		if i == 0 && len(attrs) > 0 && attrs[0] != '>' && attrs[0] != '/' {
+			return attrs // attributes must be separated by white space
+		}
+		attrs = attrs[i:]
 		n := 0
-		for n < len(tag) && isNameByte(tag[n]) {
+		for n < len(attrs) && isNameByte(attrs[n]) {
 			n++
 		}
 		if n == 0 {
-			return nil, false
+			return attrs
 		}
-		an := tag[:n]
-		tag = tag[n:]
-		i = 0
-		for i < len(tag) && isSpace(tag[i]) {
+		name := attrs[:n]
+		i = n
+		for i < len(attrs) && IsSpace(attrs[i]) {
 			i++
 		}
-		if i >= len(tag) || tag[i] != '=' {
-			return nil, false
+		if i >= len(attrs) || attrs[i] != '=' {
+			return attrs
 		}
 		i++
-		for i < len(tag) && isSpace(tag[i]) {
+		for i < len(attrs) && IsSpace(attrs[i]) {
 			i++
 		}
-		if i >= len(tag) || (tag[i] != '"' && tag[i] != '\'') {
-			return nil, false
+		if i >= len(attrs) || (attrs[i] != '"' && attrs[i] != '\'') {
+			return attrs
 		}
-		q := tag[i]
-		j := bytes.IndexByte(tag[i+1:], q)
+		j := bytes.IndexByte(attrs[i+1:], attrs[i])
 		if j < 0 {
-			return nil, false
+			return attrs
 		}
-		val := tag[i+1 : i+1+j]
-		tag = tag[i+2+j:]
-		if bytes.Equal(an, name) {
-			return val, true
+		val := attrs[i+1 : i+1+j]
+		attrs = attrs[i+2+j:]
+		if !f(name, val) {
+			return attrs
 		}
 	}
-	return nil, false
 }
 
 // startTag is a parsed start tag, used for the stream header where all
@@ -248,38 +270,21 @@ func parseStartTag(tag []byte) (startTag, error) {
 		return st, errBadTag
 	}
 	st.name = body[:n]
-	rest := body[n:]
-	for {
-		rest = bytes.TrimLeft(rest, " \t\r\n")
-		if len(rest) == 0 {
-			return st, nil
+	var dup bool
+	rest := EachAttr(body[n:], func(name, val []byte) bool {
+		if _, dup = st.get(string(name)); dup {
+			return false
 		}
-		k := 0
-		for k < len(rest) && isNameByte(rest[k]) {
-			k++
-		}
-		if k == 0 {
-			return st, errBadTag
-		}
-		an := rest[:k]
-		rest = bytes.TrimLeft(rest[k:], " \t\r\n")
-		if len(rest) == 0 || rest[0] != '=' {
-			return st, errBadTag
-		}
-		rest = bytes.TrimLeft(rest[1:], " \t\r\n")
-		if len(rest) == 0 || (rest[0] != '"' && rest[0] != '\'') {
-			return st, errBadTag
-		}
-		j := bytes.IndexByte(rest[1:], rest[0])
-		if j < 0 {
-			return st, errBadTag
-		}
-		if _, dup := st.get(string(an)); dup {
-			return st, errors.New("duplicate attribute")
-		}
-		st.attrs = append(st.attrs, [2][]byte{an, rest[1 : 1+j]})
-		rest = rest[2+j:]
+		st.attrs = append(st.attrs, [2][]byte{name, val})
+		return true
+	})
+	switch {
+	case dup:
+		return st, errors.New("duplicate attribute")
+	case len(bytes.TrimLeft(rest, " \t\r\n")) != 0:
+		return st, errBadTag
 	}
+	return st, nil
 }
 
 var errBadRef = errors.New("xstream: invalid character or entity reference")
