@@ -306,3 +306,17 @@ func domainOf[T ~string | ~[]byte](raw T) T {
 	}
 	return raw
 }
+
+// parseAddrs parses From and To. It is costly (PRECIS), so it runs off the
+// reader goroutine. Unparsable addresses stay zero.
+func (st *Stanza) parseAddrs(self *settings) {
+	if st.fromRaw != "" {
+		st.From, _ = jid.Parse(st.fromRaw)
+	}
+	switch {
+	case st.toRaw == self.addrStr:
+		st.To = self.addr // the usual case, without PRECIS
+	case st.toRaw != "":
+		st.To, _ = jid.Parse(st.toRaw)
+	}
+}

@@ -1,0 +1,220 @@
+package component
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"mellium.im/xmpp/stanza"
+
+	"github.com/cblink/cblink/internal/closing"
+	"github.com/cblink/cblink/internal/xstream"
+)
+
+// Close ends the link at once but cleanly: handlers' contexts are
+// cancelled, every request still queued or running is answered with
+// service-unavailable, </stream:stream> is sent, and Close waits up to
+// Config.CloseTimeout for the server's closing tag (a server that stopped
+// reading cannot hold it longer), closes the connection and waits for the
+// session's goroutines, handlers included (see Session for the two
+// exceptions). It is idempotent and safe from any goroutine, handlers
+// included; once the link has ended it only waits. It returns nil.
+func (s *Session) Close() error {
+	leave := closing.Enter(s.mux)
+	defer leave()
+	s.fail(ErrClosed, endGraceful, nil)
+	<-s.done
+	return nil
+}
+
+// Shutdown ends the link gracefully: it stops taking new requests (they
+// are answered with service-unavailable, and new messages and presences
+// are dropped), lets the queued and running ones finish with their normal
+// context, and then closes as Close does. When ctx ends first, the
+// handlers' contexts are cancelled and what is left is answered with
+// service-unavailable; Shutdown then returns ctx's error once the link is
+// closed. Replies to the session's own IQ requests keep being delivered
+// while it drains, so handlers may still use SendIQ. Like Close it may be
+// called from a handler.
+func (s *Session) Shutdown(ctx context.Context) error {
+	leave := closing.Enter(s.mux)
+	defer leave()
+	var err error
+	if s.pool != nil {
+		err = s.pool.drain(ctx, s.quit)
+	}
+	s.fail(ErrClosed, endGraceful, nil)
+	<-s.done
+	return err
+}
+
+// Abort ends the link at once without the closing handshake (for a
+// supervisor that has given up on it): nothing more is written, and it
+// waits like Close.
+func (s *Session) Abort() {
+	leave := closing.Enter(s.mux)
+	defer leave()
+	s.fail(ErrClosed, endAbort, nil)
+	<-s.done
+}
+
+// fail records why the link ends (the first reason wins) and starts the
+// teardown; it never blocks.
+func (s *Session) fail(err error, mode endMode, final []byte) {
+	s.quitOnce.Do(func() {
+		// Take the queued work out first: no handler may start once the
+		// link is ending (the teardown answers these).
+		var queued []*job
+		if s.pool != nil {
+			queued = s.pool.cut()
+		}
+		s.errMu.Lock()
+		s.err, s.mode, s.final, s.cutJobs = err, mode, final, queued
+		s.errMu.Unlock()
+		close(s.quit)
+		s.cancel()
+		if err != ErrClosed {
+			s.log.Warn("component link down", slog.Any("error", err))
+		}
+	})
+}
+
+func (s *Session) closed() bool {
+	select {
+	case <-s.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// downErr is what sends and pending requests get once the link has ended.
+func (s *Session) downErr() error {
+	err := s.Err()
+	if err == nil || errors.Is(err, ErrClosed) {
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: %w", ErrDisconnected, err)
+}
+
+// teardown takes the link down after fail and waits for every goroutine,
+// all within Config.CloseTimeout (but for a handler that ignores its
+// context, which is logged and left behind).
+func (s *Session) teardown() {
+	s.errMu.Lock()
+	mode, final, queued := s.mode, s.final, s.cutJobs
+	s.cutJobs = nil
+	s.errMu.Unlock()
+	s.failPending(s.downErr())
+	closeCtx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
+	defer cancel()
+
+	// Answer once every request that has no reply yet, while the stream
+	// can carry one, then seal it. First wait for the reader to be between
+	// stanzas and queue the replies it has batched; then answer the
+	// requests fail took out of the queue and those whose handlers are
+	// still running.
+	s.routeMu.Lock()
+	if mode == endGraceful {
+		s.flushRepliesCtx(closeCtx)
+	}
+	s.replyMu.Lock()
+	var running []*job
+	if s.pool != nil {
+		running = s.pool.running()
+	}
+	s.repliesClosed = true
+	if mode == endGraceful {
+		for _, j := range queued {
+			s.refuseJob(closeCtx, j)
+		}
+		for _, j := range running {
+			if !j.answered {
+				s.refuseJob(closeCtx, j)
+			}
+		}
+	} else {
+		// The server ended the stream or the connection failed: what was
+		// queued cannot be answered.
+		s.stats.dropped.Add(uint64(len(queued)))
+	}
+	if mode != endAbort {
+		s.w.Seal(append(final, xstream.StreamEnd...))
+	}
+	s.replyMu.Unlock()
+	s.routeMu.Unlock()
+
+	s.startOnce.Do(func() { close(s.readerDone) }) // never started: nothing to read
+	clean := false
+	if mode == endAbort {
+		s.w.Abort(s.Err())
+	} else {
+		clean = s.w.Close(closeCtx, nil) == nil
+		if mode == endGraceful && clean {
+			// Wait for the server's closing tag (the reader returns).
+			select {
+			case <-s.readerDone:
+			case <-closeCtx.Done():
+			}
+		}
+	}
+	s.closeConn(clean)
+	<-s.readerDone
+	<-s.w.Done()
+	if s.pool != nil {
+		for _, j := range s.pool.stop(closeCtx.Done()) {
+			s.log.Error("handler still running after its context was cancelled; leaving it behind",
+				slog.String("payload", j.st.payloadNS+" "+j.st.payloadName),
+				slog.String("from", j.from), slog.String("id", j.id), slog.Duration("waited", s.cfg.CloseTimeout))
+		}
+	}
+	s.log.Debug("component session ended")
+	close(s.done)
+}
+
+// refuseJob answers a request that will not run (or whose handler is
+// still running when the stream closes) with service-unavailable.
+// s.replyMu is held.
+func (s *Session) refuseJob(ctx context.Context, j *job) {
+	if j.iq == nil {
+		s.stats.dropped.Add(1)
+		return
+	}
+	err := s.w.Append(ctx, func(b []byte) []byte { return s.appendErrorReply(b, j, errClosing) })
+	if err == nil {
+		j.answered = true
+		s.stats.out.Add(1)
+		s.stats.refused.Add(1)
+	}
+}
+
+// errClosing answers requests that arrive, or are still waiting, while the
+// session closes: the service may be back (on this or another link) soon.
+var errClosing = stanza.Error{Type: stanza.Wait, Condition: stanza.ServiceUnavailable}
+
+// closeConn closes the connection. After a clean close the TLS layer sends
+// its close_notify; otherwise the transport is closed directly, since
+// close_notify would wait up to 5 seconds for a peer that stopped reading.
+func (s *Session) closeConn(clean bool) {
+	if !clean {
+		if nc, ok := s.conn.(interface{ NetConn() net.Conn }); ok {
+			_ = nc.NetConn().Close()
+		}
+	}
+	_ = s.conn.Close()
+}
+
+// endMode says how the link is taken down.
+type endMode uint8
+
+const (
+	// endGraceful: answer what is unanswered, send </stream:stream>, wait
+	// for the server's, close.
+	endGraceful endMode = iota
+	// endReply: the server ended the stream; answer with our closing tag.
+	endReply
+	// endAbort: close the connection at once.
+	endAbort
+)

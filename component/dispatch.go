@@ -1,0 +1,320 @@
+package component
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+
+	"mellium.im/xmpp/stanza"
+
+	"github.com/cblink/cblink/internal/xstream"
+)
+
+// newJob makes the job for a stanza copied out of the decoder.
+func newJob(st *Stanza, iq IQHandler) *job {
+	return &job{st: st, iq: iq, id: st.ID, from: st.fromRaw, to: st.toRaw, size: len(st.Raw)}
+}
+
+// enqueue hands a job to the pool without ever waiting: the reader must
+// keep reading (the server's pongs and the replies handlers wait for come
+// through it). A job that finds its queue full is shed at once: an IQ
+// request is answered with resource-constraint (type wait). While the
+// session closes, an IQ request is answered with service-unavailable
+// (type wait). Messages and presences are dropped in both cases.
+func (s *Session) enqueue(j *job, a *rawAttrs) {
+	i := 0
+	if n := len(s.pool.lanes); n > 1 {
+		// FNV-1a of the sender: same sender, same worker, same order.
+		h := uint32(2166136261)
+		for _, c := range a.from {
+			h ^= uint32(c)
+			h *= 16777619
+		}
+		i = int(h % uint32(n))
+	}
+	switch s.pool.push(i, j) {
+	case pushed:
+		return
+	case refusedFull:
+		s.stats.dropped.Add(1)
+		s.log.Warn("handlers overloaded: stanza shed", slog.String("kind", j.st.Kind.String()), slog.String("from", j.st.fromRaw))
+		if j.iq != nil {
+			s.stats.shed.Add(1)
+			s.replyErrorRaw(a, stanza.Error{Type: stanza.Wait, Condition: stanza.ResourceConstraint})
+		}
+	case refusedDraining:
+		if j.iq == nil {
+			s.stats.dropped.Add(1)
+			return
+		}
+		s.stats.refused.Add(1)
+		s.replyErrorRaw(a, errClosing)
+		// Answer at once rather than at the next read: the stream is
+		// about to close.
+		s.flushReplies()
+	}
+}
+
+// route handles one element on the reader goroutine. Pings, replies to our
+// requests and unhandled requests are answered here without a worker hop;
+// the rest goes to the workers. It returns false when reading must stop.
+func (s *Session) route(el *xstream.Element) bool {
+	var kind Kind
+	switch string(el.Name()) {
+	case "iq":
+		kind = KindIQ
+	case "message":
+		kind = KindMessage
+	case "presence":
+		kind = KindPresence
+	default:
+		if isStreamError(el) {
+			se, err := xstream.ParseStreamError(el.Raw)
+			if err != nil {
+				s.fail(fmt.Errorf("%w: unreadable stream error: %w", ErrProtocol, err), endReply, nil)
+			} else {
+				s.fail(&StreamError{Err: se, Addr: s.cfg.addrStr, Name: s.cfg.Name}, endReply, nil)
+			}
+			return false
+		}
+		s.stats.dropped.Add(1)
+		s.log.Debug("ignoring unknown top-level element", slog.String("name", truncate(el.Name(), 64)))
+		return true
+	}
+	a := scanAttrs(el)
+	fromRaw := a.from
+	if kind != KindIQ {
+		var h StanzaHandler
+		if s.mux != nil {
+			h = s.mux.message
+			if kind == KindPresence {
+				h = s.mux.presence
+			}
+		}
+		if h == nil {
+			s.stats.dropped.Add(1)
+			return true
+		}
+		s.enqueue(newJob(copyStanza(el, &a, kind), nil), &a)
+		return true
+	}
+	typ := a.typ
+	switch string(typ) {
+	case "get", "set":
+	case "result", "error":
+		if !s.deliver(a.id, fromRaw, func() *Stanza { return copyStanza(el, &a, KindIQ) }) {
+			s.stats.dropped.Add(1)
+			s.log.Debug("dropping IQ reply nobody waits for (unknown id or wrong sender)",
+				slog.String("from", truncate(fromRaw, 256)))
+		}
+		return true
+	default:
+		s.stats.dropped.Add(1)
+		return true
+	}
+	name, ns, ok := el.FirstChild()
+	if !ok {
+		s.replyErrorRaw(&a, stanza.Error{Type: stanza.Modify, Condition: stanza.BadRequest})
+		return true
+	}
+	if string(typ) == "get" && string(ns) == NSPing && string(name) == "ping" {
+		s.replyPing(&a)
+		return true
+	}
+	h := s.mux.lookupIQ(name, ns)
+	if h == nil {
+		s.replyErrorRaw(&a, stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable})
+		return true
+	}
+	s.enqueue(newJob(copyStanza(el, &a, KindIQ), h), &a)
+	return true
+}
+
+// replyFrom is the from of a reply: the request's to when it is ours.
+func (s *Session) replyFrom(toRaw []byte) []byte {
+	if len(toRaw) == 0 || !bytes.EqualFold(domainOf(toRaw), []byte(s.cfg.addrStr)) {
+		return nil
+	}
+	return toRaw
+}
+
+// appendReplyHead appends the start of an IQ reply to the request a: type,
+// the request's id, and from and to swapped (attributes copied as received:
+// they are already escaped).
+func (s *Session) appendReplyHead(b []byte, typ string, a *rawAttrs) []byte {
+	b = append(b, "<iq type='"...)
+	b = append(b, typ...)
+	b = append(b, '\'')
+	b = appendRawAttr(b, "id", a.id)
+	if to := s.replyFrom(a.to); len(to) > 0 {
+		b = appendRawAttr(b, "from", to)
+	} else {
+		b = xstream.AppendAttr(b, "from", s.cfg.addrStr)
+	}
+	if len(a.from) > 0 {
+		b = appendRawAttr(b, "to", a.from)
+	}
+	return b
+}
+
+// replyPing answers a ping without allocating: attributes are copied as
+// received (they are already escaped).
+func (s *Session) replyPing(a *rawAttrs) {
+	b := s.appendReplyHead(s.rbatch, "result", a)
+	s.rbatch = append(b, "/>"...)
+	s.rcount++
+	s.stats.pingsAnswered.Add(1)
+	if len(s.rbatch) >= maxReplyBatch {
+		s.flushReplies()
+	}
+}
+
+// replyErrorRaw answers a request with a stanza error, to and from swapped.
+func (s *Session) replyErrorRaw(a *rawAttrs, se stanza.Error) {
+	b := s.appendReplyHead(s.rbatch, "error", a)
+	b = append(b, '>')
+	b = appendStanzaError(b, se)
+	s.rbatch = append(b, "</iq>"...)
+	s.rcount++
+	if len(s.rbatch) >= maxReplyBatch {
+		s.flushReplies()
+	}
+}
+
+// copyStanza copies an element out of the decoder's buffer.
+func copyStanza(el *xstream.Element, a *rawAttrs, kind Kind) *Stanza {
+	st := &Stanza{
+		Kind:    kind,
+		Type:    unescape(a.typ),
+		ID:      unescape(a.id),
+		fromRaw: unescape(a.from),
+		toRaw:   unescape(a.to),
+		Raw:     bytes.Clone(el.Raw),
+	}
+	if name, ns, ok := el.FirstChild(); ok {
+		if i := bytes.IndexByte(name, ':'); i >= 0 {
+			name = name[i+1:]
+		}
+		st.payloadName = string(name)
+		st.payloadNS, _ = xstream.Unescape(ns)
+	}
+	return st
+}
+
+// unescape returns an attribute value unescaped, "" when invalid.
+func unescape(raw []byte) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	v, err := xstream.Unescape(raw)
+	if err != nil {
+		return ""
+	}
+	return v
+}
+
+// runJob runs a handler on a worker goroutine and answers IQs. It returns
+// false for an IQ whose reply could not be queued (the session is closing
+// with its send queue full): the teardown answers it.
+func (s *Session) runJob(j *job) (settled bool) {
+	st := j.st
+	st.parseAddrs(&s.cfg)
+	if st.fromRaw != "" && st.From.Domainpart() == "" {
+		s.stats.dropped.Add(1)
+		if j.iq != nil {
+			return s.replyError(j, stanza.Error{Type: stanza.Modify, Condition: stanza.JIDMalformed})
+		}
+		return true
+	}
+	if j.iq == nil {
+		h := s.mux.message
+		if st.Kind == KindPresence {
+			h = s.mux.presence
+		}
+		s.call(st, func() { h(s.ctx, st) })
+		return true
+	}
+	var (
+		result any
+		err    error
+	)
+	panicked := s.call(st, func() { result, err = j.iq(s.ctx, st) })
+	switch {
+	case panicked:
+		return s.replyError(j, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
+	case err != nil:
+		s.stats.handlerErrors.Add(1)
+		se := errorFromHandler(err)
+		s.log.Info("IQ handler error", slog.String("payload", st.payloadNS+" "+st.payloadName),
+			slog.String("from", j.from), slog.Any("error", err))
+		return s.replyError(j, se)
+	}
+	body, err := encodePayload(result)
+	if err != nil {
+		s.stats.handlerErrors.Add(1)
+		s.log.Error("IQ handler result cannot be encoded", slog.Any("error", err))
+		return s.replyError(j, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
+	}
+	return s.reply(j, func(b []byte) []byte {
+		return appendStanza(b, KindIQ, "result", j.id, s.replyFromStr(j.to), j.from, body)
+	})
+}
+
+// reply queues the answer to request j, unless it has one already or the
+// teardown has answered it on its behalf. It returns false when the
+// answer could not be queued (the session is closing and the queue is
+// full): j then stays unanswered, and the teardown answers it.
+func (s *Session) reply(j *job, encode func([]byte) []byte) bool {
+	s.replyMu.RLock()
+	defer s.replyMu.RUnlock()
+	if s.repliesClosed || j.answered {
+		return true
+	}
+	if s.append(s.ctx, encode) == nil {
+		j.answered = true
+	}
+	return j.answered
+}
+
+// call runs f, recovering and logging a panic.
+func (s *Session) call(st *Stanza, f func()) (panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicked = true
+			s.stats.handlerPanics.Add(1)
+			s.log.Error("handler panic", slog.String("kind", st.Kind.String()),
+				slog.String("payload", st.payloadNS+" "+st.payloadName),
+				slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+		}
+	}()
+	f()
+	return false
+}
+
+// replyFromStr is the from of a reply to a request sent to toRaw: toRaw
+// when it is the component or inside it, else the component address.
+func (s *Session) replyFromStr(toRaw string) string {
+	if toRaw != "" && strings.EqualFold(domainOf(toRaw), s.cfg.addrStr) {
+		return toRaw
+	}
+	return s.cfg.addrStr
+}
+
+func (s *Session) replyError(j *job, se stanza.Error) bool {
+	return s.reply(j, func(b []byte) []byte { return s.appendErrorReply(b, j, se) })
+}
+
+// appendErrorReply appends an IQ error answering request j.
+func (s *Session) appendErrorReply(b []byte, j *job, se stanza.Error) []byte {
+	b = append(b, "<iq type='error'"...)
+	b = xstream.AppendAttr(b, "id", j.id)
+	b = xstream.AppendAttr(b, "from", s.replyFromStr(j.to))
+	if j.from != "" {
+		b = xstream.AppendAttr(b, "to", j.from)
+	}
+	b = append(b, '>')
+	b = appendStanzaError(b, se)
+	return append(b, "</iq>"...)
+}

@@ -1,0 +1,117 @@
+package component
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/cblink/cblink/internal/xstream"
+)
+
+// deadlineReader moves the read deadline forward as data is read, so that
+// a silent server is noticed after ReadTimeout without a timer or a
+// syscall per stanza: the deadline is refreshed at most every margin. It
+// also counts reads, which prove the server alive.
+type deadlineReader struct {
+	conn    net.Conn
+	flush   func()        // called before blocking, to send the replies batched so far
+	timeout time.Duration // 0: no deadline (handshake, or disabled)
+	margin  time.Duration
+	last    time.Time
+	reads   atomic.Uint64 // reads that returned data
+}
+
+func (r *deadlineReader) Read(p []byte) (int, error) {
+	if r.flush != nil {
+		r.flush()
+	}
+	if r.timeout > 0 {
+		if now := time.Now(); now.Sub(r.last) >= r.margin {
+			_ = r.conn.SetReadDeadline(now.Add(r.timeout + r.margin))
+			r.last = now
+		}
+	}
+	n, err := r.conn.Read(p)
+	if n > 0 {
+		r.reads.Add(1)
+	}
+	return n, err
+}
+
+// flushReplies queues the reader's batched replies; s.routeMu is held.
+func (s *Session) flushReplies() { s.flushRepliesCtx(s.ctx) }
+
+// flushBeforeRead flushes the reply batch before the reader blocks.
+func (s *Session) flushBeforeRead() {
+	s.routeMu.Lock()
+	s.flushReplies()
+	s.routeMu.Unlock()
+}
+
+func (s *Session) flushRepliesCtx(ctx context.Context) {
+	if len(s.rbatch) == 0 {
+		return
+	}
+	err := s.w.Append(ctx, func(b []byte) []byte { return append(b, s.rbatch...) })
+	if err == nil {
+		s.stats.out.Add(s.rcount)
+	} else if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The wait for room was cut short (the link is closing), but the
+		// stream can still carry these replies: keep them for the
+		// teardown, which queues them before its closing tag.
+		return
+	}
+	s.rbatch, s.rcount = s.rbatch[:0], 0
+	if cap(s.rbatch) > maxReplyBatch {
+		s.rbatch = nil
+	}
+}
+
+// maxReplyBatch bounds the reader's reply batch.
+const maxReplyBatch = 64 << 10
+
+// readLoop reads and routes stanzas until the link ends.
+func (s *Session) readLoop() {
+	defer close(s.readerDone)
+	for {
+		el, err := s.dec.Next()
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+		if el.Keepalive {
+			s.stats.keepalivesIn.Add(1)
+			continue
+		}
+		s.routeMu.Lock()
+		s.stats.in.Add(1)
+		ok := s.route(&el)
+		s.routeMu.Unlock()
+		if !ok {
+			return
+		}
+	}
+}
+
+func (s *Session) readFailed(err error) {
+	if s.closed() {
+		return // we are closing: this is the server's end tag or our conn.Close
+	}
+	switch {
+	case errors.Is(err, xstream.ErrStreamEnd):
+		s.fail(ErrPeerClosed, endReply, nil)
+	case s.localStreamError(err) != nil:
+		se := s.localStreamError(err)
+		s.fail(se, endReply, xstream.AppendStreamError(nil, se.Err.Err, "", ""))
+	case isTimeout(err) && s.rd.timeout > 0:
+		s.fail(fmt.Errorf("component: nothing read from the server for %v: %w", s.rd.timeout, ErrTimeout), endAbort, nil)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		s.fail(fmt.Errorf("component: the server dropped the connection: %w", err), endAbort, nil)
+	default:
+		s.fail(fmt.Errorf("component: read from the server: %w", err), endAbort, nil)
+	}
+}
