@@ -10,6 +10,8 @@ import (
 	"github.com/cblink/cblink/callbridge"
 )
 
+// writeMetrics writes the bridge's state and counters in the Prometheus
+// text exposition format.
 func writeMetrics(w io.Writer, st callbridge.Status, s callbridge.Stats) {
 	metric := func(name, typ, help string) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
