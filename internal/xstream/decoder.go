@@ -1,18 +1,3 @@
-// Package xstream is the wire layer of an XEP-0114 component stream, shared
-// by the client (package component) and the test server (componenttest):
-// a bounded, allocation-free framer that cuts the incoming byte stream into
-// top-level elements, the stream header, a queued writer that coalesces
-// stanzas into few writes, escaping, and the handshake digest.
-//
-// The framer does not build a DOM or a token stream: it finds where each
-// top-level element ends (respecting quotes, CDATA and nesting, checking
-// that end tags match), enforces a size and depth bound, and hands the raw
-// bytes to the caller, who decodes only what it needs. This is what lets a
-// link answer hundreds of thousands of pings a second.
-//
-// It accepts the restricted XML of RFC 6120 section 11: comments, processing
-// instructions (except the XML declaration before the header) and DTDs are
-// rejected.
 package xstream
 
 import (
@@ -219,83 +204,6 @@ func (d *Decoder) need(n int) error {
 		}
 	}
 	return nil
-}
-
-// ReadHeader reads an optional XML declaration, whitespace, and the peer's
-// stream header <stream:stream ...>.
-func (d *Decoder) ReadHeader() (Header, error) {
-	var h Header
-	if _, err := d.skipSpace(false); err != nil {
-		return h, err
-	}
-	if err := d.need(2); err != nil {
-		return h, err
-	}
-	if d.buf[d.r0+1] == '?' {
-		end, err := d.findFrom(d.r0+2, []byte("?>"))
-		if err != nil {
-			return h, err
-		}
-		if !bytes.HasPrefix(d.buf[d.r0:], []byte("<?xml")) || (d.r0+5 < end && !IsSpace(d.buf[d.r0+5])) {
-			return h, d.syntax(true, "processing instruction before stream header", 0)
-		}
-		d.consume(end + 2 - d.r0)
-		if _, err := d.skipSpace(false); err != nil {
-			return h, err
-		}
-	}
-	if err := d.need(2); err != nil {
-		return h, err
-	}
-	if d.buf[d.r0] != '<' || d.buf[d.r0+1] == '/' || d.buf[d.r0+1] == '!' || d.buf[d.r0+1] == '?' {
-		return h, d.syntax(d.buf[d.r0] == '<', "expected stream header", 0)
-	}
-	// Scan the start tag: up to '>' outside quotes.
-	p := d.r0 + 1
-	var q byte
-	for {
-		for ; p < d.w0; p++ {
-			c := d.buf[p]
-			switch {
-			case q != 0:
-				if c == q {
-					q = 0
-				} else if c == '<' {
-					return h, d.syntax(false, "'<' in attribute value", p-d.r0)
-				}
-			case c == '"' || c == '\'':
-				q = c
-			case c == '<':
-				return h, d.syntax(false, "'<' in stream header", p-d.r0)
-			case c == '>':
-				goto done
-			}
-		}
-		if p-d.r0 > d.maxSize {
-			return h, ErrTooLarge
-		}
-		off := p - d.r0
-		if err := d.fill(); err != nil {
-			return h, err
-		}
-		p = d.r0 + off
-	}
-done:
-	tag := d.buf[d.r0 : p+1]
-	if tag[len(tag)-2] == '/' {
-		return h, d.syntax(false, "self-closing stream header", 0)
-	}
-	st, err := parseStartTag(tag)
-	if err != nil {
-		return h, d.syntax(false, err.Error(), 0)
-	}
-	h, err = headerFromTag(&st)
-	if err != nil {
-		return h, err
-	}
-	d.streamPrefix = append(d.streamPrefix[:0], st.prefix()...)
-	d.consume(len(tag))
-	return h, nil
 }
 
 // findFrom finds sep at or after absolute index from, reading as needed,

@@ -1,6 +1,7 @@
 package xstream
 
 import (
+	"bytes"
 	"crypto/sha1"
 	"crypto/subtle"
 	"encoding/hex"
@@ -130,4 +131,81 @@ func CheckHandshake(id, secret string, got []byte) bool {
 		lower[i] = c
 	}
 	return subtle.ConstantTimeCompare(lower[:], want[:]) == 1
+}
+
+// ReadHeader reads an optional XML declaration, whitespace, and the peer's
+// stream header <stream:stream ...>.
+func (d *Decoder) ReadHeader() (Header, error) {
+	var h Header
+	if _, err := d.skipSpace(false); err != nil {
+		return h, err
+	}
+	if err := d.need(2); err != nil {
+		return h, err
+	}
+	if d.buf[d.r0+1] == '?' {
+		end, err := d.findFrom(d.r0+2, []byte("?>"))
+		if err != nil {
+			return h, err
+		}
+		if !bytes.HasPrefix(d.buf[d.r0:], []byte("<?xml")) || (d.r0+5 < end && !IsSpace(d.buf[d.r0+5])) {
+			return h, d.syntax(true, "processing instruction before stream header", 0)
+		}
+		d.consume(end + 2 - d.r0)
+		if _, err := d.skipSpace(false); err != nil {
+			return h, err
+		}
+	}
+	if err := d.need(2); err != nil {
+		return h, err
+	}
+	if d.buf[d.r0] != '<' || d.buf[d.r0+1] == '/' || d.buf[d.r0+1] == '!' || d.buf[d.r0+1] == '?' {
+		return h, d.syntax(d.buf[d.r0] == '<', "expected stream header", 0)
+	}
+	// Scan the start tag: up to '>' outside quotes.
+	p := d.r0 + 1
+	var q byte
+	for {
+		for ; p < d.w0; p++ {
+			c := d.buf[p]
+			switch {
+			case q != 0:
+				if c == q {
+					q = 0
+				} else if c == '<' {
+					return h, d.syntax(false, "'<' in attribute value", p-d.r0)
+				}
+			case c == '"' || c == '\'':
+				q = c
+			case c == '<':
+				return h, d.syntax(false, "'<' in stream header", p-d.r0)
+			case c == '>':
+				goto done
+			}
+		}
+		if p-d.r0 > d.maxSize {
+			return h, ErrTooLarge
+		}
+		off := p - d.r0
+		if err := d.fill(); err != nil {
+			return h, err
+		}
+		p = d.r0 + off
+	}
+done:
+	tag := d.buf[d.r0 : p+1]
+	if tag[len(tag)-2] == '/' {
+		return h, d.syntax(false, "self-closing stream header", 0)
+	}
+	st, err := parseStartTag(tag)
+	if err != nil {
+		return h, d.syntax(false, err.Error(), 0)
+	}
+	h, err = headerFromTag(&st)
+	if err != nil {
+		return h, err
+	}
+	d.streamPrefix = append(d.streamPrefix[:0], st.prefix()...)
+	d.consume(len(tag))
+	return h, nil
 }
