@@ -16,10 +16,10 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"github.com/cblink/cblink/callbridge"
+	"github.com/cblink/cblink/callbridge/callbridgetest"
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
 	"github.com/cblink/cblink/discovery"
-	"github.com/cblink/cblink/examples/internal/lab"
 	"github.com/cblink/cblink/tlsverify"
 )
 
@@ -50,10 +50,11 @@ func runDemo(ctx context.Context, out io.Writer, stay bool) error {
 	secret := randomSecret()
 
 	p.printf("cblink demo: a Call Bridge, two XMPP servers and a DNS server, all in this process on loopback")
-	l, err := lab.Start(lab.Options{
-		Domain:     domain,
-		Components: map[string]string{addr: secret},
-		Servers: []lab.Server{
+	l, err := callbridgetest.Start(callbridgetest.Options{
+		Domain: domain,
+		Name:   name,
+		Secret: secret,
+		Servers: []callbridgetest.Server{
 			{Name: "xmpp1.example.com", Priority: 10, Weight: 10},
 			{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
 		},
@@ -271,7 +272,7 @@ func webJoin(ctx context.Context, p *printer, srv *componenttest.Server, addr, u
 }
 
 // describe explains a state change in the words of the connection steps.
-func describe(ev callbridge.Event, l *lab.Lab, addr string) string {
+func describe(ev callbridge.Event, l *callbridgetest.Lab, addr string) string {
 	st := ev.Status
 	switch ev.To {
 	case callbridge.Resolving:
@@ -288,12 +289,10 @@ func describe(ev callbridge.Event, l *lab.Lab, addr string) string {
 		return fmt.Sprintf("TLS: TCP connected to %s; TLS handshake from the first byte (SNI %s)", st.Addr, l.Domain)
 	case callbridge.Authenticating:
 		msg := "Authenticating: certificate checked"
-		for i, n := range l.Names {
-			if n == st.Server {
-				sum := tlsverify.Summarize(l.Leaves[i].Cert)
-				msg = fmt.Sprintf("Authenticating: certificate of %s trusted (issuer %s); SANs %v name both %s (XMPP domain) and %s (server)",
-					st.Server, sum.Issuer, sum.DNSNames, l.Domain, st.Server)
-			}
+		if cert, err := l.Certificate(st.Server); err == nil {
+			sum := tlsverify.Summarize(cert)
+			msg = fmt.Sprintf("Authenticating: certificate of %s trusted (issuer %s); SANs %v name both %s (XMPP domain) and %s (server)",
+				st.Server, sum.Issuer, sum.DNSNames, l.Domain, st.Server)
 		}
 		return msg + "; XEP-0114 handshake as " + addr
 	case callbridge.Connected:

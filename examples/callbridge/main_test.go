@@ -22,8 +22,9 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/cblink/cblink/callbridge"
+	"github.com/cblink/cblink/callbridge/callbridgetest"
 	"github.com/cblink/cblink/component"
-	"github.com/cblink/cblink/examples/internal/lab"
+	"github.com/cblink/cblink/examples/internal/binarytest"
 )
 
 const testSecret = "cb-S3cret-77c1e0" // must never be printed
@@ -31,7 +32,7 @@ const testSecret = "cb-S3cret-77c1e0" // must never be printed
 // bin is the callbridge binary, built once by TestMain.
 var bin string
 
-func TestMain(m *testing.M) { os.Exit(lab.TestMainWithBinary(m, "callbridge", &bin)) }
+func TestMain(m *testing.M) { os.Exit(binarytest.TestMainWithBinary(m, "callbridge", &bin)) }
 
 func TestDemo(t *testing.T) {
 	var out bytes.Buffer
@@ -181,17 +182,17 @@ func cleanEnv() []string {
 	return env
 }
 
-func startLab(t *testing.T) (*lab.Lab, string) {
+func startLab(t *testing.T) (*callbridgetest.Lab, string) {
 	t.Helper()
-	l, err := lab.Start(lab.Options{
-		Components: map[string]string{"cb1.example.com": testSecret},
-		Servers:    []lab.Server{{Name: "xmpp1.example.com", Priority: 10, Weight: 10}},
-		Logf:       t.Logf,
+	l, err := callbridgetest.Start(callbridgetest.Options{
+		Secret:  testSecret,
+		Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, Weight: 10}},
+		Logf:    t.Logf,
 	})
 	require.NoError(t, err)
 	t.Cleanup(l.Close)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, os.WriteFile(ca, l.CA.RootPEM(), 0o600))
+	require.NoError(t, os.WriteFile(ca, l.RootPEM(), 0o600))
 	return l, ca
 }
 

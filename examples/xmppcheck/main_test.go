@@ -13,8 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cblink/cblink/callbridge/callbridgetest"
 	"github.com/cblink/cblink/component"
-	"github.com/cblink/cblink/examples/internal/lab"
+	"github.com/cblink/cblink/examples/internal/binarytest"
 )
 
 const (
@@ -25,21 +26,21 @@ const (
 // bin is the xmppcheck binary, built once by TestMain.
 var bin string
 
-func TestMain(m *testing.M) { os.Exit(lab.TestMainWithBinary(m, "xmppcheck", &bin)) }
+func TestMain(m *testing.M) { os.Exit(binarytest.TestMainWithBinary(m, "xmppcheck", &bin)) }
 
 // startLab starts a lab with cb1.example.com registered and closes it when
 // the test ends. It writes the lab CA to ca.pem in dir.
-func startLab(t *testing.T, opts lab.Options) (*lab.Lab, string) {
+func startLab(t *testing.T, opts callbridgetest.Options) (*callbridgetest.Lab, string) {
 	t.Helper()
-	if opts.Components == nil {
-		opts.Components = map[string]string{"cb1.example.com": testSecret}
+	if opts.Secret == "" {
+		opts.Secret = testSecret // cb1.example.com is registered with it
 	}
 	opts.Logf = t.Logf
-	l, err := lab.Start(opts)
+	l, err := callbridgetest.Start(opts)
 	require.NoError(t, err)
 	t.Cleanup(l.Close)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, os.WriteFile(ca, l.CA.RootPEM(), 0o600))
+	require.NoError(t, os.WriteFile(ca, l.RootPEM(), 0o600))
 	return l, ca
 }
 
@@ -109,8 +110,8 @@ func port(t *testing.T, addr string) string {
 	return p
 }
 
-func twoServers() []lab.Server {
-	return []lab.Server{
+func twoServers() []callbridgetest.Server {
+	return []callbridgetest.Server{
 		{Name: "xmpp1.example.com", Priority: 10, Weight: 10},
 		{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
 	}
@@ -127,57 +128,57 @@ func TestChecks(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		opts   lab.Options
-		args   func(l *lab.Lab, ca string) []string
+		opts   callbridgetest.Options
+		args   func(l *callbridgetest.Lab, ca string) []string
 		secret string
 		want   want
 	}{
 		{
 			name: "good set-up, both servers work",
-			opts: lab.Options{Servers: twoServers()},
+			opts: callbridgetest.Options{Servers: twoServers()},
 			want: want{code: 0, pass: []string{"xmpp1.example.com", "xmpp2.example.com"}},
 		},
 		{
 			name:   "wrong secret",
-			opts:   lab.Options{Servers: twoServers()[:1]},
+			opts:   callbridgetest.Options{Servers: twoServers()[:1]},
 			secret: wrongSecret,
 			want: want{code: 1, failStep: stepHandshake, failTarget: "xmpp1.example.com",
 				hint: "the shared secret does not match the one set with `xmpp callbridge add cb1` on the XMPP server"},
 		},
 		{
 			name: "unknown name",
-			opts: lab.Options{Servers: twoServers()[:1]},
-			args: func(l *lab.Lab, ca string) []string { return []string{"-name", "cb9"} },
+			opts: callbridgetest.Options{Servers: twoServers()[:1]},
+			args: func(l *callbridgetest.Lab, ca string) []string { return []string{"-name", "cb9"} },
 			want: want{code: 1, failStep: stepHandshake, failTarget: "xmpp1.example.com",
 				hint: "add the component on the XMPP server: xmpp callbridge add cb9"},
 		},
 		{
 			name: "certificate lacks the FQDN",
-			opts: lab.Options{Servers: []lab.Server{{Name: "xmpp1.example.com", Priority: 10, SANs: []string{"example.com"}}}},
+			opts: callbridgetest.Options{Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, SANs: []string{"example.com"}}}},
 			want: want{code: 1, failStep: stepSAN, failTarget: "xmpp1.example.com",
 				hint: "reissue the XMPP server certificate with SANs example.com and xmpp1.example.com"},
 		},
 		{
 			name: "untrusted CA",
-			opts: lab.Options{Servers: []lab.Server{{Name: "xmpp1.example.com", Priority: 10, Untrusted: true}}},
+			opts: callbridgetest.Options{Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, Untrusted: true}}},
 			want: want{code: 1, failStep: stepTLS, failTarget: "xmpp1.example.com",
 				hint: "pass the CA bundle that signed the XMPP server's certificate with -ca"},
 		},
 		{
 			name: "SRV says no service",
-			opts: lab.Options{Servers: twoServers()[:1], SRV: lab.SRVDot},
+			opts: callbridgetest.Options{Servers: twoServers()[:1], SRV: callbridgetest.SRVDot},
 			want: want{code: 1, failStep: stepSRV, failTarget: "_xmpp-component._tcp.example.com",
 				hint: "the domain publishes that there is no XMPP component service"},
 		},
 		{
 			name: "no SRV records",
-			opts: lab.Options{Servers: twoServers()[:1], SRV: lab.SRVNone},
+			opts: callbridgetest.Options{Servers: twoServers()[:1], SRV: callbridgetest.SRVNone},
 			want: want{code: 1, failStep: stepSRV, failTarget: "_xmpp-component._tcp.example.com",
 				hint: "publish _xmpp-component._tcp.example.com SRV records or set -server"},
 		},
 		{
 			name: "first target dead, second good",
-			opts: lab.Options{Servers: []lab.Server{
+			opts: callbridgetest.Options{Servers: []callbridgetest.Server{
 				{Name: "xmpp1.example.com", Priority: 10, Down: true},
 				{Name: "xmpp2.example.com", Priority: 20},
 			}},
@@ -186,16 +187,16 @@ func TestChecks(t *testing.T) {
 		},
 		{
 			name: "explicit address with server name",
-			opts: lab.Options{Servers: twoServers()[:1]},
-			args: func(l *lab.Lab, ca string) []string {
+			opts: callbridgetest.Options{Servers: twoServers()[:1]},
+			args: func(l *callbridgetest.Lab, ca string) []string {
 				return []string{"-server", "127.0.0.1:" + port(t, l.Servers[0].Addr()), "-server-name", "xmpp1.example.com"}
 			},
 			want: want{code: 0, pass: []string{"127.0.0.1"}},
 		},
 		{
 			name: "combined server dialled as localhost",
-			opts: lab.Options{Servers: twoServers()[:1]},
-			args: func(l *lab.Lab, ca string) []string {
+			opts: callbridgetest.Options{Servers: twoServers()[:1]},
+			args: func(l *callbridgetest.Lab, ca string) []string {
 				require.NoError(t, l.DNS.AddZone("localhost. IN A 127.0.0.1\n"))
 				return []string{"-server", "localhost:" + port(t, l.Servers[0].Addr())}
 			},
@@ -203,8 +204,8 @@ func TestChecks(t *testing.T) {
 		},
 		{
 			name: "invalid settings",
-			opts: lab.Options{Servers: twoServers()[:1]},
-			args: func(l *lab.Lab, ca string) []string { return []string{"-domain", ""} },
+			opts: callbridgetest.Options{Servers: twoServers()[:1]},
+			args: func(l *callbridgetest.Lab, ca string) []string { return []string{"-domain", ""} },
 			want: want{code: 1, failStep: stepSettings, hint: "fix the settings"},
 		},
 	} {
@@ -257,7 +258,7 @@ func TestChecks(t *testing.T) {
 // without the server's FQDN, the usual mistake) and a secret read from
 // -secret-file.
 func TestTextOutput(t *testing.T) {
-	l, ca := startLab(t, lab.Options{Servers: []lab.Server{
+	l, ca := startLab(t, callbridgetest.Options{Servers: []callbridgetest.Server{
 		{Name: "xmpp1.example.com", Priority: 10, SANs: []string{"example.com"}},
 	}})
 	secretFile := filepath.Join(t.TempDir(), "secret")
@@ -285,7 +286,7 @@ func TestTextOutput(t *testing.T) {
 // TestConflictWithRunningBridge: a link with the same name is already up
 // (a running Call Bridge), and the server refuses a second as Prosody does.
 func TestConflictWithRunningBridge(t *testing.T) {
-	l, ca := startLab(t, lab.Options{Servers: twoServers()[:1]})
+	l, ca := startLab(t, callbridgetest.Options{Servers: twoServers()[:1]})
 	ctx := t.Context()
 	tc, err := tls.Dial("tcp", l.Servers[0].Addr(), l.Servers[0].ClientTLSConfig())
 	require.NoError(t, err)

@@ -1,4 +1,7 @@
-package lab
+// Package binarytest lets the example packages test their own binaries;
+// only their _test files import it, so the shipped binaries never link
+// testing or goleak.
+package binarytest
 
 import (
 	"fmt"
