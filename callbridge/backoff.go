@@ -39,6 +39,11 @@ type Backoff struct {
 	// has not shown the server alive otherwise; links that end sooner count
 	// as failures of their server (flapping).
 	ResetAfter time.Duration
+	// NoJitter makes every wait exactly its computed ceiling instead of a
+	// uniformly random wait below it: deterministic, for tests and for
+	// operators who want exact waits. Without jitter, bridges restarted
+	// together retry in step.
+	NoJitter bool
 }
 
 // DefaultBackoff is the Backoff used for zero fields.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,7 +25,7 @@ type Bridge struct {
 
 	mu       sync.Mutex
 	cfg      *resolved
-	resolver *discovery.Resolver
+	resolver Resolver
 	started  bool               // Run was called: handlers are frozen
 	closed   bool               // Close or Shutdown was called, or Run returned
 	stopLoop context.CancelFunc // ends the connection cycle (any stop)
@@ -41,12 +40,9 @@ type Bridge struct {
 	// them before it returns.
 	bg sync.WaitGroup
 
-	// for tests
-	now      func() time.Time // the clock for link lifetimes and outages
-	dial     dialFunc
-	rand     *rand.Rand
-	randMu   sync.Mutex
-	noJitter bool
+	now    func() time.Time // the clock of link lifetimes and outages (tests play with it)
+	rand   *rand.Rand       // the backoff's jitter
+	randMu sync.Mutex
 }
 
 // New validates cfg and returns a Bridge that has not connected yet. It
@@ -64,14 +60,16 @@ func New(cfg Config) (*Bridge, error) {
 		done:    make(chan struct{}),
 		updated: make(chan struct{}, 1),
 		now:     time.Now,
-		dial:    (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 		rand:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
 	b.resolver = newResolver(r)
 	return b, nil
 }
 
-func newResolver(r *resolved) *discovery.Resolver {
+func newResolver(r *resolved) Resolver {
+	if r.Resolver != nil {
+		return r.Resolver
+	}
 	return &discovery.Resolver{NameServers: r.NameServers}
 }
 
@@ -200,8 +198,8 @@ func (b *Bridge) Update(cfg Config) error {
 		b.mu.Unlock()
 		return ErrClosed
 	}
-	if !slices.Equal(r.NameServers, b.cfg.NameServers) {
-		b.resolver = newResolver(r)
+	if r.Resolver != nil || b.cfg.Resolver != nil || !slices.Equal(r.NameServers, b.cfg.NameServers) {
+		b.resolver = newResolver(r) // else keep the resolver and its cache
 	}
 	b.cfg = r
 	b.mu.Unlock()
@@ -212,7 +210,7 @@ func (b *Bridge) Update(cfg Config) error {
 	return nil
 }
 
-func (b *Bridge) current() (*resolved, *discovery.Resolver) {
+func (b *Bridge) current() (*resolved, Resolver) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.cfg, b.resolver

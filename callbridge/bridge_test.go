@@ -3,7 +3,11 @@ package callbridge
 import (
 	"context"
 	"errors"
+	"net"
+	"net/netip"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +18,7 @@ import (
 
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
+	"github.com/cblink/cblink/discovery"
 	"github.com/cblink/cblink/tlsverify"
 )
 
@@ -69,7 +74,7 @@ func TestAllDownBackoffGrowsAndCaps(t *testing.T) {
 	r := newRig(t, 10)
 	r.servers[0].Stop()
 	cfg := r.config()
-	cfg.Backoff = Backoff{Base: 10 * time.Millisecond, Max: 80 * time.Millisecond, Multiplier: 2}
+	cfg.Backoff = Backoff{Base: 10 * time.Millisecond, Max: 80 * time.Millisecond, Multiplier: 2, NoJitter: true}
 	rb := r.start(cfg)
 
 	waits := rb.backoffWaits(t, 6)
@@ -379,4 +384,45 @@ func TestCloseDoesNotWaitForIdleSubscriber(t *testing.T) {
 	assert.ErrorIs(t, <-errc, ErrClosed)
 	for range events { // closed, possibly after a few events
 	}
+}
+
+// countingDialer is a Dialer that counts its dials.
+type countingDialer struct {
+	n atomic.Int64
+	d net.Dialer
+}
+
+func (c *countingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c.n.Add(1)
+	return c.d.DialContext(ctx, network, addr)
+}
+
+// fixedResolver answers every lookup with one endpoint.
+type fixedResolver struct {
+	ep discovery.Endpoint
+	n  atomic.Int64
+}
+
+func (f *fixedResolver) Lookup(ctx context.Context, req discovery.Request) (*discovery.Result, error) {
+	f.n.Add(1)
+	return &discovery.Result{Endpoints: []discovery.Endpoint{f.ep}}, nil
+}
+
+// TestDialerAndResolverSeams: a program's own Dialer and Resolver are used
+// instead of the defaults.
+func TestDialerAndResolverSeams(t *testing.T) {
+	r := newRig(t, 10)
+	host, port, err := net.SplitHostPort(r.servers[0].Addr())
+	require.NoError(t, err)
+	p, err := strconv.Atoi(port)
+	require.NoError(t, err)
+	res := &fixedResolver{ep: discovery.Endpoint{Target: "xmpp1.example.com", Port: uint16(p), Addrs: []netip.Addr{netip.MustParseAddr(host)}}}
+	dialer := &countingDialer{}
+	cfg := r.config()
+	cfg.NameServers = []string{"192.0.2.1:53"} // unused: the Resolver answers
+	cfg.Resolver, cfg.Dialer = res, dialer
+	rb := r.start(cfg)
+	rb.waitConnectedTo(t, "xmpp1.example.com", 10*time.Second)
+	assert.Positive(t, res.n.Load())
+	assert.Positive(t, dialer.n.Load())
 }

@@ -1,10 +1,12 @@
 package callbridge
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -72,6 +74,14 @@ type Config struct {
 	// NameServers are the DNS servers ("host:port") used for SRV and
 	// address lookups; nil means those of /etc/resolv.conf.
 	NameServers []string
+	// Resolver finds the servers; nil means a discovery.Resolver asking
+	// NameServers (then ignored when Resolver is set). A resolver with its
+	// own cache, policy or test answers plugs in here.
+	Resolver Resolver
+	// Dialer opens the TCP connections; nil means a net.Dialer with TCP
+	// keepalive. Set it to bind a source address, go through a proxy, or
+	// test.
+	Dialer Dialer
 	// FallbackToDomain makes a domain without any SRV record be tried as
 	// <Domain>:5223.
 	FallbackToDomain bool
@@ -115,6 +125,27 @@ type Config struct {
 
 	// Logger receives one line per state change and problem; nil discards.
 	Logger *slog.Logger
+}
+
+// Resolver finds the XMPP servers of a Request: discovery.Resolver does
+// (an explicit address, or SRV then A/AAAA, RFC 2782 order).
+type Resolver interface {
+	Lookup(ctx context.Context, req discovery.Request) (*discovery.Result, error)
+}
+
+// Dialer opens TCP connections; net.Dialer does.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// defaultDialer is the Dialer of a Config without one.
+var defaultDialer = &net.Dialer{KeepAlive: 30 * time.Second}
+
+func (c Config) dialer() Dialer {
+	if c.Dialer != nil {
+		return c.Dialer
+	}
+	return defaultDialer
 }
 
 // FieldError is one problem with a Config field. Field is the field's Go

@@ -43,7 +43,7 @@ func demote(eps []discovery.Endpoint, k string) {
 
 // endpoints runs discovery; the result is a fresh slice the caller may
 // reorder.
-func (b *Bridge) endpoints(ctx context.Context, cfg *resolved, res *discovery.Resolver) ([]discovery.Endpoint, error) {
+func (b *Bridge) endpoints(ctx context.Context, cfg *resolved, res Resolver) ([]discovery.Endpoint, error) {
 	r, err := res.Lookup(ctx, discovery.Request{Domain: cfg.Domain, Server: cfg.Server, FallbackToDomain: cfg.FallbackToDomain})
 	if err != nil {
 		return nil, err
@@ -209,7 +209,7 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 		addrs[i] = netip.AddrPortFrom(a, ep.Port)
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	conn, addr, err := raceDial(dctx, b.dial, addrs, attemptDelay)
+	conn, addr, err := raceDial(dctx, cfg.dialer().DialContext, addrs, attemptDelay)
 	cancel()
 	if err != nil {
 		return nil, fail(Connecting, "", err)

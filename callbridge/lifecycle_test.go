@@ -574,10 +574,9 @@ func TestDropNoticedDuringFailBackProbe(t *testing.T) {
 func TestSecondFailoverDoesNotWait(t *testing.T) {
 	r := newRig(t, 10, 20, 30)
 	cfg := r.config()
-	cfg.Backoff = Backoff{Base: time.Minute, Max: time.Minute, ResetAfter: time.Hour}
+	cfg.Backoff = Backoff{Base: time.Minute, Max: time.Minute, ResetAfter: time.Hour, NoJitter: true}
 	b, err := New(cfg)
 	require.NoError(t, err)
-	b.noJitter = true
 	events, cancelSub := b.Subscribe()
 	defer cancelSub()
 	runBridge(t, b, context.Background())

@@ -31,7 +31,6 @@ func TestRestartLoopsReconnectFast(t *testing.T) {
 	cfg.Backoff = Backoff{} // the defaults an operator gets
 	var offset atomic.Int64
 	rb := r.start(cfg, func(b *Bridge) {
-		b.noJitter = false
 		b.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	})
 	srv := r.servers[0]
@@ -69,7 +68,7 @@ func TestFlappingServerBackedOff(t *testing.T) {
 		return []componenttest.Fault{{Phase: componenttest.PhaseHandshake, Action: componenttest.ActionClose}}
 	})
 	cfg := r.config()
-	cfg.Backoff = Backoff{Base: 20 * time.Millisecond, TransientMax: 160 * time.Millisecond, Max: time.Second, ResetAfter: time.Minute}
+	cfg.Backoff = Backoff{Base: 20 * time.Millisecond, TransientMax: 160 * time.Millisecond, Max: time.Second, ResetAfter: time.Minute, NoJitter: true}
 	rb := r.start(cfg)
 	waits := rb.backoffWaits(t, 5)
 	// The first drop is retried at once; then 2, 3, 4, 5 failures.

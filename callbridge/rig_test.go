@@ -128,7 +128,6 @@ func (r *rig) start(cfg Config, setup ...func(*Bridge)) *running {
 	r.t.Helper()
 	b, err := New(cfg)
 	require.NoError(r.t, err)
-	b.noJitter = true
 	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
 		if req.Passcode != "1234" {
 			return nil, component.ErrJoinForbidden

@@ -3,8 +3,6 @@ package callbridge
 import (
 	"context"
 	"time"
-
-	"github.com/cblink/cblink/discovery"
 )
 
 // loop runs connection cycles until ctx ends (a stop: Close, Shutdown or
@@ -120,7 +118,7 @@ func (b *Bridge) backoff(cfg *resolved, failures int, perm bool, outage time.Dur
 		// trying, at the slowest pace.
 		return cfg.Backoff.Max
 	}
-	if b.noJitter {
+	if cfg.Backoff.NoJitter {
 		return cfg.Backoff.ceiling(failures, outage)
 	}
 	b.randMu.Lock()
@@ -143,7 +141,7 @@ const (
 // preferred server without a gap. It returns the link that was live last;
 // that link, any probe and its link are closed when serve returns (but for
 // a fail-back's old link, which drains in the background under b.bg).
-func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res *discovery.Resolver, l *link) (endReason, *link, error) {
+func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res Resolver, l *link) (endReason, *link, error) {
 	b.publish(l)
 	l.sess.Start()
 	var (
@@ -227,7 +225,7 @@ type probe struct {
 	stop context.CancelFunc
 }
 
-func (b *Bridge) startProbe(ctx context.Context, cfg *resolved, res *discovery.Resolver, cur *link) *probe {
+func (b *Bridge) startProbe(ctx context.Context, cfg *resolved, res Resolver, cur *link) *probe {
 	pctx, stop := context.WithCancel(ctx)
 	p := &probe{c: make(chan *link, 1), stop: stop}
 	go func() { p.c <- b.failBack(pctx, cfg, res, cur) }()
@@ -280,7 +278,7 @@ func (b *Bridge) swap(hard context.Context, cfg *resolved, old, l *link) {
 
 // failBack probes the endpoints preferred over the current one and returns
 // an authenticated (unstarted) link to the first that accepts, or nil.
-func (b *Bridge) failBack(ctx context.Context, cfg *resolved, res *discovery.Resolver, cur *link) *link {
+func (b *Bridge) failBack(ctx context.Context, cfg *resolved, res Resolver, cur *link) *link {
 	eps, err := b.endpoints(ctx, cfg, res)
 	if err != nil {
 		return nil
