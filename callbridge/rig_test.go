@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
 	"github.com/cblink/cblink/discovery/dnstest"
-	"github.com/cblink/cblink/internal/testpki"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -57,11 +55,11 @@ func noteErr(err error) {
 	errSink.mu.Unlock()
 }
 
-// rig is a set of XMPP servers behind one DNS server, all on loopback,
-// with certificates from one CA naming the domain and each server's FQDN.
+// rig is componenttest's Lab (XMPP servers sharing one CA behind one DNS
+// server, all on loopback) with the names the tests use.
 type rig struct {
+	*componenttest.Lab
 	t       *testing.T
-	ca      *testpki.CA
 	dns     *dnstest.Server
 	servers []*componenttest.Server
 	names   []string
@@ -71,31 +69,16 @@ type rig struct {
 // xmpp<i+1>.example.com.
 func newRig(t *testing.T, prios ...int) *rig {
 	t.Helper()
-	r := &rig{t: t, ca: testpki.MustCA(testpki.Template{})}
-	var zone strings.Builder
-	zone.WriteString("$ORIGIN example.com.\n$TTL 1\n")
+	var servers []componenttest.LabServer
 	for i, p := range prios {
-		name := fmt.Sprintf("xmpp%d.example.com", i+1)
-		srv, err := componenttest.NewServer(componenttest.Options{
-			Domain:     testDomain,
-			DNSNames:   []string{testDomain, name},
-			CACert:     r.ca.Cert,
-			CAKey:      r.ca.Key,
-			Components: map[string]string{testAddr: testSecret},
-			Logf:       t.Logf,
-		})
-		require.NoError(t, err)
-		t.Cleanup(func() { srv.Close() })
-		r.servers = append(r.servers, srv)
-		r.names = append(r.names, name)
-		port := srv.Addr()[strings.LastIndexByte(srv.Addr(), ':')+1:]
-		fmt.Fprintf(&zone, "_xmpp-component._tcp IN SRV %d 10 %s %s.\n%s. IN A 127.0.0.1\n", p, port, name, name)
+		servers = append(servers, componenttest.LabServer{Name: fmt.Sprintf("xmpp%d.example.com", i+1), Priority: uint16(p), Weight: 10})
 	}
-	d, err := dnstest.NewServer(zone.String())
+	lab, err := componenttest.StartLab(componenttest.LabOptions{
+		Domain: testDomain, Name: "cb1", Secret: testSecret, Servers: servers, Logf: t.Logf,
+	})
 	require.NoError(t, err)
-	t.Cleanup(func() { d.Close() })
-	r.dns = d
-	return r
+	t.Cleanup(lab.Close)
+	return &rig{Lab: lab, t: t, dns: lab.DNS, servers: lab.Servers, names: lab.Names}
 }
 
 // config is a Config for the rig with fast timers.
@@ -104,11 +87,11 @@ func (r *rig) config() Config {
 		Name:        "cb1",
 		Domain:      testDomain,
 		Secret:      testSecret,
-		RootCAs:     r.ca.Pool(),
+		RootCAs:     r.Pool(),
 		NameServers: []string{r.dns.Addr()},
 		DialTimeout: 2 * time.Second,
 		Tuning:      component.Tuning{HandshakeTimeout: 3 * time.Second, PingInterval: -1},
-		Backoff:     Backoff{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond, ResetAfter: time.Minute},
+		Backoff:     Backoff{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond, ResetAfter: time.Minute, NoJitter: true},
 		Logger:      slog.New(slog.NewTextHandler(syncWriter{}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
