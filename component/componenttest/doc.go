@@ -43,15 +43,15 @@
 // <handshake> followed a header without id.
 //
 // # Lab
-
-StartLab starts several servers that accept the same component, with
-certificates from one in-memory CA naming the XMPP domain and each server,
-behind a dnstest server publishing their _xmpp-component._tcp SRV records:
-a whole deployment on loopback. Lab.Join plays a web user's join request
-through a server. Package callbridge/callbridgetest adds a ready
-callbridge.Config on top.
-
-# Restart
+//
+// StartLab starts several servers that accept the same component, with
+// certificates from one in-memory CA naming the XMPP domain and each server,
+// behind a dnstest server publishing their _xmpp-component._tcp SRV records:
+// a whole deployment on loopback. Lab.Join plays a web user's join request
+// through a server. Package callbridge/callbridgetest adds a ready
+// callbridge.Config on top.
+//
+// # Restart
 //
 // Stop and Start close and reopen the listener on the same address;
 // NewServer with Options.Addr set to an earlier server's Addr brings a
