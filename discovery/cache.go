@@ -27,10 +27,10 @@ type flight struct {
 	err  error
 }
 
-// query answers (name, qtype) from the cache, from a concurrent identical
-// query, or from the name servers, following CNAME chains across queries.
-// The returned set must not be modified.
-func (r *Resolver) query(ctx context.Context, name string, qtype uint16, tr *tracer) (*rrset, error) {
+// lookupRRset answers (name, qtype) from the cache, from a concurrent
+// identical query, or from the name servers, following CNAME chains across
+// queries. The returned set must not be modified.
+func (r *Resolver) lookupRRset(ctx context.Context, name string, qtype uint16, tr *tracer) (*rrset, error) {
 	key := cacheKey{dns.CanonicalName(name), qtype}
 	typ := dns.TypeToString[qtype]
 	for {
@@ -70,7 +70,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16, tr *tra
 		r.flights[key] = f
 		r.mu.Unlock()
 
-		f.set, f.err = r.resolve(ctx, key, tr)
+		f.set, f.err = r.fetchAndCache(ctx, key, tr)
 
 		r.mu.Lock()
 		delete(r.flights, key)
@@ -80,18 +80,10 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16, tr *tra
 	}
 }
 
-func isContextError(err error) bool {
-	var e *Error
-	if errors.As(err, &e) && e.Kind == KindUnknown {
-		return true
-	}
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// resolve asks the name servers, caches the answer, and serves a stale
+// fetchAndCache asks the name servers, caches the answer, and serves a stale
 // cached answer when they all fail.
-func (r *Resolver) resolve(ctx context.Context, key cacheKey, tr *tracer) (*rrset, error) {
-	set, err := r.chase(ctx, key.name, key.qtype, tr)
+func (r *Resolver) fetchAndCache(ctx context.Context, key cacheKey, tr *tracer) (*rrset, error) {
+	set, err := r.followCNAMEs(ctx, key.name, key.qtype, tr)
 	now := r.now()
 	if err != nil {
 		var e *Error
@@ -179,29 +171,4 @@ func (r *Resolver) store(key cacheKey, set *rrset, now time.Time) {
 		}
 	}
 	r.cache[key] = &cacheEntry{set: set, expires: now.Add(set.ttl)}
-}
-
-// chase asks for (name, qtype) and follows a CNAME chain that the answers
-// leave unfinished.
-func (r *Resolver) chase(ctx context.Context, name string, qtype uint16, tr *tracer) (*rrset, error) {
-	cur := name
-	ttl := forever
-	seen := map[string]bool{name: true}
-	for {
-		set, err := r.ask(ctx, cur, qtype, tr)
-		if err != nil {
-			return nil, err
-		}
-		ttl = min(ttl, set.ttl)
-		if set.negative || len(set.records) > 0 {
-			set.ttl = ttl
-			return set, nil
-		}
-		cur = set.final
-		if seen[cur] || len(seen) > maxCNAMEs {
-			return nil, &Error{Op: "lookup " + dns.TypeToString[qtype], Name: name, Kind: KindCNAMELoop,
-				Err: fmt.Errorf("CNAME chain loops or exceeds %d names at %s", maxCNAMEs, cur)}
-		}
-		seen[cur] = true
-	}
 }

@@ -47,9 +47,11 @@
 // a bad reply, caches answers within their TTL (clamped), serves a stale
 // answer when every name server fails (RFC 8767), and shares one query among
 // concurrent lookups of the same name. When ctx ends, the queries in flight
-// are abandoned at once and Lookup returns ctx's error. Malformed,
-// oversized, looping or mismatched replies are reported as an [*Error] with
-// a [Kind], never a panic. Every query appears in [Result.Trace].
+// are abandoned at once and Lookup returns ctx's error, wrapped in an
+// [*Error] of [KindCanceled] ([KindTimeout] when its deadline passed).
+// Malformed, oversized, looping or mismatched replies are reported as an
+// [*Error] with a [Kind], never a panic. Every query appears in
+// [Result.Trace].
 //
 //	var r discovery.Resolver // name servers from /etc/resolv.conf
 //	res, err := r.Lookup(ctx, discovery.Request{Domain: "example.com"})

@@ -1,8 +1,10 @@
 package discovery
 
 import (
+	"context"
 	"errors"
 	"strconv"
+	"strings"
 )
 
 // Sentinel errors, matched with errors.Is against what Lookup and
@@ -31,7 +33,7 @@ const (
 	KindNoService          // SRV target "." (ErrNoService)
 	KindNoSRV              // no SRV records (ErrNoSRV)
 	KindNoAddresses        // no target has an address (ErrNoAddresses)
-	KindTimeout            // no name server answered in time
+	KindTimeout            // no name server answered in time, or ctx's deadline passed
 	KindServerFailure      // SERVFAIL or another error rcode
 	KindRefused            // REFUSED
 	KindNetwork            // the name server could not be reached
@@ -41,6 +43,7 @@ const (
 	KindCNAMELoop          // a CNAME chain loops or is too long
 	KindTooLarge           // more records than the resolver accepts
 	KindNoNameServers      // no name server is configured
+	KindCanceled           // the caller's context was cancelled (Err wraps context.Canceled)
 )
 
 var kindNames = [...]string{
@@ -60,6 +63,7 @@ var kindNames = [...]string{
 	KindCNAMELoop:     "CNAME loop",
 	KindTooLarge:      "too many records",
 	KindNoNameServers: "no name servers",
+	KindCanceled:      "canceled",
 }
 
 // String names k.
@@ -135,4 +139,47 @@ func (e *Error) Is(target error) bool {
 		return e.Kind == KindBadAddress
 	}
 	return false
+}
+
+// joinedError lists several causes on one line; errors.Is and errors.As
+// see each of them.
+type joinedError struct {
+	prefix string
+	errs   []error
+}
+
+func joinErrors(prefix string, errs []error) error { return &joinedError{prefix, errs} }
+
+func (e *joinedError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.prefix)
+	for i, err := range e.errs {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+func (e *joinedError) Unwrap() []error { return e.errs }
+
+// ctxError reports that ctx ended with err: KindTimeout for a passed
+// deadline, KindCanceled otherwise.
+func ctxError(op, name string, err error) *Error {
+	k := KindCanceled
+	if errors.Is(err, context.DeadlineExceeded) {
+		k = KindTimeout
+	}
+	return &Error{Op: op, Name: name, Kind: k, Err: err}
+}
+
+func isContextError(err error) bool {
+	var e *Error
+	if errors.As(err, &e) && e.Kind == KindCanceled {
+		return true
+	}
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

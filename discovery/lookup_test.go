@@ -491,6 +491,8 @@ func TestLookupContextCancel(t *testing.T) {
 	cancel()
 	_, err = r.Lookup(ctx, Request{Domain: "example.com"})
 	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, KindCanceled, kindOf(t, err), "a cancelled context has its own Kind, not KindUnknown")
+	assert.Equal(t, "canceled", KindCanceled.String())
 }
 
 func TestLookupCancelInFlight(t *testing.T) {
@@ -536,6 +538,7 @@ func TestLookupCancelInFlight(t *testing.T) {
 			require.ErrorIs(t, o.err, context.Canceled)
 			var e *Error
 			require.ErrorAs(t, o.err, &e)
+			assert.Equal(t, KindCanceled, e.Kind, "%v", o.err)
 		})
 	}
 }
@@ -719,7 +722,9 @@ func TestSingleflightOwnerCancelled(t *testing.T) {
 	}()
 	time.Sleep(20 * time.Millisecond)
 	cancel()
-	require.ErrorIs(t, <-errc, context.Canceled)
+	err := <-errc
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, KindCanceled, kindOf(t, err))
 	require.NoError(t, <-done, "the waiter asks again instead of inheriting the cancellation")
 }
 

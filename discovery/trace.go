@@ -1,9 +1,12 @@
 package discovery
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // Source says where a [TraceEntry]'s answer came from.
@@ -96,4 +99,20 @@ func (t *tracer) list() []TraceEntry {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.entries
+}
+
+// presentation formats at most limit records for the trace.
+func presentation(rrs []dns.RR, limit int) []string {
+	if len(rrs) == 0 {
+		return nil
+	}
+	n := min(len(rrs), limit)
+	out := make([]string, 0, n+1)
+	for _, rr := range rrs[:n] {
+		out = append(out, rr.String())
+	}
+	if len(rrs) > n {
+		out = append(out, "... "+strconv.Itoa(len(rrs)-n)+" more")
+	}
+	return out
 }
