@@ -32,6 +32,9 @@ type linkOptions struct {
 	// Handler receives incoming stanzas; nil lets the session answer pings
 	// only.
 	Handler *component.Mux
+	// Wrap, when set, wraps the TLS connection before the handshake (to
+	// record the bytes).
+	Wrap func(net.Conn) net.Conn
 }
 
 // linkTiming splits the time to bring a link up.
@@ -80,7 +83,11 @@ func dialComponent(ctx context.Context, t testing.TB, opts linkOptions) (*compon
 	}
 	tm.TLS = time.Since(begin)
 	begin = time.Now()
-	s, err := component.NewSession(ctx, conn, component.Config{
+	var link net.Conn = conn
+	if opts.Wrap != nil {
+		link = opts.Wrap(conn)
+	}
+	s, err := component.NewSession(ctx, link, component.Config{
 		Name: opts.Name, Domain: domain, Secret: component.Secret(opts.Secret), Handler: opts.Handler,
 	})
 	if err != nil {
