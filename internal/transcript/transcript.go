@@ -210,42 +210,79 @@ func (r *Recorder) Transcript(server, scenario, name, domain string) *Transcript
 	}
 }
 
-// eachTag calls f with the kind of each tag in b, in order: "<stream:stream",
-// "<handshake", "<iq", …, "</stream:stream". A kind is the text from '<' up
-// to the first space, '>' or '/' after the name. The XML declaration is not
-// a tag here: a component may or may not send one. A name cut at the end of
-// b is left for when the rest arrives.
-func eachTag(b []byte, f func(kind string)) {
+// eachTag calls f with the kind of each tag in b, in order, and whether it
+// is at the top level of the stream (a stanza, the handshake, the stream's
+// own tags) rather than inside an element. A kind is the text from '<' up
+// to the first space, '>' or '/' after the name: "<stream:stream",
+// "<handshake", "<iq", "<joined", …, "</stream:stream". The XML
+// declaration is not a tag here: a component may or may not send one. A
+// tag cut at the end of b is left for when the rest arrives.
+func eachTag(b []byte, f func(kind string, top bool)) {
+	depth := 0
 	for i := 0; i < len(b); i++ {
 		if b[i] != '<' {
 			continue
 		}
 		j := i + 1
-		if j < len(b) && b[j] == '/' {
+		closing := j < len(b) && b[j] == '/'
+		if closing {
 			j++
 		}
 		for j < len(b) && !strings.ContainsRune(" \t\r\n>/?", rune(b[j])) {
 			j++
 		}
-		if j == len(b) {
+		// The tag's end, past quoted attribute values.
+		k, quote := j, byte(0)
+		for ; k < len(b); k++ {
+			switch c := b[k]; {
+			case quote != 0:
+				if c == quote {
+					quote = 0
+				}
+			case c == '\'' || c == '"':
+				quote = c
+			}
+			if quote == 0 && b[k] == '>' {
+				break
+			}
+		}
+		if k == len(b) {
 			return
 		}
-		if b[i+1] != '?' {
-			f(string(b[i:j]))
+		kind := string(b[i:j])
+		stream := kind == "<stream:stream" || kind == "</stream:stream"
+		switch {
+		case b[i+1] == '?':
+		case closing:
+			if !stream {
+				depth--
+			}
+			f(kind, depth == 0)
+		default:
+			f(kind, depth == 0)
+			if !stream && b[k-1] != '/' {
+				depth++
+			}
 		}
-		i = j - 1
+		i = k
 	}
 }
 
-// marks counts the tags in b by kind.
-func marks(b []byte, into map[string]int) { eachTag(b, func(k string) { into[k]++ }) }
+// marks counts the top-level tags in b by kind.
+func marks(b []byte, into map[string]int) {
+	eachTag(b, func(k string, top bool) {
+		if top {
+			into[k]++
+		}
+	})
+}
 
 // ServerShape lists the kinds of the tags the server sent, in order: what
 // stays the same when a server is recorded again (ids, timestamps and
 // chunking change).
 func (t *Transcript) ServerShape() []string {
 	var shape []string
-	eachTag(t.ServerBytes(), func(k string) { shape = append(shape, k) })
+	eachTag(t.ServerBytes(), func(k string, _ bool) { shape = append(shape, k) })
 	return shape
 }
 
