@@ -359,7 +359,9 @@ func (b *Bridge) set(fn func(*Status)) {
 		attrs = append(attrs, "backoff", st.Backoff)
 		level = slog.LevelWarn
 	}
-	if st.LastErr != nil && st.State != Connected {
+	// The error explains this line in these states; in the connection
+	// steps it would be another server's (logged as "xmpp server failed").
+	if st.LastErr != nil && (st.State == Resolving || st.State == BackingOff || st.State >= Stopping) {
 		attrs = append(attrs, "err", st.LastErr.Error(), "kind", string(st.LastErrKind))
 		if st.Permanent {
 			attrs = append(attrs, "permanent", true)

@@ -5,7 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
+	"strconv"
 	"testing"
 	"time"
 
@@ -150,4 +154,36 @@ func TestClassifyTable(t *testing.T) {
 	}
 	assert.Equal(t, []ErrorKind{KindConfig, KindNoService, KindCertificate, KindProtocol, KindAuth, KindUnknownName}, perm,
 		"the permanent set is what an operator must fix")
+}
+
+// TestErrorKindsListsEveryKind parses the package for ErrorKind constants,
+// so that a kind added without ErrorKinds (and so missing from metrics at
+// zero) fails here.
+func TestErrorKindsListsEveryKind(t *testing.T) {
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "state.go", nil, 0)
+	require.NoError(t, err)
+	var declared []ErrorKind
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range g.Specs {
+			vs := spec.(*ast.ValueSpec)
+			if id, ok := vs.Type.(*ast.Ident); !ok || id.Name != "ErrorKind" {
+				continue
+			}
+			for _, v := range vs.Values {
+				lit := v.(*ast.BasicLit)
+				k, err := strconv.Unquote(lit.Value)
+				require.NoError(t, err)
+				if k != "" {
+					declared = append(declared, ErrorKind(k))
+				}
+			}
+		}
+	}
+	require.NotEmpty(t, declared)
+	assert.Equal(t, declared, ErrorKinds())
 }

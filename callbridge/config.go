@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,6 +19,18 @@ import (
 	"github.com/cblink/cblink/discovery"
 	"github.com/cblink/cblink/tlsverify"
 )
+
+// Defaults of Config's durations.
+const (
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultParallelAfter    = 2 * time.Second
+	DefaultDrainTimeout     = 5 * time.Second
+	DefaultFailBackInterval = 60 * time.Second
+)
+
+// CredentialsDirEnv is the environment variable in which systemd names the
+// directory of a service's credentials (Config.SecretCredential).
+const CredentialsDirEnv = "CREDENTIALS_DIRECTORY"
 
 // Config holds a Call Bridge's XMPP settings. The first four fields are the
 // settings of CMS's "XMPP Server Settings" page and of its API object
@@ -38,13 +51,20 @@ type Config struct {
 	// Secret is the shared secret set on the XMPP server for Name. It is
 	// never logged, never part of an error, and redacted in every
 	// formatting of the Config (see component.Secret). Exactly one of
-	// Secret, SecretFile and SecretEnv must be set.
+	// Secret, SecretFile, SecretCredential and SecretEnv must be set.
 	Secret component.Secret
 	// SecretFile names a file holding the secret (one trailing newline is
 	// ignored). It is read by New and Update.
 	SecretFile string
+	// SecretCredential names a systemd credential holding the secret
+	// (LoadCredential=NAME:/path or SetCredentialEncrypted= in the unit):
+	// the file NAME in the directory $CREDENTIALS_DIRECTORY, which systemd
+	// makes readable by the service alone. It is read by New and Update.
+	SecretCredential string
 	// SecretEnv names an environment variable holding the secret. It is
-	// read by New and Update.
+	// read by New and Update. The environment of a process can be read by
+	// its user and root (/proc/PID/environ, ps eww): prefer SecretFile or
+	// SecretCredential outside development.
 	SecretEnv string
 
 	// RootCAs are the CAs trusted to sign the server's certificate; nil
@@ -87,7 +107,7 @@ type Config struct {
 	FallbackToDomain bool
 
 	// DialTimeout bounds the TCP connection to one endpoint (all its
-	// addresses, raced); default 10s.
+	// addresses, raced); default DefaultDialTimeout.
 	DialTimeout time.Duration
 	// Tuning holds the links' timeouts, limits and handler pool (ping
 	// interval and timeout, keepalive, read, write and close timeouts,
@@ -117,7 +137,8 @@ type Config struct {
 	// unknown name) instead of retrying at Backoff.Max as CMS does.
 	StopOnPermanentError bool
 	// FailBack makes a bridge connected to a lower-priority SRV target probe
-	// the higher-priority ones every FailBackInterval (default 60s) and move
+	// the higher-priority ones every FailBackInterval (default
+	// DefaultFailBackInterval) and move
 	// back to the first that accepts it, without dropping the working link
 	// first.
 	FailBack         bool
@@ -199,7 +220,7 @@ func (c Config) secretSource() string {
 // *FieldError naming the field.
 func (c Config) LoadSecret() (component.Secret, error) {
 	n := 0
-	for _, set := range []bool{c.Secret != "", c.SecretFile != "", c.SecretEnv != ""} {
+	for _, set := range []bool{c.Secret != "", c.SecretFile != "", c.SecretCredential != "", c.SecretEnv != ""} {
 		if set {
 			n++
 		}
@@ -209,26 +230,68 @@ func (c Config) LoadSecret() (component.Secret, error) {
 	}
 	switch {
 	case n == 0:
-		return fail("Secret", "must be set (Secret, SecretFile or SecretEnv)")
+		return fail("Secret", "must be set (Secret, SecretFile, SecretCredential or SecretEnv)")
 	case n > 1:
-		return fail("Secret", "set only one of Secret, SecretFile and SecretEnv")
+		return fail("Secret", "set only one of Secret, SecretFile, SecretCredential and SecretEnv")
 	case c.Secret != "":
 		return c.Secret, nil
 	case c.SecretFile != "":
-		b, err := os.ReadFile(c.SecretFile)
-		if err != nil {
-			return fail("SecretFile", "%v", err)
+		return readSecretFile("SecretFile", c.SecretFile, c.SecretFile)
+	case c.SecretCredential != "":
+		dir := os.Getenv(CredentialsDirEnv)
+		if dir == "" {
+			return fail("SecretCredential", "$%s is not set: systemd sets it for a unit with LoadCredential=%s:<file>", CredentialsDirEnv, c.SecretCredential)
 		}
-		if v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"); v != "" {
-			return component.Secret(v), nil
+		if strings.ContainsAny(c.SecretCredential, "/\\") || c.SecretCredential == "." || c.SecretCredential == ".." {
+			return fail("SecretCredential", "%q is not a credential name", c.SecretCredential)
 		}
-		return fail("SecretFile", "%s is empty", c.SecretFile)
+		return readSecretFile("SecretCredential", filepath.Join(dir, c.SecretCredential), "systemd credential "+c.SecretCredential)
 	default:
 		if v := os.Getenv(c.SecretEnv); v != "" {
 			return component.Secret(v), nil
 		}
 		return fail("SecretEnv", "environment variable %s is empty or unset", c.SecretEnv)
 	}
+}
+
+// WithDefaults returns c with every zero duration, the Backoff's zero
+// fields and the Tuning's zero fields set to their defaults: the settings a
+// Bridge made from c runs with. A negative ParallelAfter stays negative
+// (disabled). The secret is not read, and Validate is not run.
+func (c Config) WithDefaults() Config {
+	c = c.withOwnDefaults()
+	c.Tuning = c.Tuning.WithDefaults()
+	return c
+}
+
+// withOwnDefaults is WithDefaults but for the Tuning.
+func (c Config) withOwnDefaults() Config {
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&c.DialTimeout, DefaultDialTimeout}, {&c.ParallelAfter, DefaultParallelAfter},
+		{&c.DrainTimeout, DefaultDrainTimeout}, {&c.FailBackInterval, DefaultFailBackInterval},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	c.Backoff = c.Backoff.withDefaults()
+	return c
+}
+
+// readSecretFile reads a secret from path (one trailing newline ignored);
+// a problem is a *FieldError on field that names the file as what.
+func readSecretFile(field, path, what string) (component.Secret, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", &FieldError{Field: field, Msg: err.Error()}
+	}
+	if v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"); v != "" {
+		return component.Secret(v), nil
+	}
+	return "", &FieldError{Field: field, Msg: what + " is empty"}
 }
 
 // Validate returns every problem with the config at once, joined; each one
@@ -254,7 +317,9 @@ func (c Config) resolve() (*resolved, error) {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
-	r := &resolved{Config: c}
+	// The link's Tuning goes to component unchanged: component applies its
+	// defaults, the only ones.
+	r := &resolved{Config: c.withOwnDefaults()}
 
 	domain, derr := normalizeDomain(c.Domain)
 	switch {
@@ -350,24 +415,10 @@ func (c Config) resolve() (*resolved, error) {
 		return nil, errors.Join(errs...)
 	}
 
-	if r.DialTimeout == 0 {
-		r.DialTimeout = 10 * time.Second
-	}
-	switch {
-	case r.ParallelAfter == 0:
-		r.ParallelAfter = 2 * time.Second
-	case r.ParallelAfter < 0:
+	r.failBackT = r.FailBackInterval
+	if r.ParallelAfter < 0 {
 		r.ParallelAfter = 0
 	}
-	if r.DrainTimeout == 0 {
-		r.DrainTimeout = 5 * time.Second
-	}
-	if r.FailBackInterval == 0 {
-		r.failBackT = 60 * time.Second
-	} else {
-		r.failBackT = r.FailBackInterval
-	}
-	r.Backoff = c.Backoff.withDefaults()
 	if r.Logger == nil {
 		r.Logger = slog.New(slog.DiscardHandler)
 	}

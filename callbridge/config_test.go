@@ -95,15 +95,40 @@ func TestSecretSources(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, testSecret, string(r.secret))
 
-	for name, c := range map[string]Config{
-		"missing file": {Name: "cb1", Domain: "example.com", SecretFile: filepath.Join(dir, "nope")},
-		"unset env":    {Name: "cb1", Domain: "example.com", SecretEnv: "CBLINK_TEST_UNSET_VAR"},
-		"none":         {Name: "cb1", Domain: "example.com"},
+	// A systemd credential: the file of that name in $CREDENTIALS_DIRECTORY.
+	creds := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(creds, "cblink-secret"), []byte(testSecret+"\n"), 0o400))
+	t.Setenv(CredentialsDirEnv, creds)
+	c = Config{Name: "cb1", Domain: "example.com", SecretCredential: "cblink-secret"}
+	r, err = c.resolve()
+	require.NoError(t, err)
+	assert.Equal(t, testSecret, string(r.secret))
+
+	for name, tc := range map[string]struct {
+		c       Config
+		credDir string
+		field   string
+		msg     string
+	}{
+		"missing file":       {c: Config{SecretFile: filepath.Join(dir, "nope")}, field: "SecretFile", msg: "no such file"},
+		"unset env":          {c: Config{SecretEnv: "CBLINK_TEST_UNSET_VAR"}, field: "SecretEnv", msg: "CBLINK_TEST_UNSET_VAR is empty or unset"},
+		"none":               {c: Config{}, field: "Secret", msg: "must be set"},
+		"two sources":        {c: Config{SecretEnv: "CBLINK_TEST_SECRET", SecretCredential: "cblink-secret"}, credDir: creds, field: "Secret", msg: "only one"},
+		"no credentials dir": {c: Config{SecretCredential: "cblink-secret"}, field: "SecretCredential", msg: "$CREDENTIALS_DIRECTORY is not set"},
+		"missing credential": {c: Config{SecretCredential: "other"}, credDir: creds, field: "SecretCredential", msg: "no such file"},
+		"credential path":    {c: Config{SecretCredential: "../secret"}, credDir: creds, field: "SecretCredential", msg: "not a credential name"},
 	} {
 		t.Run(name, func(t *testing.T) {
+			t.Setenv(CredentialsDirEnv, tc.credDir)
+			c := tc.c
+			c.Name, c.Domain = "cb1", "example.com"
 			err := c.Validate()
 			require.Error(t, err)
 			assert.True(t, errors.Is(err, ErrInvalidConfig))
+			var fe *FieldError
+			require.ErrorAs(t, err, &fe)
+			assert.Equal(t, tc.field, fe.Field)
+			assert.Contains(t, fe.Msg, tc.msg)
 		})
 	}
 }
@@ -188,4 +213,29 @@ func TestConfigDurations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWithDefaults: the effective settings are the defaults the bridge
+// runs with (resolve shares them), and set values are kept.
+func TestWithDefaults(t *testing.T) {
+	d := Config{}.WithDefaults()
+	assert.Equal(t, DefaultDialTimeout, d.DialTimeout)
+	assert.Equal(t, DefaultFailBackInterval, d.FailBackInterval)
+	assert.Equal(t, DefaultParallelAfter, d.ParallelAfter)
+	assert.Equal(t, DefaultDrainTimeout, d.DrainTimeout)
+	assert.Equal(t, DefaultBackoff, d.Backoff)
+	assert.Equal(t, component.Tuning{}.WithDefaults(), d.Tuning)
+	assert.Equal(t, component.DefaultPingInterval, d.PingInterval)
+
+	c := validConfig()
+	c.DialTimeout, c.ParallelAfter, c.Backoff.Max, c.PingTimeout = 3*time.Second, -1, 9*time.Second, 4*time.Second
+	d = c.WithDefaults()
+	assert.Equal(t, 3*time.Second, d.DialTimeout)
+	assert.Equal(t, time.Duration(-1), d.ParallelAfter, "negative stays: disabled")
+	assert.Equal(t, 9*time.Second, d.Backoff.Max)
+	assert.Equal(t, 4*time.Second, d.PingTimeout)
+	r, err := c.resolve()
+	require.NoError(t, err)
+	assert.Equal(t, d.Backoff, r.Backoff)
+	assert.Equal(t, d.DialTimeout, r.DialTimeout)
 }

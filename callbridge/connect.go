@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -47,6 +49,16 @@ func (b *Bridge) endpoints(ctx context.Context, cfg *resolved, res Resolver) ([]
 	r, err := res.Lookup(ctx, discovery.Request{Domain: cfg.Domain, Server: cfg.Server, FallbackToDomain: cfg.FallbackToDomain})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+		for _, te := range r.Trace {
+			cfg.Logger.Debug("dns", "query", te.String())
+		}
+		order := make([]string, len(r.Endpoints))
+		for i, ep := range r.Endpoints {
+			order[i] = fmt.Sprintf("%s:%d %v (priority %d, weight %d)", ep.Target, ep.Port, ep.Addrs, ep.Priority, ep.Weight)
+		}
+		cfg.Logger.Debug("xmpp servers in the order to try", "servers", order)
 	}
 	return slices.Clone(r.Endpoints), nil
 }
@@ -140,6 +152,7 @@ func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.
 					redirected = true
 					eps = slices.Insert(eps, next, *a.redirect)
 				}
+				b.logServerFailed(cfg, a, eps[next:])
 				if next < len(eps) {
 					start()
 					resetStall()
@@ -154,6 +167,22 @@ func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.
 		return nil, err
 	}
 	return nil, lastErr
+}
+
+// logServerFailed writes one WARN line for a server that failed, naming
+// the server tried next (rest[0]) when there is one, so that a preferred
+// server that fails while a backup takes over is not hidden in the
+// backup's lines.
+func (b *Bridge) logServerFailed(cfg *resolved, a attempt, rest []discovery.Endpoint) {
+	k := Classify(a.err)
+	attrs := []any{"server", a.ep.Target, "port", a.ep.Port, "err", a.err.Error(), "kind", string(k)}
+	if k.Permanent() {
+		attrs = append(attrs, "permanent", true)
+	}
+	if len(rest) > 0 {
+		attrs = append(attrs, "next", rest[0].Target)
+	}
+	cfg.Logger.Warn("xmpp server failed", attrs...)
 }
 
 // discard closes, in the background, a link that was never published.
@@ -231,6 +260,12 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 		return nil, fail(TLS, as, err)
 	}
 	progress()
+	if certs := tconn.ConnectionState().PeerCertificates; len(certs) > 0 && cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+		sum := tlsverify.Summarize(certs[0])
+		cfg.Logger.Debug("xmpp server certificate", "server", ep.Target, "addr", as,
+			"subject", sum.Subject, "issuer", sum.Issuer, "dns_sans", sum.DNSNames, "ip_sans", sum.IPAddresses,
+			"not_after", sum.NotAfter.UTC().Format(time.RFC3339), "sha256", sum.SHA256)
+	}
 
 	step(Authenticating, as)
 	sess, err := component.Handshake(hctx, tconn, cfg.linkConfig(b.mux))

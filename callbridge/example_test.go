@@ -107,7 +107,7 @@ func ExampleConfig_Validate() {
 	// callbridge: Domain: must be set (the XMPP domain, for example "example.com")
 	// callbridge: Name: must not contain a domain part: "cb1.example.com" (set the domain separately)
 	// callbridge: Server: discovery: parse server address "xmpp1.example.com:99999": has a port above 65535
-	// callbridge: Secret: must be set (Secret, SecretFile or SecretEnv)
+	// callbridge: Secret: must be set (Secret, SecretFile, SecretCredential or SecretEnv)
 }
 
 // Shutdown stops a bridge gracefully, as a service does on SIGTERM: the

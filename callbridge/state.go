@@ -120,6 +120,16 @@ const (
 	KindFailBack ErrorKind = "fail-back"
 )
 
+// ErrorKinds lists every ErrorKind but KindNone, in the order declared,
+// so that metrics can show every kind from the start, at zero.
+func ErrorKinds() []ErrorKind {
+	return []ErrorKind{
+		KindConfig, KindNoService, KindDNS, KindNetwork, KindTLS, KindCertificate,
+		KindProtocol, KindAuth, KindUnknownName, KindConflict, KindRedirect,
+		KindShutdown, KindStream, KindTimeout, KindClosed, KindFailBack,
+	}
+}
+
 // Permanent reports whether an error of kind k will not go away until an
 // operator fixes the settings, the DNS, the certificate or the XMPP
 // server: KindConfig, KindNoService, KindCertificate, KindProtocol,
