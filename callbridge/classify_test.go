@@ -9,7 +9,9 @@ import (
 	"go/parser"
 	"go/token"
 	"io"
+	"net"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -186,4 +188,72 @@ func TestErrorKindsListsEveryKind(t *testing.T) {
 	}
 	require.NotEmpty(t, declared)
 	assert.Equal(t, declared, ErrorKinds())
+}
+
+// TestConnectErrorWording: a plain-XMPP port is recognised from the bytes
+// it answers; a stalled step says which one and for how long; crypto/tls's
+// prefix is not doubled.
+func TestConnectErrorWording(t *testing.T) {
+	// listen serves every connection with fn until the test ends.
+	listen := func(t *testing.T, fn func(net.Conn)) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		t.Cleanup(func() { ln.Close(); wg.Wait() })
+		wg.Go(func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				wg.Go(func() { defer c.Close(); fn(c) })
+			}
+		})
+		return ln.Addr().String()
+	}
+	for _, tc := range []struct {
+		name  string
+		serve func(net.Conn)
+		tune  func(*Config)
+		check func(t *testing.T, err error)
+	}{
+		{"plain XMPP (client port): answers the ClientHello with XML", func(c net.Conn) {
+			_, _ = c.Read(make([]byte, 512))
+			_, _ = io.WriteString(c, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><stream:error><not-well-formed xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>")
+		}, nil, func(t *testing.T, err error) {
+			require.ErrorIs(t, err, ErrPlainXMPP)
+			assert.Equal(t, KindProtocol, Classify(err))
+			assert.Contains(t, err.Error(), "TLS handshake: this port speaks plain XMPP, not direct TLS; the direct-TLS component port is usually 5223")
+		}},
+		{"TLS stall: accepts and never answers", func(c net.Conn) { _, _ = io.Copy(io.Discard, c) }, func(cfg *Config) {
+			cfg.HandshakeTimeout = 300 * time.Millisecond
+		}, func(t *testing.T, err error) {
+			assert.Equal(t, KindTimeout, Classify(err))
+			assert.Regexp(t, `TLS handshake stalled: no progress for 3\d\dms`, err.Error())
+		}},
+		{"not TLS, not XML", func(c net.Conn) {
+			_, _ = c.Read(make([]byte, 512))
+			_, _ = io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n")
+		}, nil, func(t *testing.T, err error) {
+			assert.NotErrorIs(t, err, ErrPlainXMPP)
+			assert.Equal(t, KindProtocol, Classify(err))
+			assert.NotContains(t, err.Error(), "tls: tls:")
+			assert.Contains(t, err.Error(), "TLS handshake: first record does not look like a TLS handshake")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, 10)
+			cfg := r.config()
+			cfg.Server, cfg.ServerName = listen(t, tc.serve), "xmpp1.example.com"
+			if tc.tune != nil {
+				tc.tune(&cfg)
+			}
+			rb := r.start(cfg)
+			st := rb.waitState(t, BackingOff, 10*time.Second)
+			var ce *ConnectError
+			require.ErrorAs(t, st.LastErr, &ce)
+			assert.Equal(t, TLS, ce.Step)
+			tc.check(t, st.LastErr)
+		})
+	}
 }

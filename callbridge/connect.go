@@ -229,8 +229,9 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 			b.set(func(s *Status) { s.State = st; s.Server = ep.Target; s.Addr = addr })
 		}
 	}
+	stepStart := time.Now()
 	fail := func(st State, addr string, err error) error {
-		return &ConnectError{Server: ep.Target, Addr: addr, Step: st, Err: err}
+		return &ConnectError{Server: ep.Target, Addr: addr, Step: st, Elapsed: time.Since(stepStart), Err: err}
 	}
 	step(Connecting, "")
 	addrs := make([]netip.AddrPort, len(ep.Addrs))
@@ -249,6 +250,7 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	hctx, cancel := context.WithTimeout(ctx, cfg.Tuning.WithDefaults().HandshakeTimeout)
 	defer cancel()
 	step(TLS, as)
+	stepStart = time.Now()
 	tc, err := b.tlsConfig(cfg, ep)
 	if err != nil {
 		conn.Close()
@@ -257,7 +259,7 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	tconn := tls.Client(conn, tc)
 	if err := tconn.HandshakeContext(hctx); err != nil {
 		conn.Close()
-		return nil, fail(TLS, as, err)
+		return nil, fail(TLS, as, explainTLSError(err))
 	}
 	progress()
 	if certs := tconn.ConnectionState().PeerCertificates; len(certs) > 0 && cfg.Logger.Enabled(ctx, slog.LevelDebug) {
@@ -268,6 +270,7 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	}
 
 	step(Authenticating, as)
+	stepStart = time.Now()
 	sess, err := component.Handshake(hctx, tconn, cfg.linkConfig(b.mux))
 	if err != nil {
 		tconn.Close()

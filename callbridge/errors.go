@@ -1,11 +1,14 @@
 package callbridge
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
+	"time"
 
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery"
@@ -20,21 +23,60 @@ type ConnectError struct {
 	Server string
 	Addr   string
 	Step   State // Connecting, TLS or Authenticating
-	Err    error
+	// Elapsed is how long the step ran before it failed.
+	Elapsed time.Duration
+	Err     error
 }
+
+// stepNames say what each step of a connection does, in messages.
+var stepNames = map[State]string{Connecting: "TCP connect", TLS: "TLS handshake", Authenticating: "XEP-0114 handshake"}
 
 func (e *ConnectError) Error() string {
 	where := e.Server
 	if e.Addr != "" {
 		where += " (" + e.Addr + ")"
 	}
-	msg := fmt.Sprintf("callbridge: %s: %s: %v", where, e.Step, e.Err)
+	step, ok := stepNames[e.Step]
+	if !ok {
+		step = e.Step.String()
+	}
+	cause := e.Err.Error()
+	if e.Step == TLS {
+		cause = strings.TrimPrefix(cause, "tls: ") // crypto/tls's own prefix: said once
+	}
+	if isStall(e.Err) && e.Elapsed > 0 {
+		step += fmt.Sprintf(" stalled: no progress for %v", e.Elapsed.Round(time.Millisecond))
+	}
+	msg := fmt.Sprintf("callbridge: %s: %s: %s", where, step, cause)
 	var se *component.StreamError
 	if errors.As(e.Err, &se) && se.Condition() == "host-unknown" && se.Name != "" {
 		// What a CMS operator types on the XMPP server.
 		msg += " (on Cisco Meeting Server: xmpp callbridge add " + se.Name + ")"
 	}
 	return msg
+}
+
+// isStall reports whether err says a step ran out of time.
+func isStall(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, component.ErrTimeout) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// ErrPlainXMPP is the cause of a TLS handshake failure when the server
+// answered the ClientHello with XML: the port speaks plain XMPP (a
+// component port without TLS such as 5347, or the client port 5222), not
+// direct TLS.
+var ErrPlainXMPP = errors.New("this port speaks plain XMPP, not direct TLS; the direct-TLS component port is usually 5223")
+
+// explainTLSError returns err, or for a server that answered with XML an
+// error wrapping both ErrPlainXMPP and err.
+func explainTLSError(err error) error {
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) && bytes.HasPrefix(bytes.TrimLeft(rh.RecordHeader[:], " \t\r\n"), []byte("<")) {
+		return fmt.Errorf("%w (it answered %q)", ErrPlainXMPP, rh.RecordHeader[:])
+	}
+	return err
 }
 
 func (e *ConnectError) Unwrap() error { return e.Err }
@@ -111,7 +153,7 @@ func Classify(err error) ErrorKind {
 		return KindDNS
 	case errors.As(err, &nameErr), errors.As(err, &chainErr):
 		return KindCertificate
-	case errors.As(err, &recErr):
+	case errors.Is(err, ErrPlainXMPP), errors.As(err, &recErr):
 		return KindProtocol // the port does not speak TLS
 	case errors.Is(err, component.ErrNoStreamID), errors.Is(err, component.ErrWrongAddress):
 		return KindProtocol

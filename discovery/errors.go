@@ -159,7 +159,7 @@ func (e *joinedError) Error() string {
 		} else {
 			b.WriteString("; ")
 		}
-		b.WriteString(err.Error())
+		b.WriteString(strings.TrimPrefix(err.Error(), "discovery: ")) // said once, by the outer error
 	}
 	return b.String()
 }

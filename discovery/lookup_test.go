@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -342,9 +343,12 @@ empty 60 IN TXT "no address"
 	require.ErrorAs(t, err, &e)
 	assert.Equal(t, KindNoAddresses, e.Kind)
 	assert.True(t, e.IsTemporary())
-	// The per-target causes are kept.
+	// The per-target causes are kept, and the message says "discovery:"
+	// once, not again before each cause.
 	var cause *Error
 	require.ErrorAs(t, e.Err, &cause)
+	assert.Equal(t, 1, strings.Count(err.Error(), "discovery:"), err.Error())
+	assert.Contains(t, err.Error(), "no target has an address: lookup A")
 }
 
 func TestLookupBadDNS(t *testing.T) {
