@@ -23,6 +23,7 @@ import (
 	"github.com/cblink/cblink/component/componenttest"
 	"github.com/cblink/cblink/discovery"
 	"github.com/cblink/cblink/internal/testpki"
+	"github.com/cblink/cblink/tlsverify"
 )
 
 // TestClassifyEndToEnd runs a bridge with StopOnPermanentError into each
@@ -221,7 +222,7 @@ func TestConnectErrorWording(t *testing.T) {
 			_, _ = c.Read(make([]byte, 512))
 			_, _ = io.WriteString(c, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><stream:error><not-well-formed xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>")
 		}, nil, func(t *testing.T, err error) {
-			require.ErrorIs(t, err, ErrPlainXMPP)
+			require.ErrorIs(t, err, tlsverify.ErrPlainXMPP)
 			assert.Equal(t, KindProtocol, Classify(err))
 			assert.Contains(t, err.Error(), "TLS handshake: this port speaks plain XMPP, not direct TLS; the direct-TLS component port is usually 5223")
 		}},
@@ -235,7 +236,7 @@ func TestConnectErrorWording(t *testing.T) {
 			_, _ = c.Read(make([]byte, 512))
 			_, _ = io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n")
 		}, nil, func(t *testing.T, err error) {
-			assert.NotErrorIs(t, err, ErrPlainXMPP)
+			assert.NotErrorIs(t, err, tlsverify.ErrPlainXMPP)
 			assert.Equal(t, KindProtocol, Classify(err))
 			assert.NotContains(t, err.Error(), "tls: tls:")
 			assert.Contains(t, err.Error(), "TLS handshake: first record does not look like a TLS handshake")

@@ -259,7 +259,7 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	tconn := tls.Client(conn, tc)
 	if err := tconn.HandshakeContext(hctx); err != nil {
 		conn.Close()
-		return nil, fail(TLS, as, explainTLSError(err))
+		return nil, fail(TLS, as, tlsverify.ExplainHandshakeError(err))
 	}
 	progress()
 	if certs := tconn.ConnectionState().PeerCertificates; len(certs) > 0 && cfg.Logger.Enabled(ctx, slog.LevelDebug) {

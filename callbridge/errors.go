@@ -1,7 +1,6 @@
 package callbridge
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -61,22 +60,6 @@ func isStall(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, component.ErrTimeout) ||
 		(errors.As(err, &ne) && ne.Timeout())
-}
-
-// ErrPlainXMPP is the cause of a TLS handshake failure when the server
-// answered the ClientHello with XML: the port speaks plain XMPP (a
-// component port without TLS such as 5347, or the client port 5222), not
-// direct TLS.
-var ErrPlainXMPP = errors.New("this port speaks plain XMPP, not direct TLS; the direct-TLS component port is usually 5223")
-
-// explainTLSError returns err, or for a server that answered with XML an
-// error wrapping both ErrPlainXMPP and err.
-func explainTLSError(err error) error {
-	var rh tls.RecordHeaderError
-	if errors.As(err, &rh) && bytes.HasPrefix(bytes.TrimLeft(rh.RecordHeader[:], " \t\r\n"), []byte("<")) {
-		return fmt.Errorf("%w (it answered %q)", ErrPlainXMPP, rh.RecordHeader[:])
-	}
-	return err
 }
 
 func (e *ConnectError) Unwrap() error { return e.Err }
@@ -153,7 +136,7 @@ func Classify(err error) ErrorKind {
 		return KindDNS
 	case errors.As(err, &nameErr), errors.As(err, &chainErr):
 		return KindCertificate
-	case errors.Is(err, ErrPlainXMPP), errors.As(err, &recErr):
+	case errors.As(err, &recErr): // includes tlsverify.ErrPlainXMPP
 		return KindProtocol // the port does not speak TLS
 	case errors.Is(err, component.ErrNoStreamID), errors.Is(err, component.ErrWrongAddress):
 		return KindProtocol

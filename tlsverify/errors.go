@@ -2,6 +2,7 @@ package tlsverify
 
 import (
 	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -33,7 +34,33 @@ var (
 	ErrNoCertificate = errors.New("tlsverify: no certificate presented")
 	// ErrInvalidConfig: the Config cannot be used as given.
 	ErrInvalidConfig = errors.New("tlsverify: invalid config")
+	// ErrPlainXMPP: the server answered the TLS ClientHello with XML: the
+	// port speaks plain XMPP (a component port without TLS such as 5347,
+	// or the client port 5222), not direct TLS.
+	ErrPlainXMPP = errors.New("this port speaks plain XMPP, not direct TLS; the direct-TLS component port is usually 5223")
 )
+
+// ExplainHandshakeError returns the error of a failed TLS handshake
+// (tls.Conn.Handshake) as is, or, when the server answered with XML, an
+// error matching both ErrPlainXMPP and err that quotes what it answered.
+func ExplainHandshakeError(err error) error {
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) && bytes.HasPrefix(bytes.TrimLeft(rh.RecordHeader[:], " \t\r\n"), []byte("<")) {
+		return &plainXMPPError{header: rh.RecordHeader, err: err}
+	}
+	return err
+}
+
+type plainXMPPError struct {
+	header [5]byte
+	err    error
+}
+
+func (e *plainXMPPError) Error() string {
+	return fmt.Sprintf("%v (it answered %q)", ErrPlainXMPP, e.header[:])
+}
+
+func (e *plainXMPPError) Unwrap() []error { return []error{ErrPlainXMPP, e.err} }
 
 // Role says why a name is required.
 type Role uint8

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -182,4 +183,40 @@ func TestTLSHandshake(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExplainHandshakeError: a server that answers the ClientHello with XML
+// speaks plain XMPP; any other non-TLS answer keeps crypto/tls's error.
+func TestExplainHandshakeError(t *testing.T) {
+	for _, tc := range []struct {
+		answer string
+		plain  bool
+	}{
+		{"<?xml version='1.0'?><stream:stream>", true},
+		{"\n<stream:stream xmlns='jabber:client'>", true},
+		{"SSH-2.0-OpenSSH_9.2\r\n", false},
+		{"HTTP/1.1 400 Bad Request\r\n\r\n", false},
+	} {
+		t.Run(tc.answer, func(t *testing.T) {
+			c, s := net.Pipe()
+			defer c.Close()
+			go func() {
+				defer s.Close()
+				_, _ = s.Read(make([]byte, 4096))
+				_, _ = io.WriteString(s, tc.answer)
+			}()
+			herr := tls.Client(c, &tls.Config{ServerName: "example.com"}).Handshake()
+			require.Error(t, herr)
+			err := tlsverify.ExplainHandshakeError(herr)
+			assert.ErrorIs(t, err, herr, "the handshake error is kept")
+			if tc.plain {
+				require.ErrorIs(t, err, tlsverify.ErrPlainXMPP)
+				assert.Contains(t, err.Error(), "usually 5223")
+			} else {
+				assert.NotErrorIs(t, err, tlsverify.ErrPlainXMPP)
+				assert.Equal(t, herr, err)
+			}
+		})
+	}
+	assert.Nil(t, tlsverify.ExplainHandshakeError(nil))
 }
