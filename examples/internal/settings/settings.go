@@ -5,7 +5,10 @@
 // callbridge.Config.
 //
 // The shared secret has no flag, so that it never shows in ps: it comes
-// from -secret-file, or else from the CBLINK_SECRET environment variable.
+// from -secret-file, else from the systemd credential cblink-secret
+// (LoadCredential=), else from the CBLINK_SECRET environment variable. An
+// environment variable is visible to the same user and root
+// (/proc/PID/environ, ps eww): prefer a file or a credential.
 package settings
 
 import (
@@ -14,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,38 +25,77 @@ import (
 	"github.com/cblink/cblink/component"
 )
 
-// SecretEnv is the environment variable holding the shared secret when no
-// -secret-file is given.
-const SecretEnv = "CBLINK_SECRET"
+// Where the shared secret comes from, in this order: -secret-file; the
+// systemd credential DefaultCredential (or -secret-credential) when
+// systemd passed it ($CREDENTIALS_DIRECTORY/<name> exists, from
+// LoadCredential= in the unit); else the environment variable SecretEnv.
+const (
+	SecretEnv         = "CBLINK_SECRET"
+	DefaultCredential = "cblink-secret"
+	CredentialsDirEnv = callbridge.CredentialsDirEnv
+)
 
-// Settings are the connection settings of a Call Bridge.
+// Settings are the connection settings of a Call Bridge (Register) and
+// the tuning of a long-running one (RegisterBridge).
 type Settings struct {
-	Name         string
-	Domain       string
-	Server       string
-	ServerName   string
-	SNI          string
-	SecretFile   string
-	CAFile       string
-	DNS          string // comma-separated host:port list
-	Keepalive    time.Duration
-	PingInterval time.Duration
-	PingTimeout  time.Duration
+	Name       string
+	Domain     string
+	Server     string
+	ServerName string
+	SNI        string
+	SecretFile string
+	// SecretCredential names the systemd credential holding the secret
+	// when -secret-file is not given.
+	SecretCredential string
+	CAFile           string
+	DNS              string // comma-separated host:port list
+	DialTimeout      time.Duration
+	HandshakeTimeout time.Duration
+
+	// Set by RegisterBridge only.
+	Keepalive        time.Duration
+	PingInterval     time.Duration
+	PingTimeout      time.Duration
+	Workers          int
+	QueueSize        int
+	BackoffBase      time.Duration
+	BackoffMax       time.Duration
+	FailBack         bool
+	FailBackInterval time.Duration
+	StopOnPermanent  bool
 }
 
-// Register defines the settings' flags on fs.
+// Register defines the flags of the connection settings on fs: who the
+// Call Bridge is, where the server is, what to trust, and the timeouts of
+// one connection attempt. Both binaries have them.
 func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.Name, "name", "", "the Call Bridge's unique name, without domain (`cb1`)")
 	fs.StringVar(&s.Domain, "domain", "", "the XMPP `domain` (example.com)")
 	fs.StringVar(&s.Server, "server", "", "the XMPP server's `host[:port]` (port 5223 when omitted); empty: DNS SRV _xmpp-component._tcp.<domain>")
 	fs.StringVar(&s.ServerName, "server-name", "", "the `FQDN` the server certificate must name besides the domain (default: the SRV target or the -server host)")
 	fs.StringVar(&s.SNI, "sni", "", "the TLS server `name` sent (default: the domain)")
-	fs.StringVar(&s.SecretFile, "secret-file", "", "`file` holding the shared secret (default: the "+SecretEnv+" environment variable)")
+	fs.StringVar(&s.SecretFile, "secret-file", "", "`file` holding the shared secret (default: the systemd credential -secret-credential, else the "+SecretEnv+" environment variable)")
+	fs.StringVar(&s.SecretCredential, "secret-credential", DefaultCredential, "`name` of the systemd credential holding the secret, read from $"+CredentialsDirEnv+" when that is set (LoadCredential=)")
 	fs.StringVar(&s.CAFile, "ca", "", "PEM `bundle` of the CAs trusted to sign the XMPP server's certificate (default: system roots)")
 	fs.StringVar(&s.DNS, "dns", "", "comma-separated `host:port` name servers (default: /etc/resolv.conf)")
-	fs.DurationVar(&s.Keepalive, "keepalive", 0, "whitespace keepalive after this much silence (default 60s)")
-	fs.DurationVar(&s.PingInterval, "ping-interval", 0, "XEP-0199 ping to the server at this interval (default 30s; negative disables)")
-	fs.DurationVar(&s.PingTimeout, "ping-timeout", 0, "a ping unanswered this long ends the link (default 10s)")
+	fs.DurationVar(&s.DialTimeout, "dial-timeout", 0, "bound on each TCP connect (default "+callbridge.DefaultDialTimeout.String()+")")
+	fs.DurationVar(&s.HandshakeTimeout, "handshake-timeout", 0, "bound on the TLS and XEP-0114 handshakes together (default "+component.DefaultHandshakeTimeout.String()+")")
+}
+
+// RegisterBridge defines the flags of a long-running Call Bridge on fs:
+// liveness, the handlers' pool, reconnect pacing, fail-back and what a
+// permanent error does.
+func (s *Settings) RegisterBridge(fs *flag.FlagSet) {
+	fs.DurationVar(&s.Keepalive, "keepalive", 0, "whitespace keepalive after this much silence (default "+component.DefaultKeepaliveIdle.String()+"; negative disables)")
+	fs.DurationVar(&s.PingInterval, "ping-interval", 0, "XEP-0199 ping to the server at this interval (default "+component.DefaultPingInterval.String()+"; negative disables)")
+	fs.DurationVar(&s.PingTimeout, "ping-timeout", 0, "a ping unanswered this long ends the link (default "+component.DefaultPingTimeout.String()+")")
+	fs.IntVar(&s.Workers, "workers", 0, "join and IQ handlers running at once (default "+fmt.Sprint(component.DefaultWorkers)+")")
+	fs.IntVar(&s.QueueSize, "queue-size", 0, "requests waiting for a handler before new ones are refused resource-constraint (default "+fmt.Sprint(component.DefaultQueueSize)+")")
+	fs.DurationVar(&s.BackoffBase, "backoff-base", 0, "first wait before reconnecting after a failed attempt (default "+callbridge.DefaultBackoff.Base.String()+")")
+	fs.DurationVar(&s.BackoffMax, "backoff-max", 0, "longest wait between attempts, and the interval while the server refuses the bridge for a reason an operator must fix (default "+callbridge.DefaultBackoff.Max.String()+")")
+	fs.BoolVar(&s.FailBack, "fail-back", true, "return to the preferred server (lowest SRV priority) when it is back, closing the link to a backup cleanly")
+	fs.DurationVar(&s.FailBackInterval, "fail-back-interval", 0, "with -fail-back: how often to probe the preferred servers while on a backup (default "+callbridge.DefaultFailBackInterval.String()+")")
+	fs.BoolVar(&s.StopOnPermanent, "stop-on-permanent", false, "exit 1 on an error an operator must fix (wrong secret, unknown name, certificate, no service) instead of retrying every -backoff-max")
 }
 
 // EnvName returns the environment variable that sets flag name.
@@ -88,7 +131,7 @@ func Parse(fs *flag.FlagSet, args []string) error {
 // returns ok false, the binary exits with code (0 after -help, 2 else).
 func ParseCommandLine(prog string, fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s [flags]   (every flag also reads CBLINK_<FLAG>; the secret comes from -secret-file or %s)\n", prog, SecretEnv)
+		fmt.Fprintf(stderr, "usage: %s [flags]   (every flag also reads CBLINK_<FLAG>; the secret comes from -secret-file, the systemd credential %s or %s)\n", prog, DefaultCredential, SecretEnv)
 		fs.PrintDefaults()
 	}
 	if err := Parse(fs, args); err != nil {
@@ -117,25 +160,60 @@ func (s *Settings) NameServers() []string {
 }
 
 // Config returns the callbridge.Config of the settings. The secret is not
-// read here: the Config names the file or the environment variable, and
-// callbridge reads it.
+// read here: the Config names its source (the file, the systemd
+// credential or the environment variable), and callbridge reads it.
 func (s *Settings) Config() callbridge.Config {
 	cfg := callbridge.Config{
-		Name:        s.Name,
-		Domain:      s.Domain,
-		Server:      s.Server,
-		ServerName:  s.ServerName,
-		SNI:         s.SNI,
-		RootCAFile:  s.CAFile,
-		NameServers: s.NameServers(),
+		Name:                 s.Name,
+		Domain:               s.Domain,
+		Server:               s.Server,
+		ServerName:           s.ServerName,
+		SNI:                  s.SNI,
+		RootCAFile:           s.CAFile,
+		NameServers:          s.NameServers(),
+		DialTimeout:          s.DialTimeout,
+		Backoff:              callbridge.Backoff{Base: s.BackoffBase, Max: s.BackoffMax},
+		FailBack:             s.FailBack,
+		FailBackInterval:     s.FailBackInterval,
+		StopOnPermanentError: s.StopOnPermanent,
 	}
+	cfg.HandshakeTimeout = s.HandshakeTimeout
 	cfg.KeepaliveIdle, cfg.PingInterval, cfg.PingTimeout = s.Keepalive, s.PingInterval, s.PingTimeout
-	if s.SecretFile != "" {
+	cfg.Workers, cfg.QueueSize = s.Workers, s.QueueSize
+	switch {
+	case s.SecretFile != "":
 		cfg.SecretFile = s.SecretFile
-	} else {
+	case s.credentialPresent():
+		cfg.SecretCredential = s.SecretCredential
+	default:
 		cfg.SecretEnv = SecretEnv
 	}
 	return cfg
+}
+
+// credentialPresent reports whether systemd passed the credential
+// SecretCredential ($CREDENTIALS_DIRECTORY/<name> exists).
+func (s *Settings) credentialPresent() bool {
+	dir := os.Getenv(CredentialsDirEnv)
+	if dir == "" || s.SecretCredential == "" {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(dir, s.SecretCredential))
+	return err == nil
+}
+
+// SecretSource says where the secret is read from, for logs and reports
+// (never the secret itself).
+func (s *Settings) SecretSource() string {
+	cfg := s.Config()
+	switch {
+	case cfg.SecretFile != "":
+		return "file " + cfg.SecretFile
+	case cfg.SecretCredential != "":
+		return "systemd credential " + cfg.SecretCredential
+	default:
+		return "environment variable " + cfg.SecretEnv
+	}
 }
 
 // Secret reads the shared secret exactly as callbridge does (from
@@ -152,6 +230,15 @@ var fieldFlags = map[string]string{
 	"Server":           "-server",
 	"ServerName":       "-server-name",
 	"SecretFile":       "-secret-file",
+	"SecretCredential": "-secret-credential",
+	"DialTimeout":      "-dial-timeout",
+	"HandshakeTimeout": "-handshake-timeout",
+	"Workers":          "-workers",
+	"QueueSize":        "-queue-size",
+	"Backoff":          "-backoff-base and -backoff-max",
+	"Backoff.Base":     "-backoff-base",
+	"Backoff.Max":      "-backoff-max",
+	"FailBackInterval": "-fail-back-interval",
 	"RootCAFile":       "-ca",
 	"NameServers":      "-dns",
 	"KeepaliveIdle":    "-keepalive",
@@ -180,7 +267,7 @@ func Problems(err error) []string {
 		}
 		switch fe.Field {
 		case "SecretEnv", "Secret":
-			out = append(out, "secret: set -secret-file, or the "+SecretEnv+" environment variable")
+			out = append(out, "secret: set -secret-file, the systemd credential "+DefaultCredential+" (LoadCredential=), or the "+SecretEnv+" environment variable")
 			continue
 		}
 		name := fieldFlags[fe.Field]

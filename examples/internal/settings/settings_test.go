@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ func parse(t *testing.T, args ...string) (*Settings, error) {
 	fs.SetOutput(io.Discard)
 	var s Settings
 	s.Register(fs)
+	s.RegisterBridge(fs)
 	return &s, Parse(fs, args)
 }
 
@@ -55,23 +57,32 @@ func TestSecretSources(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "secret")
 	require.NoError(t, os.WriteFile(file, []byte("from-file\r\n"), 0o600))
+	creds := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(creds, DefaultCredential), []byte("from-credential\n"), 0o400))
 	empty := filepath.Join(dir, "empty")
 	require.NoError(t, os.WriteFile(empty, []byte("\n"), 0o600))
 	for _, tc := range []struct {
 		name    string
 		file    string
+		creds   bool // $CREDENTIALS_DIRECTORY holds cblink-secret
 		env     string
 		want    string
 		wantErr bool
 	}{
 		{name: "file wins", file: file, env: "from-env", want: "from-file"},
+		{name: "file wins over a credential", file: file, creds: true, env: "from-env", want: "from-file"},
+		{name: "systemd credential wins over env", creds: true, env: "from-env", want: "from-credential"},
 		{name: "env", env: "from-env", want: "from-env"},
 		{name: "none", wantErr: true},
 		{name: "empty file", file: empty, env: "from-env", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(SecretEnv, tc.env)
-			s := Settings{Name: "cb1", Domain: "example.com", SecretFile: tc.file}
+			t.Setenv(CredentialsDirEnv, "")
+			if tc.creds {
+				t.Setenv(CredentialsDirEnv, creds)
+			}
+			s := Settings{Name: "cb1", Domain: "example.com", SecretFile: tc.file, SecretCredential: DefaultCredential}
 			got, err := s.Secret()
 			if tc.wantErr {
 				require.Error(t, err)
@@ -101,4 +112,46 @@ func TestProblemsNameFlags(t *testing.T) {
 	}
 	assert.Len(t, prefixes, 5, "%q", got)
 	assert.Nil(t, Problems(nil))
+}
+
+// TestBridgeFlags: every flag of RegisterBridge reaches the Config, and
+// fail-back is on unless turned off.
+func TestBridgeFlags(t *testing.T) {
+	s, err := parse(t)
+	require.NoError(t, err)
+	assert.True(t, s.Config().FailBack, "fail-back on by default")
+
+	s, err = parse(t, "-fail-back=false", "-fail-back-interval", "7s", "-backoff-base", "2s", "-backoff-max", "30s",
+		"-dial-timeout", "3s", "-handshake-timeout", "4s", "-workers", "16", "-queue-size", "99", "-stop-on-permanent",
+		"-keepalive", "20s", "-ping-interval", "15s", "-ping-timeout", "5s")
+	require.NoError(t, err)
+	c := s.Config()
+	assert.False(t, c.FailBack)
+	assert.Equal(t, 7*time.Second, c.FailBackInterval)
+	assert.Equal(t, 2*time.Second, c.Backoff.Base)
+	assert.Equal(t, 30*time.Second, c.Backoff.Max)
+	assert.Equal(t, 3*time.Second, c.DialTimeout)
+	assert.Equal(t, 4*time.Second, c.HandshakeTimeout)
+	assert.Equal(t, 16, c.Workers)
+	assert.Equal(t, 99, c.QueueSize)
+	assert.True(t, c.StopOnPermanentError)
+	assert.Equal(t, 20*time.Second, c.KeepaliveIdle)
+	assert.Equal(t, 15*time.Second, c.PingInterval)
+	assert.Equal(t, 5*time.Second, c.PingTimeout)
+
+	// Each Config field a problem can name maps to a flag.
+	t.Setenv(SecretEnv, "x")
+	s, err = parse(t, "-name", "cb1", "-domain", "example.com", "-backoff-base", "-1s", "-workers", "-1", "-fail-back-interval", "-1s", "-handshake-timeout", "-1s")
+	require.NoError(t, err)
+	got := Problems(s.Config().Validate())
+	assert.ElementsMatch(t, []string{"-fail-back-interval", "-backoff-base", "-handshake-timeout", "-workers"}, flagsOf(got), "%q", got)
+}
+
+func flagsOf(problems []string) []string {
+	var out []string
+	for _, p := range problems {
+		f, _, _ := strings.Cut(p, ":")
+		out = append(out, f)
+	}
+	return out
 }
