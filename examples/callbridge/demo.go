@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -39,11 +42,20 @@ func (p *printer) printf(format string, args ...any) {
 	fmt.Fprintf(p.w, format+"\n", args...)
 }
 
+// demoOptions are the flags the demo honours.
+type demoOptions struct {
+	// stay keeps the servers and the bridge up after the scenario until
+	// ctx ends, and prints commands that work against them.
+	stay bool
+	// status, when set, serves the bridge's /status, /metrics, /livez and
+	// /readyz.
+	status net.Listener
+}
+
 // runDemo runs the self-contained scenario: two XMPP servers and a DNS
 // server on loopback, SRV discovery, TLS with the SAN checks, the XEP-0114
-// handshake, join requests, a failover, and a clean shutdown. With stay it
-// keeps the bridge running after the scenario until ctx ends.
-func runDemo(ctx context.Context, out io.Writer, stay bool) error {
+// handshake, join requests, a failover, and a clean shutdown.
+func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 	p := &printer{w: out}
 	const name, domain = "cb1", "example.com"
 	addr := name + "." + domain
@@ -123,6 +135,11 @@ func runDemo(ctx context.Context, out io.Writer, stay bool) error {
 		return &component.JoinResult{Session: session}, nil
 	})
 	b.HandleIQ("query", nsDiscoInfo, discoInfo)
+	if opts.status != nil {
+		stopStatus := serveStatus(opts.status, statusHandler(b), slog.New(slog.DiscardHandler))
+		defer stopStatus()
+		p.printf("   status server on http://%s (/status, /metrics, /livez, /readyz)", opts.status.Addr())
+	}
 
 	// Print every state change as the bridge goes through the steps, and
 	// signal each new link to the scenario below.
@@ -207,8 +224,39 @@ func runDemo(ctx context.Context, out io.Writer, stay bool) error {
 		return err
 	}
 
-	if stay {
-		p.printf("running; interrupt (Ctrl-C) to stop")
+	if opts.stay {
+		if err := l.StartServer(st.Server); err != nil {
+			finish()
+			return err
+		}
+		p.printf("   %s is back (restarted on %s); the bridge stays on %s", st.Server, first.Addr(), st2.Server)
+		for _, srv := range l.Servers {
+			srv.AddComponent("cb2."+domain, secret) // for xmppcheck: cb1 is this bridge's
+		}
+		dir, err := os.MkdirTemp("", "cblink-demo-")
+		if err != nil {
+			finish()
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if err := writeDemoFiles(dir, l.RootPEM(), secret); err != nil {
+			finish()
+			return err
+		}
+		p.printf("")
+		p.printf("running until interrupted (Ctrl-C). From the repository's root, in another terminal:")
+		p.printf("  check the connection as a Call Bridge would (another name than cb1, which this bridge holds):")
+		p.printf("    go run ./examples/xmppcheck -name cb2 -domain %s -dns %s -ca %s -secret-file %s -strict",
+			domain, l.DNS.Addr(), filepath.Join(dir, "ca.pem"), filepath.Join(dir, "secret"))
+		if opts.status != nil {
+			a := opts.status.Addr().String()
+			p.printf("  read the bridge's status:")
+			p.printf("    curl -s http://%s/status", a)
+			p.printf("    curl -s http://%s/metrics | grep ^cblink_", a)
+			p.printf("    curl -si http://%s/readyz", a)
+		} else {
+			p.printf("  (add -status-addr 127.0.0.1:9180 to serve the bridge's status and metrics)")
+		}
 		select {
 		case <-ctx.Done():
 		case err := <-runErr:
@@ -235,6 +283,15 @@ func runDemo(ctx context.Context, out io.Writer, stay bool) error {
 	p.printf("   stats: %d connects, %d joins accepted, %d refused", s.Connects, s.JoinsHandled, s.JoinsRefused)
 	p.printf("demo finished")
 	return nil
+}
+
+// writeDemoFiles writes the lab's CA and the shared secret for the
+// commands -stay prints; dir is private to this user.
+func writeDemoFiles(dir string, caPEM []byte, secret string) error {
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), caPEM, 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "secret"), []byte(secret+"\n"), 0o600)
 }
 
 // webJoin plays a WebRTC user whose join request the XMPP server forwards

@@ -38,55 +38,64 @@ func main() {
 }
 
 // run is main with its exit status: 0 after a clean stop, 1 when the
-// bridge stopped on an error, 2 for invalid settings.
+// bridge stopped on an error (with -stop-on-permanent, an error an
+// operator must fix), 2 for invalid settings.
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var s settings.Settings
 	s.Register(fs)
+	s.RegisterBridge(fs)
 	demo := fs.Bool("demo", false, "run the self-contained demo scenario on loopback and exit")
-	stay := fs.Bool("stay", false, "with -demo: keep running after the scenario until interrupted")
-	statusAddr := fs.String("status-addr", "", "serve GET /status (JSON) and GET /metrics (Prometheus) on this `host:port`")
+	stay := fs.Bool("stay", false, "with -demo: keep the servers and the bridge running after the scenario until interrupted, and print commands to try against them")
+	statusAddr := fs.String("status-addr", "", "serve GET /status (JSON), /metrics (Prometheus), /livez and /readyz on this `host:port`")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM or Ctrl-C, how long join requests in progress may take to finish before the rest are refused")
-	logFormat := fs.String("log-format", "text", "log format: `text` or json")
-	verbose := fs.Bool("v", false, "debug logs")
+	logFormat := fs.String("log-format", "text", "log format: `text` or json (durations in seconds)")
+	verbose := fs.Bool("v", false, "debug logs: the DNS answers, the servers in the order to try, each server's certificate")
 	if code, ok := settings.ParseCommandLine(prog, fs, args, stderr); !ok {
 		return code
+	}
+	log, err := newLogger(*logFormat, *verbose, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid settings: -log-format: %v\n", prog, err)
+		return 2
+	}
+	// invalid reports invalid settings as one line, in the log format.
+	invalid := func(problems ...string) int {
+		if *logFormat == "json" {
+			log.Error("invalid settings", "problems", problems)
+		} else {
+			fmt.Fprintf(stderr, "%s: invalid settings: %s\n", prog, strings.Join(problems, "; "))
+		}
+		return 2
+	}
+	if *grace < 0 {
+		return invalid("-shutdown-grace: must not be negative")
+	}
+	var statusLn net.Listener
+	if *statusAddr != "" {
+		if statusLn, err = net.Listen("tcp", *statusAddr); err != nil {
+			return invalid("-status-addr: " + err.Error())
+		}
+		defer statusLn.Close()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	if *demo {
-		if err := runDemo(ctx, stdout, *stay); err != nil {
+		if err := runDemo(ctx, stdout, demoOptions{stay: *stay, status: statusLn}); err != nil {
 			fmt.Fprintf(stderr, "%s: demo: %v\n", prog, err)
 			return 1
 		}
 		return 0
 	}
 
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	var h slog.Handler
-	switch *logFormat {
-	case "text":
-		h = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
-	case "json":
-		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
-	default:
-		fmt.Fprintf(stderr, "%s: invalid settings: -log-format: %q is neither text nor json\n", prog, *logFormat)
-		return 2
-	}
-	log := slog.New(h)
-
 	cfg := s.Config()
 	cfg.Logger = log
 	b, err := callbridge.New(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: invalid settings: %s\n", prog, strings.Join(settings.Problems(err), "; "))
-		return 2
+		return invalid(settings.Problems(err)...)
 	}
 	var sessions atomic.Uint64
 	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
@@ -96,36 +105,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	})
 	b.HandleIQ("query", nsDiscoInfo, discoInfo)
 
-	var srv *http.Server
-	srvDone := make(chan struct{})
-	if *statusAddr != "" {
-		ln, err := net.Listen("tcp", *statusAddr)
-		if err != nil {
-			fmt.Fprintf(stderr, "%s: invalid settings: -status-addr: %v\n", prog, err)
-			return 2
-		}
-		srv = &http.Server{Handler: statusHandler(b), ReadHeaderTimeout: 5 * time.Second}
-		log.Info("status server listening", "addr", ln.Addr().String())
-		go func() {
-			defer close(srvDone)
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("status server", "err", err.Error())
-			}
-		}()
+	log.Info("starting", startingAttrs(&s, cfg, *statusAddr, *grace)...)
+	stopStatus := func() {}
+	if statusLn != nil {
+		log.Info("status server listening", "addr", statusLn.Addr().String())
+		stopStatus = serveStatus(statusLn, statusHandler(b), log)
 	}
-
-	log.Info("starting", "config", cfg)
 	// Run until the bridge stops by itself or a signal comes; then drain:
 	// join requests in progress finish (up to -shutdown-grace), new ones
 	// are refused, and the stream is closed cleanly.
 	runErr := make(chan error, 1)
 	go func() { runErr <- b.Run(context.Background()) }()
-	signalled := false
+	signalled, linkUp := false, false
 	select {
 	case err = <-runErr:
 	case <-ctx.Done():
 		signalled = true
-		log.Info("signal received: finishing the requests in progress", "grace", grace.String())
+		linkUp = b.Status().State == callbridge.Connected
+		log.Info("signal received: finishing the requests in progress", "grace", *grace)
 		sctx, cancel := context.WithTimeout(context.Background(), *grace)
 		if serr := b.Shutdown(sctx); serr != nil {
 			log.Warn("shutdown grace over: requests still in progress were refused", "err", serr.Error())
@@ -133,18 +130,97 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cancel()
 		err = <-runErr
 	}
-	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = srv.Shutdown(sctx)
-		cancel()
-		<-srvDone
-	}
-	if signalled && errors.Is(err, callbridge.ErrClosed) {
+	stopStatus()
+	switch {
+	case signalled && errors.Is(err, callbridge.ErrClosed) && linkUp:
 		log.Info("stopped: stream closed")
 		return 0
+	case signalled && errors.Is(err, callbridge.ErrClosed):
+		log.Info("stopped: no link was up")
+		return 0
 	}
-	log.Error("stopped", "err", err.Error())
+	attrs := []any{"err", err.Error()}
+	if k := callbridge.Classify(err); k != callbridge.KindNone {
+		attrs = append(attrs, "kind", string(k), "permanent", k.Permanent())
+	}
+	log.Error("stopped", attrs...)
 	return 1
+}
+
+// newLogger returns the logger of -log-format and -v. In JSON, durations
+// are numbers of seconds; in text, Go durations ("1.5s").
+func newLogger(format string, verbose bool, w io.Writer) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if verbose {
+		opts.Level = slog.LevelDebug
+	}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				return slog.Float64(a.Key, a.Value.Duration().Seconds())
+			}
+			return a
+		}
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("%q is neither text nor json", format)
+}
+
+// startingAttrs are the attributes of the "starting" line: every
+// effective setting (defaults applied) but the secret, which is named by
+// its source only.
+func startingAttrs(s *settings.Settings, cfg callbridge.Config, statusAddr string, grace time.Duration) []any {
+	eff := cfg.WithDefaults()
+	server := eff.Server
+	if server == "" {
+		server = "SRV _xmpp-component._tcp." + eff.Domain
+	}
+	or := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
+	dns := "/etc/resolv.conf"
+	if len(eff.NameServers) > 0 {
+		dns = strings.Join(eff.NameServers, ",")
+	}
+	return []any{
+		"name", eff.Name, "domain", eff.Domain, "server", server,
+		"server_name", or(eff.ServerName, "the SRV target or the -server host"), "sni", or(eff.SNI, eff.Domain),
+		"secret", s.SecretSource(), "ca", or(eff.RootCAFile, "system roots"), "dns", dns,
+		"dial_timeout", eff.DialTimeout, "handshake_timeout", eff.HandshakeTimeout,
+		"keepalive", eff.KeepaliveIdle, "ping_interval", eff.PingInterval, "ping_timeout", eff.PingTimeout,
+		"workers", eff.Workers, "queue_size", eff.QueueSize,
+		"backoff_base", eff.Backoff.Base, "backoff_max", eff.Backoff.Max, "backoff_transient_max", eff.Backoff.TransientMax,
+		"fail_back", eff.FailBack, "fail_back_interval", eff.FailBackInterval,
+		"stop_on_permanent", eff.StopOnPermanentError,
+		"status_addr", or(statusAddr, "off"), "shutdown_grace", grace,
+	}
+}
+
+// serveStatus serves h on ln until the returned stop is called; stop
+// shuts the server down (bounded) and waits for it.
+func serveStatus(ln net.Listener, h http.Handler, log *slog.Logger) (stop func()) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("status server", "err", err.Error())
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if srv.Shutdown(ctx) != nil {
+			srv.Close()
+		}
+		<-done
+	}
 }
 
 // nsDiscoInfo is the XEP-0030 service discovery info namespace.

@@ -39,7 +39,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	require.NoError(t, runDemo(ctx, &out, false))
+	require.NoError(t, runDemo(ctx, &out, demoOptions{}))
 	t.Logf("demo took %v:\n%s", time.Since(start), out.String())
 	text := out.String()
 
@@ -128,8 +128,35 @@ type lockedWriter struct{ p *proc }
 
 func (w *lockedWriter) Write(b []byte) (int, error) {
 	w.p.mu.Lock()
-	defer w.p.mu.Unlock()
-	return w.p.raw.Write(b)
+	n, err := w.p.raw.Write(b)
+	w.p.mu.Unlock()
+	select {
+	case w.p.update <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+// waitOutput waits until the process's output contains s, and returns the
+// output.
+func (p *proc) waitOutput(t *testing.T, s string) string {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		if out := p.output(); strings.Contains(out, s) {
+			return out
+		}
+		select {
+		case <-p.update:
+		case <-p.done:
+			if out := p.output(); strings.Contains(out, s) {
+				return out
+			}
+			t.Fatalf("process ended before printing %q:\n%s", s, p.output())
+		case <-deadline:
+			t.Fatalf("no %q within 15s:\n%s", s, p.output())
+		}
+	}
 }
 
 func (p *proc) output() string {
@@ -233,6 +260,18 @@ func TestRunAndSIGTERM(t *testing.T) {
 			args = append(args, "-name", "cb1", "-ca", ca, "-status-addr", "127.0.0.1:0", "-log-format", "json", "-ping-interval", "200ms")
 			p := startProc(t, env, args...)
 
+			starting := p.waitLog(t, "starting")
+			for _, k := range []string{"name", "domain", "server", "secret", "ca", "dns", "dial_timeout", "handshake_timeout",
+				"keepalive", "ping_interval", "ping_timeout", "workers", "queue_size", "backoff_base", "backoff_max",
+				"fail_back", "fail_back_interval", "stop_on_permanent", "status_addr", "shutdown_grace"} {
+				assert.Contains(t, starting, k, "the starting line lists every setting")
+			}
+			assert.Equal(t, 0.2, starting["ping_interval"], "durations in seconds in JSON")
+			assert.Equal(t, 10.0, starting["dial_timeout"], "the default applied")
+			assert.Equal(t, true, starting["fail_back"], "fail-back is on by default")
+			assert.Equal(t, "SRV _xmpp-component._tcp.example.com", starting["server"])
+			src := fmt.Sprint(starting["secret"])
+			assert.True(t, src == "environment variable CBLINK_SECRET" || strings.HasPrefix(src, "file /"), "the secret's source, never the secret: %q", src)
 			addr := p.waitLog(t, "status server listening")["addr"].(string)
 			p.waitLog(t, "xmpp link connected", "server", "xmpp1.example.com")
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -269,12 +308,18 @@ func TestRunAndSIGTERM(t *testing.T) {
 			_, err = conn.Ping(ctx)
 			require.NoError(t, err, "XEP-0199 pings are answered")
 
+			assert.Equal(t, "ok\n", httpGet(t, "http://"+addr+"/livez"))
+			assert.Contains(t, httpGet(t, "http://"+addr+"/readyz"), "ready: connected to xmpp1.example.com")
 			metrics := httpGet(t, "http://"+addr+"/metrics")
 			for _, want := range []string{
 				"# TYPE cblink_connects_total counter\ncblink_connects_total 1\n",
 				"cblink_connected 1\n",
 				`cblink_state{state="connected"} 1`,
 				"cblink_joins_handled_total 1\n",
+				`cblink_connect_failures_total{kind="auth"} 0`,
+				"cblink_build_info{",
+				"go_goroutines ",
+				"process_resident_memory_bytes ",
 			} {
 				assert.Contains(t, metrics, want)
 			}
@@ -299,7 +344,7 @@ func TestInvalidSettings(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"nothing set", nil, nil, []string{"-name: must be set", "-domain: must be set", "secret: set -secret-file, or the CBLINK_SECRET environment variable"}},
+		{"nothing set", nil, nil, []string{"-name: must be set", "-domain: must be set", "secret: set -secret-file, the systemd credential cblink-secret (LoadCredential=), or the CBLINK_SECRET environment variable"}},
 		{"bad server and missing secret file", []string{"CBLINK_DOMAIN=example.com"}, []string{"-name", "cb1", "-server", "a:b:c", "-secret-file", "/nonexistent/secret"},
 			[]string{"-server:", "-secret-file:"}},
 		{"name with a domain part", []string{"CBLINK_SECRET=" + testSecret}, []string{"-name", "cb1.example.com", "-domain", "example.com"}, []string{"-name: must not contain a domain part"}},
@@ -326,33 +371,4 @@ func TestInvalidSettings(t *testing.T) {
 			assert.NotContains(t, out, testSecret)
 		})
 	}
-}
-
-// TestMetricsFormat checks the hand-written Prometheus text.
-func TestMetricsFormat(t *testing.T) {
-	var b bytes.Buffer
-	writeMetrics(&b, callbridge.Status{State: callbridge.BackingOff, Attempt: 3}, callbridge.Stats{
-		Connects:        2,
-		ConnectFailures: map[callbridge.ErrorKind]uint64{callbridge.KindNetwork: 4, callbridge.KindAuth: 1},
-		Disconnects:     map[callbridge.ErrorKind]uint64{},
-	})
-	text := b.String()
-	assert.Contains(t, text, "cblink_connected 0\n")
-	assert.Contains(t, text, `cblink_state{state="backoff"} 1`+"\n")
-	assert.Contains(t, text, `cblink_state{state="connected"} 0`+"\n")
-	assert.Contains(t, text, "cblink_attempt 3\n")
-	// Labels sorted, so scrapes are stable.
-	assert.Contains(t, text, "cblink_connect_failures_total{kind=\"auth\"} 1\ncblink_connect_failures_total{kind=\"network\"} 4\n")
-	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
-		if strings.HasPrefix(line, "#") {
-			f := strings.Fields(line)
-			require.GreaterOrEqual(t, len(f), 4, line)
-			assert.Contains(t, []string{"HELP", "TYPE"}, f[1], line)
-			continue
-		}
-		f := strings.Fields(line)
-		require.Len(t, f, 2, line)
-		assert.True(t, strings.HasPrefix(f[0], "cblink_"), line)
-	}
-	assert.Equal(t, `a\"b\\c\n`, labelEscape("a\"b\\c\n"))
 }

@@ -1,66 +1,143 @@
 package main
 
 import (
-	"fmt"
-	"io"
 	"maps"
+	"net/http"
+	"runtime/debug"
 	"slices"
-	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cblink/cblink/callbridge"
 )
 
-// writeMetrics writes the bridge's state and counters in the Prometheus
-// text exposition format.
-func writeMetrics(w io.Writer, st callbridge.Status, s callbridge.Stats) {
-	metric := func(name, typ, help string) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-	}
-	counter := func(name, help string, v uint64) {
-		metric(name, "counter", help)
-		fmt.Fprintf(w, "%s %d\n", name, v)
-	}
-	byKind := func(name, help string, m map[callbridge.ErrorKind]uint64) {
-		metric(name, "counter", help)
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			fmt.Fprintf(w, "%s{kind=\"%s\"} %d\n", name, labelEscape(string(k)), m[k])
-		}
-	}
-
-	metric("cblink_state", "gauge", "1 for the bridge's current state, 0 for the others.")
-	for _, s := range callbridge.States() {
-		v := 0
-		if st.State == s {
-			v = 1
-		}
-		fmt.Fprintf(w, "cblink_state{state=\"%s\"} %d\n", s, v)
-	}
-	up := 0
-	if st.State == callbridge.Connected {
-		up = 1
-	}
-	metric("cblink_connected", "gauge", "1 while the XMPP link is up.")
-	fmt.Fprintf(w, "cblink_connected %d\n", up)
-	metric("cblink_attempt", "gauge", "Failed connection cycles since the last successful connection.")
-	fmt.Fprintf(w, "cblink_attempt %d\n", st.Attempt)
-	counter("cblink_connects_total", "Links brought up.", s.Connects)
-	byKind("cblink_disconnects_total", "Links that ended, by cause.", s.Disconnects)
-	byKind("cblink_connect_failures_total", "Failed attempts to bring a link up, by cause.", s.ConnectFailures)
-	counter("cblink_stanzas_in_total", "Stanzas received.", s.StanzasIn)
-	counter("cblink_stanzas_out_total", "Stanzas sent.", s.StanzasOut)
-	counter("cblink_joins_handled_total", "Join requests accepted.", s.JoinsHandled)
-	counter("cblink_joins_refused_total", "Join requests refused.", s.JoinsRefused)
-	counter("cblink_requests_shed_total", "Requests answered resource-constraint: the handlers' queue was full.", s.RequestsShed)
-	counter("cblink_requests_refused_total", "Requests answered service-unavailable: their link was closing.", s.RequestsRefused)
-	metric("cblink_requests_queued", "gauge", "Stanzas waiting for a handler on the live link.")
-	fmt.Fprintf(w, "cblink_requests_queued %d\n", s.Queued)
-	metric("cblink_handlers_running", "gauge", "Handlers running on the live link.")
-	fmt.Fprintf(w, "cblink_handlers_running %d\n", s.Running)
-	metric("cblink_keepalive_rtt_seconds", "gauge", "Round trip of the last XEP-0199 ping to the server (0 before the first).")
-	fmt.Fprintf(w, "cblink_keepalive_rtt_seconds %g\n", s.LastKeepaliveRTT.Seconds())
+// metricsHandler serves the Prometheus metrics of b: the Go runtime and
+// process collectors, cblink_build_info, and the bridge's state and
+// counters, read from b at each scrape. Every labelled series exists from
+// the start, at zero, so that alerts can be written on rates.
+func metricsHandler(b bridgeView) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
+		newBridgeCollector(b),
+	)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
-// labelEscape escapes a Prometheus label value.
-func labelEscape(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
+// buildInfo is cblink_build_info: 1, labelled with the binary's version,
+// VCS revision and Go version.
+func buildInfo() prometheus.Collector {
+	version, revision, goVersion := "unknown", "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version, goVersion = bi.Main.Version, bi.GoVersion
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "cblink_build_info",
+		Help:        "Always 1; the labels say which build is running.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	g.Set(1)
+	return g
+}
+
+// bridgeCollector reads a bridge's Status and Stats at each scrape.
+type bridgeCollector struct {
+	b bridgeView
+
+	state, connected, attempt, permanent                *prometheus.Desc
+	connects, disconnects, connectFailures              *prometheus.Desc
+	stanzasIn, stanzasOut, joinsHandled, joinsRefused   *prometheus.Desc
+	requestsShed, requestsRefused, queued, running, rtt *prometheus.Desc
+}
+
+func newBridgeCollector(b bridgeView) *bridgeCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &bridgeCollector{
+		b:               b,
+		state:           d("cblink_state", "1 for the bridge's current state, 0 for the others.", "state"),
+		connected:       d("cblink_connected", "1 while the XMPP link is up."),
+		attempt:         d("cblink_attempt", "Failed connection cycles since the last successful connection."),
+		permanent:       d("cblink_permanent_error", "1 while the last failure is one an operator must fix (wrong secret, unknown name, certificate, no service, protocol, config)."),
+		connects:        d("cblink_connects_total", "Links brought up."),
+		disconnects:     d("cblink_disconnects_total", "Links that ended, by cause.", "kind"),
+		connectFailures: d("cblink_connect_failures_total", "Failed attempts to bring a link up, by cause.", "kind"),
+		stanzasIn:       d("cblink_stanzas_in_total", "Stanzas received."),
+		stanzasOut:      d("cblink_stanzas_out_total", "Stanzas sent."),
+		joinsHandled:    d("cblink_joins_handled_total", "Join requests accepted."),
+		joinsRefused:    d("cblink_joins_refused_total", "Join requests refused."),
+		requestsShed:    d("cblink_requests_shed_total", "Requests answered resource-constraint: the handlers' queue was full."),
+		requestsRefused: d("cblink_requests_refused_total", "Requests answered service-unavailable: their link was closing."),
+		queued:          d("cblink_requests_queued", "Stanzas waiting for a handler on the live link."),
+		running:         d("cblink_handlers_running", "Handlers running on the live link."),
+		rtt:             d("cblink_keepalive_rtt_seconds", "Round trip of the last XEP-0199 ping to the server (0 before the first)."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *bridgeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.state, c.connected, c.attempt, c.permanent, c.connects, c.disconnects, c.connectFailures,
+		c.stanzasIn, c.stanzasOut, c.joinsHandled, c.joinsRefused, c.requestsShed, c.requestsRefused,
+		c.queued, c.running, c.rtt,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
+	st, s := c.b.Status(), c.b.Stats()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	byKind := func(d *prometheus.Desc, m map[callbridge.ErrorKind]uint64) {
+		kinds := callbridge.ErrorKinds()
+		for _, k := range slices.Sorted(maps.Keys(m)) { // a kind this binary does not know yet
+			if !slices.Contains(kinds, k) {
+				kinds = append(kinds, k)
+			}
+		}
+		for _, k := range kinds {
+			counter(d, m[k], string(k))
+		}
+	}
+	for _, state := range callbridge.States() {
+		gauge(c.state, bool01(st.State == state), state.String())
+	}
+	gauge(c.connected, bool01(st.State == callbridge.Connected))
+	gauge(c.attempt, float64(st.Attempt))
+	gauge(c.permanent, bool01(st.Permanent))
+	counter(c.connects, s.Connects)
+	byKind(c.disconnects, s.Disconnects)
+	byKind(c.connectFailures, s.ConnectFailures)
+	counter(c.stanzasIn, s.StanzasIn)
+	counter(c.stanzasOut, s.StanzasOut)
+	counter(c.joinsHandled, s.JoinsHandled)
+	counter(c.joinsRefused, s.JoinsRefused)
+	counter(c.requestsShed, s.RequestsShed)
+	counter(c.requestsRefused, s.RequestsRefused)
+	gauge(c.queued, float64(s.Queued))
+	gauge(c.running, float64(s.Running))
+	gauge(c.rtt, s.LastKeepaliveRTT.Seconds())
+}
+
+func bool01(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/cblink/cblink/callbridge"
 )
@@ -13,26 +14,97 @@ type bridgeView interface {
 	Stats() callbridge.Stats
 }
 
-// statusJSON is Status with the last error as text.
-type statusJSON struct {
-	callbridge.Status
-	LastError string `json:"last_error,omitempty"`
+// statusDoc is the body of GET /status. Every key is always present, null
+// when it does not apply; durations are in seconds, times in RFC 3339.
+type statusDoc struct {
+	// State is one of idle, resolving, connecting, tls, authenticating,
+	// connected, backoff, stopping, stopped.
+	State string `json:"state"`
+	// Ready is true while connected: what GET /readyz answers.
+	Ready bool `json:"ready"`
+	// Server is the FQDN of the XMPP server in use or being tried, Addr
+	// its IP:port.
+	Server *string `json:"server"`
+	Addr   *string `json:"addr"`
+	// Since is when State was entered; StateSeconds how long ago.
+	Since        time.Time `json:"since"`
+	StateSeconds float64   `json:"state_seconds"`
+	// ConnectedSince is when the current link came up.
+	ConnectedSince *time.Time `json:"connected_since"`
+	// Attempt counts failed connection cycles since the last success.
+	Attempt int `json:"attempt"`
+	// BackoffSeconds is the wait in progress in state backoff.
+	BackoffSeconds *float64 `json:"backoff_seconds"`
+	// LastError is the latest failure since the link was last up, as
+	// text; LastErrorKind its kind (callbridge.ErrorKind); Permanent is
+	// true when an operator must fix it.
+	LastError     *string `json:"last_error"`
+	LastErrorKind *string `json:"last_error_kind"`
+	Permanent     bool    `json:"permanent"`
 }
 
-// statusHandler serves GET /status as JSON and GET /metrics in the
-// Prometheus text exposition format (version 0.0.4).
+func newStatusDoc(st callbridge.Status, now time.Time) statusDoc {
+	d := statusDoc{
+		State:        st.State.String(),
+		Ready:        st.State == callbridge.Connected,
+		Server:       nonEmpty(st.Server),
+		Addr:         nonEmpty(st.Addr),
+		Since:        st.Since,
+		StateSeconds: now.Sub(st.Since).Seconds(),
+		Attempt:      st.Attempt,
+		LastError:    nonEmpty(st.LastError()),
+		Permanent:    st.Permanent,
+	}
+	if !st.ConnectedSince.IsZero() {
+		t := st.ConnectedSince
+		d.ConnectedSince = &t
+	}
+	if st.State == callbridge.BackingOff {
+		s := st.Backoff.Seconds()
+		d.BackoffSeconds = &s
+	}
+	if st.LastErrKind != callbridge.KindNone {
+		d.LastErrorKind = nonEmpty(string(st.LastErrKind))
+	}
+	return d
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// statusHandler serves the operator's endpoints:
+//
+//	GET /status   the bridge's status as JSON (statusDoc)
+//	GET /metrics  Prometheus metrics (metrics.go)
+//	GET /livez    200 while the process runs
+//	GET /readyz   200 while the link is connected, 503 otherwise (also while stopping)
 func statusHandler(b bridgeView) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		st := b.Status()
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(statusJSON{Status: st, LastError: st.LastError()})
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(newStatusDoc(b.Status(), time.Now()))
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		writeMetrics(w, b.Status(), b.Stats())
+	mux.Handle("GET /metrics", metricsHandler(b))
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		st := b.Status()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if st.State != callbridge.Connected {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: " + st.State.String() + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready: connected to " + st.Server + "\n"))
 	})
 	return mux
 }
