@@ -38,9 +38,12 @@ var targetSteps = []string{stepAddress, stepTCP, stepTLS, stepSAN, stepHandshake
 
 // checker walks the connection steps once and records them.
 type checker struct {
-	s       *settings.Settings
-	timeout time.Duration
-	steps   []Step
+	s                *settings.Settings
+	strict           bool // every server must pass
+	dialTimeout      time.Duration
+	handshakeTimeout time.Duration // TLS and XEP-0114 together, as the bridge
+	pingTimeout      time.Duration
+	steps            []Step
 
 	domain  string // normalised
 	addr    string // component address
@@ -67,25 +70,40 @@ func (c *checker) skipRest(target, failed, why string) {
 	}
 }
 
-// run checks everything and reports whether a Call Bridge would connect.
-func (c *checker) run(ctx context.Context) bool {
+// outcome is what a check concludes.
+type outcome int
+
+const (
+	invalidSettings outcome = iota // exit 2
+	wouldNotConnect                // exit 1
+	wouldConnect                   // exit 0
+)
+
+// run checks everything and says whether a Call Bridge would connect (with
+// strict, whether every server would accept it).
+func (c *checker) run(ctx context.Context) outcome {
 	if !c.checkSettings() {
 		c.add(stepResult, "", Fail, 0, "a Call Bridge with these settings would not start", "")
-		return false
+		return invalidSettings
 	}
 	targets := c.locate(ctx)
 	for _, t := range targets {
 		c.checkTarget(ctx, t)
 	}
+	n := plural(len(targets), "server")
 	switch {
 	case len(targets) == 0:
 		c.add(stepResult, "", Fail, 0, "no server to connect to: a Call Bridge with these settings would not connect", "")
 	case len(c.servers) == 0:
-		c.add(stepResult, "", Fail, 0, fmt.Sprintf("no server accepts this Call Bridge (%s checked): it would not connect", plural(len(targets), "server")), "")
+		c.add(stepResult, "", Fail, 0, fmt.Sprintf("no server accepts this Call Bridge (%s checked): it would not connect", n), "")
+	case c.strict && len(c.servers) < len(targets):
+		c.add(stepResult, "", Fail, 0, fmt.Sprintf("-strict: only %d of %s would work (%s); a Call Bridge would connect, but without a working spare",
+			len(c.servers), n, strings.Join(c.servers, ", ")), "fix the failing servers above")
 	default:
-		c.add(stepResult, "", OK, 0, fmt.Sprintf("%d of %s would work: %s", len(c.servers), plural(len(targets), "server"), strings.Join(c.servers, ", ")), "")
+		c.add(stepResult, "", OK, 0, fmt.Sprintf("%d of %s would work: %s", len(c.servers), n, strings.Join(c.servers, ", ")), "")
+		return wouldConnect
 	}
-	return len(c.servers) > 0
+	return wouldNotConnect
 }
 
 func (c *checker) checkSettings() bool {
@@ -98,7 +116,8 @@ func (c *checker) checkSettings() bool {
 	}
 	secret, err := c.s.Secret()
 	if err != nil { // Validate read the same source a moment ago
-		c.add(stepSettings, "", Fail, time.Since(start), "secret: "+err.Error(), "set -secret-file, or "+settings.SecretEnv)
+		c.add(stepSettings, "", Fail, time.Since(start), strings.Join(settings.Problems(err), "; "),
+			"fix the settings above (flags, or CBLINK_<FLAG> environment variables)")
 		return false
 	}
 	c.secret = secret
@@ -114,10 +133,6 @@ func (c *checker) checkSettings() bool {
 	if c.s.Server != "" {
 		where = c.s.Server
 	}
-	secretFrom := settings.SecretEnv
-	if c.s.SecretFile != "" {
-		secretFrom = c.s.SecretFile
-	}
 	roots := "system roots"
 	if c.s.CAFile != "" {
 		roots = c.s.CAFile
@@ -126,8 +141,8 @@ func (c *checker) checkSettings() bool {
 	if ns := c.s.NameServers(); len(ns) > 0 {
 		dns = strings.Join(ns, ",")
 	}
-	c.add(stepSettings, "", OK, time.Since(start), fmt.Sprintf("component %s, server %s, secret from %s (redacted), CA %s, DNS %s",
-		c.addr, where, secretFrom, roots, dns), "")
+	c.add(stepSettings, "", OK, time.Since(start), fmt.Sprintf("component %s, server %s, secret from %s (redacted), CA %s, DNS %s; timeouts: dial %v, handshake %v, ping %v",
+		c.addr, where, c.s.SecretSource(), roots, dns, c.dialTimeout, c.handshakeTimeout, c.pingTimeout), "")
 	return true
 }
 
@@ -141,8 +156,6 @@ type target struct {
 // locate runs the SRV (or explicit address) step and returns the targets
 // in the order a Call Bridge tries them, those without address last.
 func (c *checker) locate(ctx context.Context) []target {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
 	start := time.Now()
 	r := &discovery.Resolver{NameServers: c.s.NameServers()}
 	res, err := r.Lookup(ctx, discovery.Request{Domain: c.domain, Server: c.s.Server})
@@ -257,7 +270,7 @@ func (c *checker) checkTarget(ctx context.Context, t target) {
 	var conn net.Conn
 	var errs []string
 	for _, a := range ep.Addrs {
-		d := net.Dialer{Timeout: c.timeout}
+		d := net.Dialer{Timeout: c.dialTimeout}
 		cn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(a, ep.Port).String())
 		if err == nil {
 			conn = cn
@@ -274,19 +287,20 @@ func (c *checker) checkTarget(ctx context.Context, t target) {
 	defer conn.Close()
 	c.add(stepTCP, t.name, OK, time.Since(start), "connected to "+conn.RemoteAddr().String(), "")
 
-	tconn := c.checkTLS(ctx, t.name, ep, conn)
+	// TLS and the XEP-0114 handshake share one bound, as in the bridge.
+	hctx, cancel := context.WithTimeout(ctx, c.handshakeTimeout)
+	defer cancel()
+	tconn := c.checkTLS(hctx, t.name, ep, conn)
 	if tconn == nil {
 		return
 	}
-	c.checkHandshake(ctx, t.name, tconn)
+	c.checkHandshake(ctx, hctx, t.name, tconn)
 }
 
 // checkTLS runs the TLS handshake, then the chain and the SAN checks as
 // separate steps, so that both problems show at once. It returns the TLS
 // connection when a Call Bridge would go on to the handshake, else nil.
 func (c *checker) checkTLS(ctx context.Context, name string, ep *discovery.Endpoint, conn net.Conn) *tls.Conn {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
 	start := time.Now()
 	sni := c.sni
 	if _, err := netip.ParseAddr(sni); err == nil {
@@ -296,9 +310,18 @@ func (c *checker) checkTLS(ctx context.Context, name string, ep *discovery.Endpo
 	// handshake itself must not stop at the first problem.
 	tconn := tls.Client(conn, &tls.Config{ServerName: sni, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
 	if err := tconn.HandshakeContext(ctx); err != nil {
-		c.add(stepTLS, name, Fail, time.Since(start), err.Error(),
-			"the server did not complete a direct-TLS handshake: check that port "+strconv.Itoa(int(ep.Port))+
-				" is the component port with TLS from the first byte, and that the SNI "+c.sni+" is one of its hosts (else set -sni)")
+		err = tlsverify.ExplainHandshakeError(err)
+		hint := "the server did not complete a direct-TLS handshake: check that port " + strconv.Itoa(int(ep.Port)) +
+			" is the component port with TLS from the first byte, and that the SNI " + c.sni + " is one of its hosts (else set -sni)"
+		detail := err.Error()
+		switch {
+		case errors.Is(err, tlsverify.ErrPlainXMPP):
+			hint = "point -server or the SRV record at the XMPP server's direct-TLS component port (usually 5223), not port " + strconv.Itoa(int(ep.Port))
+		case ctx.Err() != nil:
+			detail = fmt.Sprintf("TLS handshake stalled: no answer for %v (-handshake-timeout)", time.Since(start).Round(time.Millisecond))
+			hint = "the server accepted TCP but did not answer the TLS handshake: is port " + strconv.Itoa(int(ep.Port)) + " the direct-TLS component port, and is the server overloaded or frozen?"
+		}
+		c.add(stepTLS, name, Fail, time.Since(start), detail, hint)
 		c.skipRest(name, stepTLS, "not reached: no TLS")
 		return nil
 	}
@@ -384,13 +407,13 @@ func (c *checker) sanHint(ne *tlsverify.NameError) string {
 
 // checkHandshake runs the XEP-0114 handshake and one XEP-0199 round trip,
 // then closes the stream cleanly.
-func (c *checker) checkHandshake(ctx context.Context, name string, conn net.Conn) {
+func (c *checker) checkHandshake(ctx, hctx context.Context, name string, conn net.Conn) {
 	start := time.Now()
-	sess, err := component.NewSession(ctx, conn, component.Config{
+	sess, err := component.NewSession(hctx, conn, component.Config{
 		Name:   c.s.Name,
 		Domain: c.domain,
 		Secret: c.secret,
-		Tuning: component.Tuning{HandshakeTimeout: c.timeout, KeepaliveIdle: -1, PingInterval: -1},
+		Tuning: component.Tuning{HandshakeTimeout: c.handshakeTimeout, KeepaliveIdle: -1, PingInterval: -1},
 	})
 	if err != nil {
 		c.add(stepHandshake, name, Fail, time.Since(start), err.Error(), c.handshakeHint(err))
@@ -400,7 +423,7 @@ func (c *checker) checkHandshake(ctx context.Context, name string, conn net.Conn
 	defer sess.Close()
 	c.add(stepHandshake, name, OK, time.Since(start), "logged in as "+sess.Addr().String(), "")
 
-	pctx, cancel := context.WithTimeout(ctx, c.timeout)
+	pctx, cancel := context.WithTimeout(ctx, c.pingTimeout)
 	defer cancel()
 	start = time.Now()
 	rtt, err := sess.Ping(pctx)

@@ -5,8 +5,13 @@
 // every server a Call Bridge could use and prints one line per step with
 // OK, FAIL or SKIP, what was found, and for a failure what to fix.
 //
-// Exit status: 0 when a Call Bridge with these settings would connect (at
-// least one server passes every step), 1 when it would not, 2 for a command
+// The timeouts are the bridge's (-dial-timeout, -handshake-timeout for TLS
+// and the XEP-0114 handshake together; the ping waits as long as the
+// bridge's), so that a server the check passes is one the bridge reaches.
+//
+// Exit status, as callbridge's: 0 when a Call Bridge with these settings
+// would connect (at least one server passes every step; with -strict,
+// every server), 1 when it would not, 2 for invalid settings or a command
 // line that does not parse.
 package main
 
@@ -16,7 +21,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"github.com/cblink/cblink/examples/internal/settings"
 )
@@ -33,17 +37,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var s settings.Settings
 	s.Register(fs)
 	asJSON := fs.Bool("json", false, "print the steps as a JSON array")
-	timeout := fs.Duration("timeout", 10*time.Second, "bound on each step")
+	strict := fs.Bool("strict", false, "for monitoring: succeed only if every server passes every step (default: if one does, as a Call Bridge needs only one)")
 	if code, ok := settings.ParseCommandLine(prog, fs, args, stderr); !ok {
 		return code
 	}
-	if *timeout <= 0 {
-		fmt.Fprintf(stderr, "%s: -timeout must be positive\n", prog)
-		return 2
-	}
 
-	c := &checker{s: &s, timeout: *timeout}
-	ok := c.run(ctx)
+	eff := s.Config().WithDefaults()
+	c := &checker{s: &s, strict: *strict, dialTimeout: eff.DialTimeout, handshakeTimeout: eff.HandshakeTimeout, pingTimeout: eff.PingTimeout}
+	res := c.run(ctx)
 	if *asJSON {
 		if err := writeJSON(stdout, c.steps); err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
@@ -52,8 +53,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	} else {
 		writeText(stdout, c.steps)
 	}
-	if !ok {
-		return 1
+	switch res {
+	case invalidSettings:
+		return 2
+	case wouldConnect:
+		return 0
 	}
-	return 0
+	return 1
 }

@@ -3,11 +3,13 @@ package main
 import (
 	"crypto/tls"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/cblink/cblink/callbridge/callbridgetest"
 	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/component/componenttest"
 	"github.com/cblink/cblink/examples/internal/binarytest"
 )
 
@@ -206,12 +209,63 @@ func TestChecks(t *testing.T) {
 			name: "invalid settings",
 			opts: callbridgetest.Options{Servers: twoServers()[:1]},
 			args: func(l *callbridgetest.Lab, ca string) []string { return []string{"-domain", ""} },
-			want: want{code: 1, failStep: stepSettings, hint: "fix the settings"},
+			want: want{code: 2, failStep: stepSettings, hint: "fix the settings"},
+		},
+		{
+			name: "-strict: first target dead, second good",
+			opts: callbridgetest.Options{Servers: []callbridgetest.Server{
+				{Name: "xmpp1.example.com", Priority: 10, Down: true},
+				{Name: "xmpp2.example.com", Priority: 20},
+			}},
+			args: func(l *callbridgetest.Lab, ca string) []string { return []string{"-strict"} },
+			want: want{code: 1, failStep: stepTCP, failTarget: "xmpp1.example.com",
+				hint: "accepts components on port", pass: []string{"xmpp2.example.com"}},
+		},
+		{
+			name: "-strict: both servers work",
+			opts: callbridgetest.Options{Servers: twoServers()},
+			args: func(l *callbridgetest.Lab, ca string) []string { return []string{"-strict"} },
+			want: want{code: 0, pass: []string{"xmpp1.example.com", "xmpp2.example.com"}},
+		},
+		{
+			name: "plain XMPP port (no TLS)",
+			opts: callbridgetest.Options{Servers: twoServers()[:1]},
+			args: func(l *callbridgetest.Lab, ca string) []string {
+				plain, err := componenttest.NewServer(componenttest.Options{Domain: "example.com", Plain: true,
+					Components: map[string]string{"cb1.example.com": testSecret}})
+				require.NoError(t, err)
+				t.Cleanup(plain.Close)
+				return []string{"-server", plain.Addr(), "-server-name", "xmpp1.example.com"}
+			},
+			want: want{code: 1, failStep: stepTLS, failTarget: "127.0.0.1",
+				hint: "direct-TLS component port (usually 5223)"},
+		},
+		{
+			name: "TLS stall",
+			opts: callbridgetest.Options{Servers: twoServers()[:1]},
+			args: func(l *callbridgetest.Lab, ca string) []string {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				require.NoError(t, err)
+				var wg sync.WaitGroup
+				t.Cleanup(func() { ln.Close(); wg.Wait() })
+				wg.Go(func() {
+					for {
+						c, err := ln.Accept()
+						if err != nil {
+							return
+						}
+						wg.Go(func() { defer c.Close(); _, _ = io.Copy(io.Discard, c) })
+					}
+				})
+				return []string{"-server", ln.Addr().String(), "-server-name", "xmpp1.example.com", "-handshake-timeout", "300ms"}
+			},
+			want: want{code: 1, failStep: stepTLS, failTarget: "127.0.0.1",
+				hint: "did not answer the TLS handshake"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, ca := startLab(t, tc.opts)
-			args := []string{"-json", "-timeout", "5s", "-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr()}
+			args := []string{"-json", "-handshake-timeout", "5s", "-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr()}
 			if !tc.opts.Servers[0].Untrusted {
 				args = append(args, "-ca", ca)
 			}
@@ -280,7 +334,7 @@ func TestTextOutput(t *testing.T) {
 		"FAIL san", "hint", "SKIP handshake", "SKIP ping", "FAIL result",
 	}, got)
 	assert.Contains(t, r.stdout, `lacks SAN "xmpp1.example.com"`)
-	assert.Contains(t, r.stdout, "secret from "+secretFile+" (redacted)")
+	assert.Contains(t, r.stdout, "secret from file "+secretFile+" (redacted)")
 }
 
 // TestConflictWithRunningBridge: a link with the same name is already up
@@ -302,9 +356,13 @@ func TestConflictWithRunningBridge(t *testing.T) {
 	assert.Contains(t, s.Hint, "Prosody refuses a second one")
 }
 
-// TestUsageError: a command line that does not parse exits 2.
+// TestUsageError: a command line that does not parse exits 2; the
+// bridge's liveness flags, meaningless for a one-shot check, are not
+// offered.
 func TestUsageError(t *testing.T) {
-	r := runCheck(t, nil, "-no-such-flag")
-	assert.Equal(t, 2, r.code)
-	assert.Contains(t, r.stderr, "no-such-flag")
+	for _, flag := range []string{"-no-such-flag", "-keepalive", "-ping-interval", "-ping-timeout", "-timeout"} {
+		r := runCheck(t, nil, flag, "1s")
+		assert.Equal(t, 2, r.code, flag)
+		assert.Contains(t, r.stderr, "flag provided but not defined: "+flag, flag)
+	}
 }

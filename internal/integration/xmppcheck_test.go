@@ -166,7 +166,7 @@ func TestIntegrationXmppcheck(t *testing.T) {
 			if tc.before != nil {
 				tc.before()
 			}
-			args := append([]string{"-json", "-timeout", "5s", "-name", componentName, "-domain", domain,
+			args := append([]string{"-json", "-handshake-timeout", "5s", "-name", componentName, "-domain", domain,
 				"-dns", tc.dns.Addr, "-ca", c.pki.CAFile}, tc.args...)
 			code, stdout, stderr := runXmppcheck(t, bin, tc.env, args...)
 			if tc.after != nil {
