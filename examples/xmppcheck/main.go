@@ -37,6 +37,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var s settings.Settings
 	s.Register(fs)
 	asJSON := fs.Bool("json", false, "print the steps as a JSON array")
+	htmlFile := fs.String("html", "", "also write the steps to this `file` as a self-contained HTML page: a sequence diagram of what was observed")
 	strict := fs.Bool("strict", false, "for monitoring: succeed only if every server passes every step (default: if one does, as a Call Bridge needs only one)")
 	if code, ok := settings.ParseCommandLine(prog, fs, args, stderr); !ok {
 		return code
@@ -52,6 +53,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	} else {
 		writeText(stdout, c.steps)
+	}
+	if *htmlFile != "" {
+		if err := writeHTMLFile(*htmlFile, c.steps); err != nil {
+			fmt.Fprintf(stderr, "%s: -html: %v\n", prog, err)
+			return 1
+		}
 	}
 	switch res {
 	case invalidSettings:
