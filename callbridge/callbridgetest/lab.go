@@ -26,7 +26,11 @@ package callbridgetest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/cblink/cblink/callbridge"
@@ -96,4 +100,28 @@ func WaitStatus(ctx context.Context, b *callbridge.Bridge, ok func(callbridge.St
 			return st, fmt.Errorf("callbridge: still %s on %q (last error: %v): %w", st.State, st.Server, st.LastErr, ctx.Err())
 		}
 	}
+}
+
+// LoadPKI reads a server certificate and key (PEM) and the CA certificate
+// that issued it, for Options.Certificate and Options.CACert: a lab whose
+// CA is a file users already have, such as the repository's testdata/pki
+// (server.pem, server-key.pem, ca.pem).
+func LoadPKI(certFile, keyFile, caFile string) (*tls.Certificate, *x509.Certificate, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("callbridgetest: %w", err)
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("callbridgetest: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, nil, fmt.Errorf("callbridgetest: %s holds no PEM certificate", caFile)
+	}
+	ca, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("callbridgetest: %s: %w", caFile, err)
+	}
+	return &cert, ca, nil
 }

@@ -3,6 +3,7 @@ package componenttest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -52,6 +53,14 @@ type LabOptions struct {
 	SRV SRVMode
 	// Logf receives the servers' diagnostics; nil discards them.
 	Logf func(format string, args ...any)
+
+	// Certificate and CACert, when both set, replace the in-memory CA:
+	// every server serves Certificate (whose SANs must name the domain and
+	// each server, as testdata/pki/server.pem does), and CACert is the root
+	// that Pool and RootPEM give. The Servers' SANs and Untrusted are then
+	// not used. Use it to run a lab whose CA file a user already has.
+	Certificate *tls.Certificate
+	CACert      *x509.Certificate
 }
 
 // SRVMode selects the SRV record set a Lab publishes.
@@ -82,8 +91,8 @@ type Lab struct {
 	Names   []string
 
 	secret string
-	ca     *testpki.CA
-	leaves []*testpki.Leaf
+	ca     *testpki.CA // Key is nil with LabOptions.Certificate
+	certs  []*x509.Certificate
 	joins  atomic.Int64
 }
 
@@ -110,7 +119,10 @@ func StartLab(opts LabOptions) (l *Lab, err error) {
 			l = nil
 		}
 	}()
-	if l.ca, err = testpki.NewCA(testpki.Template{CommonName: "cblink lab CA"}); err != nil {
+	fixed := opts.Certificate != nil && opts.CACert != nil
+	if fixed {
+		l.ca = &testpki.CA{Cert: opts.CACert}
+	} else if l.ca, err = testpki.NewCA(testpki.Template{CommonName: "cblink lab CA"}); err != nil {
 		return nil, err
 	}
 	var other *testpki.CA
@@ -120,40 +132,28 @@ func StartLab(opts LabOptions) (l *Lab, err error) {
 		zone.WriteString("_xmpp-component._tcp IN SRV 0 0 0 .\n")
 	}
 	for _, s := range opts.Servers {
-		ca := l.ca
-		if s.Untrusted {
-			if other == nil {
-				if other, err = testpki.NewCA(testpki.Template{CommonName: "some other CA"}); err != nil {
-					return nil, err
-				}
+		srvOpts := Options{
+			Domain:     opts.Domain,
+			Components: map[string]string{l.Addr: opts.Secret},
+			Logf:       opts.Logf,
+		}
+		var leafCert *x509.Certificate
+		if fixed {
+			if leafCert, err = x509.ParseCertificate(opts.Certificate.Certificate[0]); err != nil {
+				return nil, fmt.Errorf("componenttest: LabOptions.Certificate: %w", err)
 			}
-			ca = other
+			srvOpts.Certificate, srvOpts.CACert = opts.Certificate, opts.CACert
+		} else {
+			if leafCert, err = l.issue(opts, s, &other, &srvOpts); err != nil {
+				return nil, err
+			}
 		}
-		sans := s.SANs
-		if sans == nil {
-			sans = []string{opts.Domain, s.Name}
-		}
-		// Loopback IP SANs too, as NewServer's own certificates have, so
-		// that a redirect to an address ("127.0.0.1:port") can be checked.
-		leaf, err := ca.Issue(testpki.Template{CommonName: s.Name, DNSNames: sans,
-			IPs: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}})
-		if err != nil {
-			return nil, err
-		}
-		cert := leaf.TLSCertificate(true)
-		srv, err := NewServer(Options{
-			Domain:      opts.Domain,
-			Certificate: &cert,
-			CACert:      ca.Cert,
-			CAKey:       ca.Key,
-			Components:  map[string]string{l.Addr: opts.Secret},
-			Logf:        opts.Logf,
-		})
+		srv, err := NewServer(srvOpts)
 		if err != nil {
 			return nil, err
 		}
 		l.Servers = append(l.Servers, srv)
-		l.leaves = append(l.leaves, leaf)
+		l.certs = append(l.certs, leafCert)
 		l.Names = append(l.Names, s.Name)
 		if s.Down {
 			srv.Stop()
@@ -173,6 +173,36 @@ func StartLab(opts LabOptions) (l *Lab, err error) {
 	return l, nil
 }
 
+// issue makes server s's certificate from the lab CA (or from another CA,
+// made once into *other, for an Untrusted server) and sets it in o.
+func (l *Lab) issue(opts LabOptions, s LabServer, other **testpki.CA, o *Options) (*x509.Certificate, error) {
+	ca := l.ca
+	if s.Untrusted {
+		if *other == nil {
+			c, err := testpki.NewCA(testpki.Template{CommonName: "some other CA"})
+			if err != nil {
+				return nil, err
+			}
+			*other = c
+		}
+		ca = *other
+	}
+	sans := s.SANs
+	if sans == nil {
+		sans = []string{opts.Domain, s.Name}
+	}
+	// Loopback IP SANs too, as NewServer's own certificates have, so that a
+	// redirect to an address ("127.0.0.1:port") can be checked.
+	leaf, err := ca.Issue(testpki.Template{CommonName: s.Name, DNSNames: sans,
+		IPs: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}})
+	if err != nil {
+		return nil, err
+	}
+	cert := leaf.TLSCertificate(true)
+	o.Certificate, o.CACert, o.CAKey = &cert, ca.Cert, ca.Key
+	return leaf.Cert, nil
+}
+
 // Secret returns the shared secret registered on the servers.
 func (l *Lab) Secret() component.Secret { return component.Secret(l.secret) }
 
@@ -188,7 +218,7 @@ func (l *Lab) Certificate(name string) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l.leaves[i].Cert, nil
+	return l.certs[i], nil
 }
 
 // Server returns the server with the given FQDN.

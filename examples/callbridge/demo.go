@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -62,10 +64,21 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 	secret := randomSecret()
 
 	p.printf("cblink demo: a Call Bridge, two XMPP servers and a DNS server, all in this process on loopback")
+	// From the repository's root the servers use the committed fixtures,
+	// so that the commands -stay prints name testdata/pki/ca.pem; else a
+	// fresh in-memory CA.
+	cert, caCert, caFile := loadDemoPKI()
+	if caFile != "" {
+		p.printf("  certificates: %s (the repository's fixtures), server certificate naming example.com, xmpp1.example.com and xmpp2.example.com", filepath.Dir(caFile))
+	} else {
+		p.printf("  certificates: from a fresh in-memory CA")
+	}
 	l, err := callbridgetest.Start(callbridgetest.Options{
-		Domain: domain,
-		Name:   name,
-		Secret: secret,
+		Certificate: cert,
+		CACert:      caCert,
+		Domain:      domain,
+		Name:        name,
+		Secret:      secret,
 		Servers: []callbridgetest.Server{
 			{Name: "xmpp1.example.com", Priority: 10, Weight: 10},
 			{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
@@ -239,7 +252,15 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		if err := writeDemoFiles(dir, l.RootPEM(), secret); err != nil {
+		if caFile == "" {
+			caFile = filepath.Join(dir, "ca.pem")
+			if err := os.WriteFile(caFile, l.RootPEM(), 0o600); err != nil {
+				finish()
+				return err
+			}
+		}
+		secretFile := filepath.Join(dir, "secret")
+		if err := os.WriteFile(secretFile, []byte(secret+"\n"), 0o600); err != nil {
 			finish()
 			return err
 		}
@@ -247,7 +268,7 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 		p.printf("running until interrupted (Ctrl-C). From the repository's root, in another terminal:")
 		p.printf("  check the connection as a Call Bridge would (another name than cb1, which this bridge holds):")
 		p.printf("    go run ./examples/xmppcheck -name cb2 -domain %s -dns %s -ca %s -secret-file %s -strict",
-			domain, l.DNS.Addr(), filepath.Join(dir, "ca.pem"), filepath.Join(dir, "secret"))
+			domain, l.DNS.Addr(), caFile, secretFile)
 		if opts.status != nil {
 			a := opts.status.Addr().String()
 			p.printf("  read the bridge's status:")
@@ -285,13 +306,19 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 	return nil
 }
 
-// writeDemoFiles writes the lab's CA and the shared secret for the
-// commands -stay prints; dir is private to this user.
-func writeDemoFiles(dir string, caPEM []byte, secret string) error {
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), caPEM, 0o600); err != nil {
-		return err
+// demoPKI is where the repository keeps its fixture PKI, relative to the
+// root of a clone.
+const demoPKI = "testdata/pki"
+
+// loadDemoPKI returns the fixture server certificate, its CA and the CA's
+// file when the demo runs from the repository's root; nils and "" else.
+func loadDemoPKI() (*tls.Certificate, *x509.Certificate, string) {
+	caFile := filepath.Join(demoPKI, "ca.pem")
+	cert, ca, err := callbridgetest.LoadPKI(filepath.Join(demoPKI, "server.pem"), filepath.Join(demoPKI, "server-key.pem"), caFile)
+	if err != nil {
+		return nil, nil, ""
 	}
-	return os.WriteFile(filepath.Join(dir, "secret"), []byte(secret+"\n"), 0o600)
+	return cert, ca, caFile
 }
 
 // webJoin plays a WebRTC user whose join request the XMPP server forwards

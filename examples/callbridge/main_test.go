@@ -90,7 +90,14 @@ type proc struct {
 
 func startProc(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
+	return startProcIn(t, "", env, args...)
+}
+
+// startProcIn is startProc with the working directory dir.
+func startProcIn(t *testing.T, dir string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{}), update: make(chan struct{}, 1)}
+	p.cmd.Dir = dir
 	p.cmd.Env = append(cleanEnv(), env...)
 	stderr, err := p.cmd.StderrPipe()
 	require.NoError(t, err)

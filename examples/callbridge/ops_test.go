@@ -234,13 +234,18 @@ func TestDemoStay(t *testing.T) {
 	out, err := exec.Command("go", "build", "-o", xmppcheck, "../xmppcheck").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 
-	p := startProc(t, nil, "-demo", "-stay", "-status-addr", "127.0.0.1:0")
+	// From the repository's root, as the README runs it: the servers use
+	// testdata/pki, and the printed command names it.
+	p := startProcIn(t, "../..", nil, "-demo", "-stay", "-status-addr", "127.0.0.1:0")
 	text := p.waitOutput(t, "curl -si")
+	assert.Contains(t, text, "certificates: testdata/pki (the repository's fixtures)")
 	m := regexp.MustCompile(`(?m)^\s+go run \./examples/xmppcheck (.*)$`).FindStringSubmatch(text)
 	require.NotNil(t, m, text)
+	assert.Contains(t, m[1], "-ca testdata/pki/ca.pem")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	check := exec.CommandContext(ctx, xmppcheck, strings.Fields(m[1])...)
+	check.Dir = "../.."
 	check.Env = cleanEnv()
 	res, err := check.CombinedOutput()
 	require.NoError(t, err, "the printed xmppcheck command passes:\n%s", res)
