@@ -76,7 +76,7 @@ func (s *Session) fail(err error, mode endMode, final []byte) {
 		close(s.quit)
 		s.cancel()
 		if err != ErrClosed {
-			s.log.Warn("component link down", slog.Any("error", err))
+			s.log.Warn("component link down", slog.Any("err", err))
 		}
 	})
 }

@@ -248,13 +248,13 @@ func (s *Session) runJob(j *job) (settled bool) {
 		s.stats.handlerErrors.Add(1)
 		se := errorFromHandler(err)
 		s.log.Info("IQ handler error", slog.String("payload", st.payloadNS+" "+st.payloadName),
-			slog.String("from", j.from), slog.Any("error", err))
+			slog.String("from", j.from), slog.Any("err", err))
 		return s.replyError(j, se)
 	}
 	body, err := encodePayload(result)
 	if err != nil {
 		s.stats.handlerErrors.Add(1)
-		s.log.Error("IQ handler result cannot be encoded", slog.Any("error", err))
+		s.log.Error("IQ handler result cannot be encoded", slog.Any("err", err))
 		return s.replyError(j, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
 	}
 	return s.reply(j, func(b []byte) []byte {

@@ -166,7 +166,7 @@ func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Session, error)
 	enableTCPKeepalive(conn)
 	if err := s.handshake(ctx); err != nil {
 		conn.Close()
-		s.log.Warn("component handshake failed", slog.Any("error", err))
+		s.log.Warn("component handshake failed", slog.Any("err", err))
 		return nil, err
 	}
 	var rnd [4]byte
