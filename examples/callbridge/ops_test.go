@@ -202,8 +202,9 @@ func TestSecretFromSystemdCredential(t *testing.T) {
 }
 
 // TestFailBackByDefault: started while its preferred server is down, the
-// binary connects to the backup and, with no fail-back flag given, moves
-// back when the preferred server returns.
+// binary logs the failure as its own WARN line, connects to the backup
+// and, with no fail-back flag given, moves back when the preferred server
+// returns; -v shows the DNS answer, the order to try and the certificates.
 func TestFailBackByDefault(t *testing.T) {
 	l, err := callbridgetest.Start(callbridgetest.Options{
 		Secret: testSecret,
@@ -219,7 +220,12 @@ func TestFailBackByDefault(t *testing.T) {
 	require.NoError(t, os.WriteFile(ca, l.RootPEM(), 0o600))
 	p := startProc(t, []string{"CBLINK_SECRET=" + testSecret},
 		"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json",
-		"-fail-back-interval", "100ms")
+		"-fail-back-interval", "100ms", "-v")
+	// -v: the DNS answer, the order to try and each certificate.
+	p.waitLog(t, "dns")
+	order := p.waitLog(t, "xmpp servers in the order to try")
+	assert.Contains(t, fmt.Sprint(order["servers"]), "xmpp1.example.com:")
+	assert.Contains(t, fmt.Sprint(p.waitLog(t, "xmpp server certificate", "server", "xmpp2.example.com")["dns_sans"]), "xmpp2.example.com")
 	p.waitLog(t, "xmpp server failed", "server", "xmpp1.example.com", "next", "xmpp2.example.com")
 	p.waitLog(t, "xmpp link connected", "server", "xmpp2.example.com")
 	require.NoError(t, l.StartServer("xmpp1.example.com"))
