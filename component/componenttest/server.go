@@ -274,13 +274,18 @@ func (s *Server) Close() {
 }
 
 // CloseClientConnections closes every live connection abruptly (no stream
-// error, no closing tag), like a crashed server.
+// error, no closing tag), like a crashed server, and returns once the
+// server has forgotten them: a component that reconnects at once is not
+// refused as a duplicate of its own dead link.
 func (s *Server) CloseClientConnections() {
 	s.mu.Lock()
 	live := slices.Collect(maps.Keys(s.live))
 	s.mu.Unlock()
 	for _, c := range live {
 		c.Close()
+	}
+	for _, c := range live {
+		<-c.done
 	}
 }
 
