@@ -208,6 +208,8 @@ func (c Config) secretSource() string {
 		return "[redacted]"
 	case c.SecretFile != "":
 		return "file:" + c.SecretFile
+	case c.SecretCredential != "":
+		return "credential:" + c.SecretCredential
 	case c.SecretEnv != "":
 		return "env:" + c.SecretEnv
 	}
@@ -215,8 +217,9 @@ func (c Config) secretSource() string {
 }
 
 // LoadSecret returns the shared secret as New and Update read it: Secret,
-// or the content of SecretFile (one trailing newline ignored), or the
-// environment variable SecretEnv; exactly one must be set. A problem is a
+// or the content of SecretFile or of the systemd credential
+// SecretCredential (one trailing newline ignored), or the environment
+// variable SecretEnv; exactly one must be set. A problem is a
 // *FieldError naming the field.
 func (c Config) LoadSecret() (component.Secret, error) {
 	n := 0
@@ -295,8 +298,8 @@ func readSecretFile(field, path, what string) (component.Secret, error) {
 }
 
 // Validate returns every problem with the config at once, joined; each one
-// names its field and matches ErrInvalidConfig. It reads SecretFile and
-// SecretEnv to check that they hold a secret.
+// names its field and matches ErrInvalidConfig. It reads SecretFile,
+// SecretCredential or SecretEnv to check that they hold a secret.
 func (c Config) Validate() error {
 	_, err := c.resolve()
 	return err

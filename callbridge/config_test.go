@@ -103,6 +103,8 @@ func TestSecretSources(t *testing.T) {
 	r, err = c.resolve()
 	require.NoError(t, err)
 	assert.Equal(t, testSecret, string(r.secret))
+	assert.Contains(t, c.String(), "credential:cblink-secret", "the source is shown, not [unset]")
+	assert.NotContains(t, c.String(), testSecret)
 
 	for name, tc := range map[string]struct {
 		c       Config

@@ -56,11 +56,7 @@ func (e *ConnectError) Error() string {
 }
 
 // isStall reports whether err says a step ran out of time.
-func isStall(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, component.ErrTimeout) ||
-		(errors.As(err, &ne) && ne.Timeout())
-}
+func isStall(err error) bool { return Classify(err) == KindTimeout }
 
 func (e *ConnectError) Unwrap() error { return e.Err }
 

@@ -286,18 +286,25 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 	}
 
 	p.printf("7. shutting down (context cancelled):")
-	conn, cerr := second.WaitConn(context.Background(), addr)
+	// The server in use now: with -stay the link may have moved since.
+	var conn *componenttest.Conn
+	cur := b.Status().Server
+	if srv, err := l.Server(cur); err == nil && b.Status().State == callbridge.Connected {
+		wctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn, _ = srv.WaitConn(wctx, addr)
+		cancel()
+	}
 	if err := finish(); err != nil {
 		return fmt.Errorf("the bridge stopped with an error: %w", err)
 	}
-	if cerr == nil {
+	if conn != nil {
 		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = conn.WaitClosed(wctx)
 		cancel()
 		if conn.ClosedByPeer() {
-			p.printf("   %s received </stream:stream>: the link was closed cleanly", st2.Server)
+			p.printf("   %s received </stream:stream>: the link was closed cleanly", cur)
 		} else {
-			p.printf("   %s did not see the stream closed cleanly", st2.Server)
+			p.printf("   %s did not see the stream closed cleanly", cur)
 		}
 	}
 	s := b.Stats()

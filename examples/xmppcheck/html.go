@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"html/template"
 	"io"
-	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -218,12 +217,3 @@ td, th { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical
 </body>
 </html>
 `))
-
-// writeHTMLFile writes the report to path, replacing it whole.
-func writeHTMLFile(path string, steps []Step) error {
-	var b strings.Builder
-	if err := writeHTML(&b, steps, time.Now()); err != nil {
-		return err
-	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
-}

@@ -11,8 +11,8 @@
 //
 // Exit status, as callbridge's: 0 when a Call Bridge with these settings
 // would connect (at least one server passes every step; with -strict,
-// every server), 1 when it would not, 2 for invalid settings or a command
-// line that does not parse.
+// every server), 1 when it would not, 2 for invalid settings, a command
+// line that does not parse, or an -html file that cannot be written.
 package main
 
 import (
@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/cblink/cblink/examples/internal/settings"
 )
@@ -43,6 +44,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 
+	// The report's file is created first, so that a bad path is a usage
+	// error (exit 2) found before any network traffic, not taken for an
+	// XMPP failure.
+	var htmlOut *os.File
+	if *htmlFile != "" {
+		f, err := os.Create(*htmlFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: -html: %v\n", prog, err)
+			return 2
+		}
+		defer f.Close()
+		htmlOut = f
+	}
+
 	eff := s.Config().WithDefaults()
 	c := &checker{s: &s, strict: *strict, dialTimeout: eff.DialTimeout, handshakeTimeout: eff.HandshakeTimeout, pingTimeout: eff.PingTimeout}
 	res := c.run(ctx)
@@ -54,10 +69,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	} else {
 		writeText(stdout, c.steps)
 	}
-	if *htmlFile != "" {
-		if err := writeHTMLFile(*htmlFile, c.steps); err != nil {
+	if htmlOut != nil {
+		err := writeHTML(htmlOut, c.steps, time.Now())
+		if cerr := htmlOut.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
 			fmt.Fprintf(stderr, "%s: -html: %v\n", prog, err)
-			return 1
+			return 2
 		}
 	}
 	switch res {

@@ -365,4 +365,9 @@ func TestUsageError(t *testing.T) {
 		assert.Equal(t, 2, r.code, flag)
 		assert.Contains(t, r.stderr, "flag provided but not defined: "+flag, flag)
 	}
+	// An -html file that cannot be created is a usage error, found first.
+	r := runCheck(t, nil, "-html", filepath.Join(t.TempDir(), "no-such-dir", "report.html"))
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "xmppcheck: -html: open ")
+	assert.Empty(t, r.stdout, "no check ran")
 }

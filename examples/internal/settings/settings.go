@@ -26,9 +26,10 @@ import (
 )
 
 // Where the shared secret comes from, in this order: -secret-file; the
-// systemd credential DefaultCredential (or -secret-credential) when
-// systemd passed it ($CREDENTIALS_DIRECTORY/<name> exists, from
-// LoadCredential= in the unit); else the environment variable SecretEnv.
+// systemd credential -secret-credential, which must then exist; the
+// credential DefaultCredential when systemd passed it
+// ($CREDENTIALS_DIRECTORY/cblink-secret exists, from LoadCredential= in
+// the unit); else the environment variable SecretEnv.
 const (
 	SecretEnv         = "CBLINK_SECRET"
 	DefaultCredential = "cblink-secret"
@@ -75,7 +76,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.ServerName, "server-name", "", "the `FQDN` the server certificate must name besides the domain (default: the SRV target or the -server host)")
 	fs.StringVar(&s.SNI, "sni", "", "the TLS server `name` sent (default: the domain)")
 	fs.StringVar(&s.SecretFile, "secret-file", "", "`file` holding the shared secret (default: the systemd credential -secret-credential, else the "+SecretEnv+" environment variable)")
-	fs.StringVar(&s.SecretCredential, "secret-credential", DefaultCredential, "`name` of the systemd credential holding the secret, read from $"+CredentialsDirEnv+" when that is set (LoadCredential=)")
+	fs.StringVar(&s.SecretCredential, "secret-credential", "", "`name` of the systemd credential holding the secret, in $"+CredentialsDirEnv+" (LoadCredential=); when given it must be there; default: "+DefaultCredential+" when systemd passed it")
 	fs.StringVar(&s.CAFile, "ca", "", "PEM `bundle` of the CAs trusted to sign the XMPP server's certificate (default: system roots)")
 	fs.StringVar(&s.DNS, "dns", "", "comma-separated `host:port` name servers (default: /etc/resolv.conf)")
 	fs.DurationVar(&s.DialTimeout, "dial-timeout", 0, "bound on each TCP connect (default "+callbridge.DefaultDialTimeout.String()+")")
@@ -183,22 +184,25 @@ func (s *Settings) Config() callbridge.Config {
 	switch {
 	case s.SecretFile != "":
 		cfg.SecretFile = s.SecretFile
-	case s.credentialPresent():
+	case s.SecretCredential != "":
+		// Named: it must be there; a missing one is an error naming it.
 		cfg.SecretCredential = s.SecretCredential
+	case defaultCredentialPresent():
+		cfg.SecretCredential = DefaultCredential
 	default:
 		cfg.SecretEnv = SecretEnv
 	}
 	return cfg
 }
 
-// credentialPresent reports whether systemd passed the credential
-// SecretCredential ($CREDENTIALS_DIRECTORY/<name> exists).
-func (s *Settings) credentialPresent() bool {
+// defaultCredentialPresent reports whether systemd passed the credential
+// DefaultCredential ($CREDENTIALS_DIRECTORY/cblink-secret exists).
+func defaultCredentialPresent() bool {
 	dir := os.Getenv(CredentialsDirEnv)
-	if dir == "" || s.SecretCredential == "" {
+	if dir == "" {
 		return false
 	}
-	_, err := os.Stat(filepath.Join(dir, s.SecretCredential))
+	_, err := os.Stat(filepath.Join(dir, DefaultCredential))
 	return err == nil
 }
 
@@ -217,8 +221,8 @@ func (s *Settings) SecretSource() string {
 }
 
 // Secret reads the shared secret exactly as callbridge does (from
-// -secret-file without one trailing newline, else from CBLINK_SECRET), for
-// tools that drive package component themselves.
+// -secret-file, the systemd credential or CBLINK_SECRET, as Config
+// chooses), for tools that drive package component themselves.
 func (s *Settings) Secret() (component.Secret, error) { return s.Config().LoadSecret() }
 
 // fieldFlags maps callbridge.Config field names (as FieldError names them)

@@ -64,7 +64,8 @@ func TestSecretSources(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		file    string
-		creds   bool // $CREDENTIALS_DIRECTORY holds cblink-secret
+		creds   bool   // $CREDENTIALS_DIRECTORY holds cblink-secret
+		cred    string // -secret-credential
 		env     string
 		want    string
 		wantErr bool
@@ -72,6 +73,8 @@ func TestSecretSources(t *testing.T) {
 		{name: "file wins", file: file, env: "from-env", want: "from-file"},
 		{name: "file wins over a credential", file: file, creds: true, env: "from-env", want: "from-file"},
 		{name: "systemd credential wins over env", creds: true, env: "from-env", want: "from-credential"},
+		{name: "a named credential must exist", cred: "other", creds: true, env: "from-env", wantErr: true},
+		{name: "a named credential", cred: DefaultCredential, creds: true, env: "from-env", want: "from-credential"},
 		{name: "env", env: "from-env", want: "from-env"},
 		{name: "none", wantErr: true},
 		{name: "empty file", file: empty, env: "from-env", wantErr: true},
@@ -82,7 +85,7 @@ func TestSecretSources(t *testing.T) {
 			if tc.creds {
 				t.Setenv(CredentialsDirEnv, creds)
 			}
-			s := Settings{Name: "cb1", Domain: "example.com", SecretFile: tc.file, SecretCredential: DefaultCredential}
+			s := Settings{Name: "cb1", Domain: "example.com", SecretFile: tc.file, SecretCredential: tc.cred}
 			got, err := s.Secret()
 			if tc.wantErr {
 				require.Error(t, err)
