@@ -104,6 +104,7 @@ type running struct {
 	errc   chan error
 	cancel context.CancelFunc
 	subEnd chan struct{}
+	evSig  chan struct{} // signalled after each event is appended
 }
 
 // start builds a bridge with a join handler and runs it until the test ends.
@@ -121,7 +122,7 @@ func (r *rig) start(cfg Config, setup ...func(*Bridge)) *running {
 		f(b)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	rb := &running{Bridge: b, errc: make(chan error, 1), cancel: cancel, subEnd: make(chan struct{})}
+	rb := &running{Bridge: b, errc: make(chan error, 1), cancel: cancel, subEnd: make(chan struct{}), evSig: make(chan struct{}, 1)}
 	events, _ := b.Subscribe()
 	go func() {
 		defer close(rb.subEnd)
@@ -130,6 +131,10 @@ func (r *rig) start(cfg Config, setup ...func(*Bridge)) *running {
 			rb.mu.Lock()
 			rb.events = append(rb.events, ev)
 			rb.mu.Unlock()
+			select {
+			case rb.evSig <- struct{}{}:
+			default:
+			}
 		}
 	}()
 	go func() { rb.errc <- b.Run(ctx) }()
@@ -160,6 +165,9 @@ func (rb *running) waitState(t *testing.T, want State, within time.Duration) Sta
 	for {
 		st := rb.Status()
 		if st.State == want {
+			// Subscribers get events asynchronously: wait for this one
+			// too, so that eventList agrees with the status returned.
+			rb.waitEvent(t, within, func(ev Event) bool { return ev.To == want })
 			return st
 		}
 		if !rb.WaitForStateChange(ctx, st.State) {
@@ -168,19 +176,43 @@ func (rb *running) waitState(t *testing.T, want State, within time.Duration) Sta
 	}
 }
 
-// waitConnectedTo waits until the bridge is connected to server name.
+// waitConnectedTo waits until the bridge is connected to server name, and
+// its subscriber has received that event.
 func (rb *running) waitConnectedTo(t *testing.T, name string, within time.Duration) Status {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.After(within)
 	for {
 		st := rb.Status()
 		if st.State == Connected && st.Server == name {
+			rb.waitEvent(t, within, func(ev Event) bool { return ev.To == Connected && ev.Status.Server == name })
 			return st
 		}
-		if time.Now().After(deadline) {
+		// Every change, a fail-back from Connected to Connected included,
+		// reaches the subscriber, which signals evSig.
+		select {
+		case <-rb.evSig:
+		case <-deadline:
 			t.Fatalf("not connected to %s within %v; %s to %q (last error: %v)", name, within, st.State, st.Server, st.LastErr)
 		}
-		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// waitEvent waits until the subscriber has received an event for which ok
+// holds.
+func (rb *running) waitEvent(t *testing.T, within time.Duration, ok func(Event) bool) {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		for _, ev := range rb.eventList() {
+			if ok(ev) {
+				return
+			}
+		}
+		select {
+		case <-rb.evSig:
+		case <-deadline:
+			t.Fatalf("the subscriber did not receive the event within %v; events: %v", within, rb.eventList())
+		}
 	}
 }
 
