@@ -308,11 +308,10 @@ func (c Config) Validate() error {
 // resolved is a validated config with defaults applied and the secret read.
 type resolved struct {
 	Config
-	secret    component.Secret
-	address   string // component address
-	roots     *x509.CertPool
-	explicit  bool
-	failBackT time.Duration
+	secret   component.Secret
+	address  string // component address
+	roots    *x509.CertPool
+	explicit bool
 }
 
 func (c Config) resolve() (*resolved, error) {
@@ -418,7 +417,6 @@ func (c Config) resolve() (*resolved, error) {
 		return nil, errors.Join(errs...)
 	}
 
-	r.failBackT = r.FailBackInterval
 	if r.ParallelAfter < 0 {
 		r.ParallelAfter = 0
 	}

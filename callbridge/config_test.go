@@ -185,7 +185,7 @@ func TestConfigDurations(t *testing.T) {
 		{"ReadTimeout", func(c *Config) *time.Duration { return &c.ReadTimeout }, link(func(c component.Config) time.Duration { return c.ReadTimeout }), 0, true},
 		{"WriteTimeout", func(c *Config) *time.Duration { return &c.WriteTimeout }, link(func(c component.Config) time.Duration { return c.WriteTimeout }), 0, false},
 		{"CloseTimeout", func(c *Config) *time.Duration { return &c.CloseTimeout }, link(func(c component.Config) time.Duration { return c.CloseTimeout }), 0, false},
-		{"FailBackInterval", func(c *Config) *time.Duration { return &c.FailBackInterval }, func(r *resolved) time.Duration { return r.failBackT }, 60 * time.Second, false},
+		{"FailBackInterval", func(c *Config) *time.Duration { return &c.FailBackInterval }, func(r *resolved) time.Duration { return r.FailBackInterval }, 60 * time.Second, false},
 		{"ParallelAfter", func(c *Config) *time.Duration { return &c.ParallelAfter }, func(r *resolved) time.Duration { return r.ParallelAfter }, 2 * time.Second, true},
 		{"DrainTimeout", func(c *Config) *time.Duration { return &c.DrainTimeout }, func(r *resolved) time.Duration { return r.DrainTimeout }, 5 * time.Second, false},
 		{"Backoff.Base", func(c *Config) *time.Duration { return &c.Backoff.Base }, func(r *resolved) time.Duration { return r.Backoff.Base }, DefaultBackoff.Base, false},

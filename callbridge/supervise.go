@@ -150,7 +150,7 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res Resolver, l
 		probeC chan *link // pr's result; nil when none
 	)
 	if cfg.FailBack {
-		t := time.NewTicker(cfg.failBackT)
+		t := time.NewTicker(cfg.FailBackInterval)
 		defer t.Stop()
 		tick = t.C
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/cblink/cblink/callbridge"
 	"github.com/cblink/cblink/callbridge/callbridgetest"
 	"github.com/cblink/cblink/component"
-	"github.com/cblink/cblink/examples/internal/binarytest"
+	"github.com/cblink/cblink/internal/binarytest"
 )
 
 const testSecret = "cb-S3cret-77c1e0" // must never be printed

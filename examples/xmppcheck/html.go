@@ -94,12 +94,10 @@ func writeHTML(w io.Writer, steps []Step, now time.Time) error {
 		}
 		rw.Label = strings.ToUpper(string(s.Status)) + "  " + label
 		switch s.Step {
-		case stepSettings, stepResult:
+		case stepSettings, stepServer, stepResult:
 			rw.Note, rw.X2 = true, firstLane
 		case stepSRV, stepAddress:
 			rw.X2 = firstLane + laneGap
-		case stepServer:
-			rw.Note, rw.X2 = true, firstLane
 		default:
 			rw.X2 = laneOf[s.Target]
 		}

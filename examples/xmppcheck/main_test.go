@@ -18,7 +18,7 @@ import (
 	"github.com/cblink/cblink/callbridge/callbridgetest"
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
-	"github.com/cblink/cblink/examples/internal/binarytest"
+	"github.com/cblink/cblink/internal/binarytest"
 )
 
 const (
