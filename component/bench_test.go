@@ -1,6 +1,7 @@
 package component_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha1"
@@ -314,50 +315,141 @@ func BenchmarkPingCrossProcess(b *testing.B) {
 	for _, client := range []string{"cblink", "mellium"} {
 		for _, inFlight := range []int{1, 64} {
 			b.Run(fmt.Sprintf("%s/inflight=%d", client, inFlight), func(b *testing.B) {
-				srv, err := componenttest.NewServer(componenttest.Options{Components: map[string]string{addr: "bench-s3cret"}, MaxRawLog: -1})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer srv.Close()
-				caFile := filepath.Join(b.TempDir(), "ca.pem")
-				if err := os.WriteFile(caFile, srv.RootPEM(), 0o600); err != nil {
-					b.Fatal(err)
-				}
-				cmd := exec.Command(os.Args[0], "-test.run=^$")
-				cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "CBLINK_BENCH_CHILD="+client,
-					"CBLINK_BENCH_ADDR="+srv.Addr(), "CBLINK_BENCH_CA="+caFile)
-				stdin, err := cmd.StdinPipe()
-				if err != nil {
-					b.Fatal(err)
-				}
-				cmd.Stderr = os.Stderr
-				if err := cmd.Start(); err != nil {
-					b.Fatal(err)
-				}
-				defer func() { stdin.Close(); _ = cmd.Wait() }()
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				conn, err := srv.WaitConn(ctx, addr)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-				cpu0, ok0 := procCPU(cmd.Process.Pid)
-				b.ReportAllocs()
-				b.ResetTimer()
-				start := time.Now()
-				if err := conn.PingFlood(ctx, b.N, inFlight); err != nil {
-					b.Fatal(err)
-				}
-				b.StopTimer()
-				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rt/s")
-				// How busy the component's core was: near 100% means the
-				// component is the bottleneck, lower means the server is.
-				if cpu1, ok1 := procCPU(cmd.Process.Pid); ok0 && ok1 {
-					b.ReportMetric(100*(cpu1-cpu0).Seconds()/time.Since(start).Seconds(), "component-cpu%")
+				ch := startChild(b, client, 0)
+				ch.measure(b, func(ctx context.Context) error {
+					return ch.conn.PingFlood(ctx, b.N, inFlight)
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkJoinCrossProcess: the real workload. The server forwards join
+// requests (JoinFlood, 64 in flight) to a component in a child process,
+// whose JoinHandler waits backend (a database or the media side) and
+// accepts. Default settings. Baselines in the same run: mellium's
+// component with the same handler, and for the waiting handler the
+// ceiling, 64 waits of backend at a time with no link at all
+// (wait-only). With backend=0 the child reports its own allocations per
+// join (allocs/join): the handler allocates nothing, so they are the
+// library's.
+func BenchmarkJoinCrossProcess(b *testing.B) {
+	const inFlight = 64
+	for _, backend := range []time.Duration{0, 10 * time.Millisecond} {
+		if backend > 0 {
+			b.Run(fmt.Sprintf("wait-only/backend=%v", backend), func(b *testing.B) {
+				roundTrips(b, inFlight, func(ctx context.Context, _ int64) error {
+					return backendWait(ctx, backend)
+				})
+			})
+		}
+		for _, client := range []string{"cblink", "mellium"} {
+			b.Run(fmt.Sprintf("%s/backend=%v", client, backend), func(b *testing.B) {
+				ch := startChild(b, client, backend)
+				req := component.JoinRequest{Call: "1234", Passcode: "42", DisplayName: "Guest"}
+				m0, ok0 := ch.mallocs(b)
+				ch.measure(b, func(ctx context.Context) error {
+					return ch.conn.JoinFlood(ctx, b.N, inFlight, req)
+				})
+				if m1, ok1 := ch.mallocs(b); ok0 && ok1 && backend == 0 {
+					b.ReportMetric(float64(m1-m0)/float64(b.N), "allocs/join")
 				}
 			})
 		}
+	}
+}
+
+// backendWait is the benchmarks' backend: a wait of d, cut by ctx.
+func backendWait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// child is a component running in a child process (see benchchild_test.go).
+type child struct {
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Reader
+	conn *componenttest.Conn
+}
+
+// startChild starts client's component in a child process with
+// GOMAXPROCS=1, joined to a new componenttest server, and returns once the
+// server has it. Everything stops when b ends.
+func startChild(b *testing.B, client string, backend time.Duration) *child {
+	srv, err := componenttest.NewServer(componenttest.Options{Components: map[string]string{addr: "bench-s3cret"}, MaxRawLog: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(srv.Close)
+	caFile := filepath.Join(b.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, srv.RootPEM(), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "CBLINK_BENCH_CHILD="+client,
+		"CBLINK_BENCH_ADDR="+srv.Addr(), "CBLINK_BENCH_CA="+caFile, "CBLINK_BENCH_BACKEND="+backend.String())
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { in.Close(); _ = cmd.Wait() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := srv.WaitConn(ctx, addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &child{cmd: cmd, in: in, out: bufio.NewReader(out), conn: conn}
+}
+
+// mallocs asks the child for its count of heap allocations so far.
+func (c *child) mallocs(b *testing.B) (uint64, bool) {
+	if _, err := io.WriteString(c.in, "mallocs\n"); err != nil {
+		b.Fatal(err)
+	}
+	line, err := c.out.ReadString('\n')
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(line), 10, 64)
+	return n, err == nil
+}
+
+// measure times run (which does b.N operations) with the benchmark's
+// process on one core, and reports round trips per second and how busy
+// the child's core was: near 100% means the component is the bottleneck,
+// lower means the server (or the handler's wait) is.
+func (c *child) measure(b *testing.B, run func(ctx context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	cpu0, ok0 := procCPU(c.cmd.Process.Pid)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	if err := run(ctx); err != nil {
+		b.Fatalf("%v (server: %+v)", err, c.conn.Info())
+	}
+	b.StopTimer()
+	el := time.Since(start)
+	b.ReportMetric(float64(b.N)/el.Seconds(), "rt/s")
+	if cpu1, ok1 := procCPU(c.cmd.Process.Pid); ok0 && ok1 {
+		b.ReportMetric(100*(cpu1-cpu0).Seconds()/el.Seconds(), "component-cpu%")
 	}
 }
 

@@ -21,7 +21,7 @@ const (
 	DefaultCloseTimeout     = 2 * time.Second
 	DefaultMaxStanzaSize    = 256 << 10
 	DefaultMaxDepth         = 32
-	DefaultWorkers          = 8
+	DefaultWorkers          = 256
 	DefaultQueueSize        = 256
 	DefaultMaxPendingIQ     = 1024
 	DefaultMaxQueuedBytes   = 4 << 20
@@ -68,11 +68,15 @@ type Tuning struct {
 	MaxStanzaSize int
 	// MaxDepth bounds the nesting depth of incoming stanzas. Default 32.
 	MaxDepth int
-	// Workers bounds the goroutines running handlers (default 8). They
+	// Workers bounds the goroutines running handlers (default 256). They
 	// start as stanzas arrive, one for every stanza that finds no idle
 	// worker (so a quick request never waits behind a slow one while a
 	// worker could start), and exit after 30s without work, so an idle
-	// link runs none.
+	// link runs none. As with net/http's goroutine per request, a handler
+	// may block on a backend: the bound is there for a server that floods
+	// the link, not to make requests wait for each other. A handler
+	// waiting 10ms serves Workers/10ms requests per second at most
+	// (25,600/s by default).
 	Workers int
 	// QueueSize bounds the stanzas waiting for a worker. When it is full a
 	// stanza is shed at once: an IQ request is answered with

@@ -12,9 +12,22 @@ import (
 	"github.com/cblink/cblink/internal/xstream"
 )
 
-// newJob makes the job for a stanza copied out of the decoder.
-func newJob(st *Stanza, iq IQHandler) *job {
-	return &job{st: st, iq: iq, id: st.ID, from: st.fromRaw, to: st.toRaw, size: len(st.Raw)}
+// queued is a job, the stanza it carries and room for the stanza's
+// JoinRequest, allocated together.
+type queued struct {
+	j    job
+	st   Stanza
+	join JoinRequest
+}
+
+// newJob copies a stanza of the given kind out of the decoder into a new
+// job for handler iq (nil for messages and presences).
+func newJob(el *xstream.Element, a *rawAttrs, kind Kind, iq IQHandler) *job {
+	q := &queued{}
+	copyStanza(&q.st, el, a, kind)
+	q.st.join = &q.join
+	q.j = job{st: &q.st, iq: iq, id: q.st.ID, from: q.st.fromRaw, to: q.st.toRaw, size: len(q.st.Raw)}
+	return &q.j
 }
 
 // enqueue hands a job to the pool without ever waiting: the reader must
@@ -97,14 +110,18 @@ func (s *Session) route(el *xstream.Element) bool {
 			s.stats.dropped.Add(1)
 			return true
 		}
-		s.enqueue(newJob(copyStanza(el, &a, kind), nil), &a)
+		s.enqueue(newJob(el, &a, kind, nil), &a)
 		return true
 	}
 	typ := a.typ
 	switch string(typ) {
 	case "get", "set":
 	case "result", "error":
-		if !s.deliver(a.id, fromRaw, func() *Stanza { return copyStanza(el, &a, KindIQ) }) {
+		if !s.deliver(a.id, fromRaw, func() *Stanza {
+			st := new(Stanza)
+			copyStanza(st, el, &a, KindIQ)
+			return st
+		}) {
 			s.stats.dropped.Add(1)
 			s.log.Debug("dropping IQ reply nobody waits for (unknown id or wrong sender)",
 				slog.String("from", truncate(fromRaw, 256)))
@@ -128,7 +145,7 @@ func (s *Session) route(el *xstream.Element) bool {
 		s.replyErrorRaw(&a, stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable})
 		return true
 	}
-	s.enqueue(newJob(copyStanza(el, &a, KindIQ), h), &a)
+	s.enqueue(newJob(el, &a, KindIQ, h), &a)
 	return true
 }
 
@@ -183,24 +200,37 @@ func (s *Session) replyErrorRaw(a *rawAttrs, se stanza.Error) {
 	}
 }
 
-// copyStanza copies an element out of the decoder's buffer.
-func copyStanza(el *xstream.Element, a *rawAttrs, kind Kind) *Stanza {
-	st := &Stanza{
-		Kind:    kind,
-		Type:    unescape(a.typ),
-		ID:      unescape(a.id),
-		fromRaw: unescape(a.from),
-		toRaw:   unescape(a.to),
-		Raw:     bytes.Clone(el.Raw),
+// copyStanza copies an element out of the decoder's buffer into st. The
+// routing attributes and the payload's name and namespace share one
+// string; only values holding a reference to unescape get their own.
+func copyStanza(st *Stanza, el *xstream.Element, a *rawAttrs, kind Kind) {
+	name, ns, _ := el.FirstChild()
+	if i := bytes.IndexByte(name, ':'); i >= 0 {
+		name = name[i+1:]
 	}
-	if name, ns, ok := el.FirstChild(); ok {
-		if i := bytes.IndexByte(name, ':'); i >= 0 {
-			name = name[i+1:]
+	const nameAt = 4 // an element name holds no reference: never unescaped
+	vals := [...][]byte{a.typ, a.id, a.from, a.to, name, ns}
+	escaped := func(i int) bool { return i != nameAt && bytes.IndexByte(vals[i], '&') >= 0 }
+	var buf [256]byte
+	all := buf[:0]
+	for i, v := range vals {
+		if !escaped(i) {
+			all = append(all, v...)
 		}
-		st.payloadName = string(name)
-		st.payloadNS, _ = xstream.Unescape(ns)
 	}
-	return st
+	shared := string(all)
+	var out [len(vals)]string
+	for i, v := range vals {
+		if escaped(i) {
+			out[i] = unescape(v)
+		} else {
+			out[i], shared = shared[:len(v)], shared[len(v):]
+		}
+	}
+	*st = Stanza{
+		Kind: kind, Type: out[0], ID: out[1], fromRaw: out[2], toRaw: out[3],
+		Raw: bytes.Clone(el.Raw), payloadName: out[nameAt], payloadNS: out[5],
+	}
 }
 
 // unescape returns an attribute value unescaped, "" when invalid.
@@ -250,6 +280,12 @@ func (s *Session) runJob(j *job) (settled bool) {
 		s.log.Info("IQ handler error", slog.String("payload", st.payloadNS+" "+st.payloadName),
 			slog.String("from", j.from), slog.Any("err", err))
 		return s.replyError(j, se)
+	}
+	if a, ok := result.(appender); ok { // a join's answer: no buffer of its own
+		return s.reply(j, func(b []byte) []byte {
+			b = append(appendStanzaHead(b, KindIQ, "result", j.id, s.replyFromStr(j.to), j.from), '>')
+			return appendStanzaEnd(a.appendXML(b), KindIQ)
+		})
 	}
 	body, err := encodePayload(result)
 	if err != nil {

@@ -81,23 +81,36 @@ func (m *Mux) HandleJoin(h JoinHandler) {
 		if !ok {
 			// Unusual but valid XML (prefixes, CDATA, comments, extra
 			// children): let encoding/xml decide.
-			if err := iq.DecodePayload(&p); err != nil {
+			var slow joinXML
+			if err := iq.DecodePayload(&slow); err != nil {
 				return nil, errJoinBadRequest
 			}
+			p = slow
 		}
 		if p.Call == "" {
 			return nil, errJoinBadRequest
 		}
-		res, err := h(ctx, &JoinRequest{From: iq.From, ID: iq.ID, Call: p.Call, Passcode: p.Passcode, DisplayName: p.DisplayName})
+		req := iq.join // allocated with the stanza
+		if req == nil {
+			req = new(JoinRequest)
+		}
+		*req = JoinRequest{From: iq.From, ID: iq.ID, Call: p.Call, Passcode: p.Passcode, DisplayName: p.DisplayName}
+		res, err := h(ctx, req)
 		if err != nil || res == nil {
 			return nil, err
 		}
-		b := append([]byte(nil), "<joined xmlns='"+NSJoin+"'"...)
-		if res.Session != "" {
-			b = xstream.AppendAttr(b, "session", res.Session)
-		}
-		return RawXML(append(b, "/>"...)), nil
+		return res, nil // encoded by appendXML
 	})
+}
+
+// appendXML appends the answer's payload, <joined/>, with Session when
+// set.
+func (r *JoinResult) appendXML(dst []byte) []byte {
+	dst = append(dst, "<joined xmlns='"+NSJoin+"'"...)
+	if r != nil && r.Session != "" {
+		dst = xstream.AppendAttr(dst, "session", r.Session)
+	}
+	return append(dst, "/>"...)
 }
 
 // AppendJoinPayload appends the <join/> element of req (addresses and id
@@ -180,24 +193,21 @@ func parseJoinFast(raw []byte) (p joinXML, ok bool) {
 	tag := rest[5:jend]
 	selfClosing := len(tag) >= 2 && tag[len(tag)-2] == '/'
 	good, nsOK := true, false
+	var call, passcode, displayName []byte // as received
 	left := xstream.EachAttr(tag, func(name, val []byte) bool {
 		if bytes.ContainsAny(val, "\r\n\t<") || !validText(val) {
 			good = false
 			return false
 		}
-		var err error
 		switch string(name) {
 		case "xmlns":
 			nsOK = string(val) == NSJoin
 		case "call":
-			p.Call, err = xstream.Unescape(val)
+			call = val
 		case "passcode":
-			p.Passcode, err = xstream.Unescape(val)
+			passcode = val
 		default:
 			good = false // anything else: let encoding/xml judge it
-		}
-		if err != nil {
-			good = false
 		}
 		return good
 	})
@@ -215,10 +225,7 @@ func parseJoinFast(raw []byte) (p joinXML, ok bool) {
 				bytes.Contains(rest[:i], []byte("]]>")) || !validText(rest[:i]) {
 				return p, false
 			}
-			var err error
-			if p.DisplayName, err = xstream.Unescape(rest[:i]); err != nil {
-				return p, false
-			}
+			displayName = rest[:i]
 			rest = trimSpace(rest[i+len(closeTag):])
 		}
 		if !bytes.HasPrefix(rest, []byte("</join>")) {
@@ -227,8 +234,32 @@ func parseJoinFast(raw []byte) (p joinXML, ok bool) {
 		rest = rest[len("</join>"):]
 	}
 	// Nothing but whitespace may follow before the IQ's end tag.
-	rest = trimSpace(rest)
-	return p, bytes.HasPrefix(rest, []byte("</iq>"))
+	if !bytes.HasPrefix(trimSpace(rest), []byte("</iq>")) {
+		return p, false
+	}
+	return unescapeJoin(call, passcode, displayName)
+}
+
+// unescapeJoin unescapes the join's values; when none holds a reference
+// (the usual case) they share one string.
+func unescapeJoin(call, passcode, displayName []byte) (p joinXML, ok bool) {
+	vals := [...][]byte{call, passcode, displayName}
+	var out [len(vals)]string
+	if bytes.IndexByte(call, '&') < 0 && bytes.IndexByte(passcode, '&') < 0 && bytes.IndexByte(displayName, '&') < 0 {
+		var buf [256]byte
+		shared := string(append(append(append(buf[:0], call...), passcode...), displayName...))
+		for i, v := range vals {
+			out[i], shared = shared[:len(v)], shared[len(v):]
+		}
+	} else {
+		for i, v := range vals {
+			var err error
+			if out[i], err = xstream.Unescape(v); err != nil {
+				return p, false
+			}
+		}
+	}
+	return joinXML{Call: out[0], Passcode: out[1], DisplayName: out[2]}, true
 }
 
 // validText reports whether b is UTF-8 made of characters XML allows.

@@ -40,6 +40,7 @@ type pool struct {
 	owner any             // whose Close a handler may be inside (the Mux)
 	run   func(*job) bool // runs a job; false: an IQ left unanswered
 
+	size     int // bound on the jobs waiting, all lanes together
 	maxBytes int // bound on the bytes of the jobs waiting
 
 	mu        sync.Mutex
@@ -56,11 +57,11 @@ type pool struct {
 
 // lane is one FIFO queue with its own workers. Without OrderPerSender
 // there is one lane; with it, one lane of one worker per slot, so a
-// sender's stanzas run in order.
+// sender's stanzas run in order. The lanes share the pool's bounds on
+// waiting jobs and bytes.
 type lane struct {
 	jobs    []*job // jobs[head:] wait, oldest first
 	head    int
-	size    int // bound on waiting jobs
 	max     int // bound on workers
 	workers int
 	waiting int           // workers blocked waiting for a job, not yet woken
@@ -68,9 +69,9 @@ type lane struct {
 }
 
 func newPool(lanes, size, maxBytes, workers int, owner any, run func(*job) bool) *pool {
-	p := &pool{owner: owner, run: run, maxBytes: maxBytes, lanes: make([]*lane, lanes), inflight: make(map[*job]struct{})}
+	p := &pool{owner: owner, run: run, size: size, maxBytes: maxBytes, lanes: make([]*lane, lanes), inflight: make(map[*job]struct{})}
 	for i := range p.lanes {
-		p.lanes[i] = &lane{size: size, max: workers, wake: make(chan struct{}, workers)}
+		p.lanes[i] = &lane{max: workers, wake: make(chan struct{}, workers)}
 	}
 	return p
 }
@@ -99,8 +100,8 @@ const (
 	refusedDraining                   // the session is closing: refuse the job
 )
 
-// push queues j on lane i, within the lane's count and the pool's byte
-// bound. It never blocks.
+// push queues j on lane i, within the pool's bounds on jobs and bytes.
+// It never blocks.
 func (p *pool) push(i int, j *job) pushResult {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -108,7 +109,7 @@ func (p *pool) push(i int, j *job) pushResult {
 		return refusedDraining
 	}
 	l := p.lanes[i]
-	if l.len() >= l.size || (p.queued > 0 && p.bytes+j.size > p.maxBytes) {
+	if p.queued >= p.size || (p.queued > 0 && p.bytes+j.size > p.maxBytes) {
 		return refusedFull
 	}
 	j.lane = l

@@ -177,8 +177,7 @@ func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Session, error)
 		// Without a Mux nothing reaches a worker: no pool.
 		if s.cfg.OrderPerSender {
 			// One lane of one worker per slot: same sender, same worker.
-			n := s.cfg.Workers
-			s.pool = newPool(n, max(1, s.cfg.QueueSize/n), s.cfg.MaxQueuedBytes, 1, s.mux, s.runJob)
+			s.pool = newPool(s.cfg.Workers, s.cfg.QueueSize, s.cfg.MaxQueuedBytes, 1, s.mux, s.runJob)
 		} else {
 			s.pool = newPool(1, s.cfg.QueueSize, s.cfg.MaxQueuedBytes, s.cfg.Workers, s.mux, s.runJob)
 		}

@@ -52,6 +52,7 @@ type Stanza struct {
 
 	fromRaw, toRaw         string // as received (unescaped), for replies
 	payloadName, payloadNS string
+	join                   *JoinRequest // room for HandleJoin's request, if any
 }
 
 // Payload returns the name and namespace of the first child element, or
@@ -166,6 +167,10 @@ func (q IQ) header() (Kind, string, string, jid.JID, jid.JID, any) {
 	return KindIQ, string(q.Type), q.ID, q.From, q.To, q.Payload
 }
 
+// appender is a payload that appends its own XML to a stanza being
+// encoded, with no buffer of its own (JoinResult).
+type appender interface{ appendXML(dst []byte) []byte }
+
 // encodePayload turns a payload into bytes, off the writer's lock.
 func encodePayload(p any) ([]byte, error) {
 	switch v := p.(type) {
@@ -173,6 +178,8 @@ func encodePayload(p any) ([]byte, error) {
 		return nil, nil
 	case RawXML:
 		return v, nil
+	case appender:
+		return v.appendXML(nil), nil
 	default:
 		b, err := xml.Marshal(v)
 		if err != nil {
@@ -184,6 +191,17 @@ func encodePayload(p any) ([]byte, error) {
 
 // appendStanza encodes a stanza; attribute values are escaped.
 func appendStanza(dst []byte, k Kind, typ, id, from, to string, payload []byte) []byte {
+	dst = appendStanzaHead(dst, k, typ, id, from, to)
+	if len(payload) == 0 {
+		return append(dst, "/>"...)
+	}
+	dst = append(dst, '>')
+	dst = append(dst, payload...)
+	return appendStanzaEnd(dst, k)
+}
+
+// appendStanzaHead appends a stanza's start tag without its closing '>'.
+func appendStanzaHead(dst []byte, k Kind, typ, id, from, to string) []byte {
 	name := k.String()
 	dst = append(dst, '<')
 	dst = append(dst, name...)
@@ -199,13 +217,13 @@ func appendStanza(dst []byte, k Kind, typ, id, from, to string, payload []byte) 
 	if to != "" {
 		dst = xstream.AppendAttr(dst, "to", to)
 	}
-	if len(payload) == 0 {
-		return append(dst, "/>"...)
-	}
-	dst = append(dst, '>')
-	dst = append(dst, payload...)
+	return dst
+}
+
+// appendStanzaEnd appends a stanza's end tag.
+func appendStanzaEnd(dst []byte, k Kind) []byte {
 	dst = append(dst, "</"...)
-	dst = append(dst, name...)
+	dst = append(dst, k.String()...)
 	return append(dst, '>')
 }
 

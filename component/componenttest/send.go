@@ -12,6 +12,7 @@ import (
 
 	"mellium.im/xmpp/stream"
 
+	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/internal/xstream"
 )
 
@@ -238,9 +239,40 @@ func (f *flood) reply(isErr bool) {
 // of them in flight, and returns when all have been answered. It is the
 // cheapest way to load a link: one goroutine sends, the connection's reader
 // counts the replies, and nothing waits per ping, so the component rather
-// than the server is what a benchmark measures. One flood at a time per
-// connection; replies of type error make it return ErrIQError.
+// than the server is what a benchmark measures. One flood (PingFlood or
+// JoinFlood) at a time per connection; replies of type error make it
+// return ErrIQError.
 func (c *Conn) PingFlood(ctx context.Context, n, window int) error {
+	to, from := c.addr, c.s.opts.Domain
+	return c.floodIQ(ctx, n, window, func(b, id []byte) []byte { return appendPing(b, id, from, to) })
+}
+
+// JoinFlood sends n copies of the join request req (its ID is replaced by
+// one of the flood's own; a zero From is a guest of the server's domain)
+// to the component, keeping up to window in flight, and returns when all
+// have been answered, as PingFlood does. A refusal makes it return
+// ErrIQError once all are answered.
+func (c *Conn) JoinFlood(ctx context.Context, n, window int, req component.JoinRequest) error {
+	from := req.From.String()
+	if req.From.Domainpart() == "" {
+		from = "guest@" + c.s.opts.Domain + "/web"
+	}
+	payload := component.AppendJoinPayload(nil, &req)
+	to := c.addr
+	return c.floodIQ(ctx, n, window, func(b, id []byte) []byte {
+		b = append(b, "<iq type='set' id='"...)
+		b = append(b, id...)
+		b = xstream.AppendAttr(append(b, '\''), "from", from)
+		b = xstream.AppendAttr(b, "to", to)
+		b = append(b, '>')
+		b = append(b, payload...)
+		return append(b, "</iq>"...)
+	})
+}
+
+// floodIQ sends n IQs appended by appendIQ with ids of the flood's own,
+// window at a time.
+func (c *Conn) floodIQ(ctx context.Context, n, window int, appendIQ func(b, id []byte) []byte) error {
 	if err := c.ready(); err != nil {
 		return err
 	}
@@ -254,10 +286,9 @@ func (c *Conn) PingFlood(ctx context.Context, n, window int) error {
 		f.tokens <- struct{}{}
 	}
 	if !c.flood.CompareAndSwap(nil, f) {
-		return errors.New("componenttest: a PingFlood is already running on this connection")
+		return errors.New("componenttest: a flood is already running on this connection")
 	}
 	defer c.flood.Store(nil)
-	to, from := c.addr, c.s.opts.Domain
 	var buf [48]byte
 	for i := range n {
 		select {
@@ -268,7 +299,7 @@ func (c *Conn) PingFlood(ctx context.Context, n, window int) error {
 			return ErrConnClosed
 		}
 		idb := strconv.AppendInt(append(buf[:0], floodPrefix...), int64(i), 10)
-		err := c.write(ctx, func(b []byte) []byte { return appendPing(b, idb, from, to) })
+		err := c.write(ctx, func(b []byte) []byte { return appendIQ(b, idb) })
 		if err != nil {
 			return c.writeErr(err)
 		}
