@@ -217,6 +217,34 @@ func TestMessageAndPresenceHandlers(t *testing.T) {
 	assert.Equal(t, KindPresence, pr.Kind)
 }
 
+// TestStanzaAttributesEscaped: attribute values holding references are
+// unescaped whichever of them do, beside plain ones sharing a string.
+func TestStanzaAttributesEscaped(t *testing.T) {
+	got := make(chan *Stanza, 2)
+	mux := NewMux()
+	mux.HandleMessage(func(ctx context.Context, st *Stanza) { got <- st })
+	cfg := testConfig(nil)
+	cfg.Handler = mux
+	_, p := startSession(t, cfg)
+	p.write(`<message from='u@example.com/r&amp;s' to='cb1.example.com' type='chat' id='m&lt;1'><x:body xmlns:x='urn:a&amp;b'/></message>`)
+	p.write(`<message from="u@example.com/r's" to='cb1.example.com' id='m2'><body xmlns='urn:plain'/></message>`)
+	m := <-got
+	assert.Equal(t, "m<1", m.ID)
+	assert.Equal(t, "chat", m.Type)
+	assert.Equal(t, "u@example.com/r&s", m.From.String())
+	assert.Equal(t, testAddr, m.To.String())
+	name, ns := m.Payload()
+	assert.Equal(t, "body", name)
+	assert.Equal(t, "urn:a&b", ns)
+	m = <-got
+	assert.Equal(t, "m2", m.ID)
+	assert.Equal(t, "", m.Type)
+	assert.Equal(t, "u@example.com/r's", m.From.String())
+	name, ns = m.Payload()
+	assert.Equal(t, "body", name)
+	assert.Equal(t, "urn:plain", ns)
+}
+
 func TestOrderPerSender(t *testing.T) {
 	const senders, each = 4, 30
 	var mu sync.Mutex
