@@ -238,6 +238,11 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	for i, a := range ep.Addrs {
 		addrs[i] = netip.AddrPortFrom(a, ep.Port)
 	}
+	// The TLS settings are ready before the TCP connection is, so that
+	// nothing but the status update stands between the connection and the
+	// ClientHello; a problem with them is still the TLS step's.
+	tc, tcErr := b.tlsConfig(cfg, ep)
+	handshakeTimeout := cfg.Tuning.WithDefaults().HandshakeTimeout
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	conn, addr, err := raceDial(dctx, cfg.dialer().DialContext, addrs, attemptDelay)
 	cancel()
@@ -247,14 +252,13 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	progress()
 	as := addr.String()
 
-	hctx, cancel := context.WithTimeout(ctx, cfg.Tuning.WithDefaults().HandshakeTimeout)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	step(TLS, as)
 	stepStart = time.Now()
-	tc, err := b.tlsConfig(cfg, ep)
-	if err != nil {
+	if tcErr != nil {
 		conn.Close()
-		return nil, fail(TLS, as, err)
+		return nil, fail(TLS, as, tcErr)
 	}
 	tconn := tls.Client(conn, tc)
 	if err := tconn.HandshakeContext(hctx); err != nil {

@@ -29,9 +29,20 @@ type dialResult struct {
 // families), a new attempt starting every delay or as soon as the previous
 // one failed, all attempts running at once until one succeeds. The losers
 // are cancelled and closed. It returns every attempt's error when all fail.
+//
+// A single address is dialled on the caller's goroutine: there is nothing
+// to race, and the connection is then in the caller's hands as soon as it
+// is up, without a goroutine hand-off before the TLS ClientHello.
 func raceDial(ctx context.Context, dial dialFunc, addrs []netip.AddrPort, delay time.Duration) (net.Conn, netip.AddrPort, error) {
-	if len(addrs) == 0 {
+	switch len(addrs) {
+	case 0:
 		return nil, netip.AddrPort{}, errors.New("no addresses to dial")
+	case 1:
+		c, err := dial(ctx, "tcp", addrs[0].String())
+		if err != nil {
+			return nil, netip.AddrPort{}, errors.Join(fmt.Errorf("%s: %w", addrs[0], err))
+		}
+		return c, addrs[0], nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha1"
 	"crypto/tls"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -29,6 +26,7 @@ import (
 
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
+	"github.com/cblink/cblink/internal/handloop"
 )
 
 const benchHeader = "<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' from='cb1.example.com' id='3BF96D32'>"
@@ -65,42 +63,6 @@ func pipeServer(c net.Conn) {
 	_, _ = io.Copy(io.Discard, c)
 }
 
-// minimalHandshake is the least a client can do: no validation beyond
-// finding the id and the empty handshake.
-func minimalHandshake(c net.Conn, to, secret string) error {
-	if _, err := c.Write([]byte("<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='" + to + "'>")); err != nil {
-		return err
-	}
-	buf := make([]byte, 4096)
-	var got []byte
-	for !bytes.Contains(got, []byte(">")) {
-		n, err := c.Read(buf)
-		if err != nil {
-			return err
-		}
-		got = append(got, buf[:n]...)
-	}
-	i := bytes.Index(got, []byte("id='"))
-	if i < 0 {
-		return errors.New("no id")
-	}
-	id := got[i+4:]
-	id = id[:bytes.IndexByte(id, '\'')]
-	sum := sha1.Sum(append(append([]byte(nil), id...), secret...))
-	if _, err := c.Write([]byte("<handshake>" + hex.EncodeToString(sum[:]) + "</handshake>")); err != nil {
-		return err
-	}
-	got = got[:0]
-	for !bytes.Contains(got, []byte("<handshake/>")) {
-		n, err := c.Read(buf)
-		if err != nil {
-			return err
-		}
-		got = append(got, buf[:n]...)
-	}
-	return nil
-}
-
 func benchCfg() component.Config {
 	return component.Config{Name: "cb1", Domain: "example.com", Secret: secret, Tuning: component.Tuning{KeepaliveIdle: -1, PingInterval: -1}}
 }
@@ -123,8 +85,8 @@ func BenchmarkHandshake(b *testing.B) {
 			s.Abort()
 			return nil
 		}},
-		{"minimal", func(c net.Conn) error {
-			err := minimalHandshake(c, addr, secret)
+		{"handloop", func(c net.Conn) error {
+			_, err := handloop.Handshake(c, addr, string(secret))
 			c.Close()
 			return err
 		}},
@@ -309,12 +271,13 @@ func BenchmarkJoin(b *testing.B) {
 // the measurements of DESIGN.md, so the figures compare with its table. The
 // server drives the pings with PingFlood (a window of pings in flight, no
 // goroutine per ping), so that the component is what is measured; the
-// component-cpu% metric says how busy its core was. mellium's component in
-// the same set-up is the baseline.
+// component-cpu% metric says how busy its core was. The baselines in the
+// same set-up are the hand-written loop of internal/handloop (the limit)
+// and mellium's component.
 func BenchmarkPingCrossProcess(b *testing.B) {
-	for _, client := range []string{"cblink", "mellium"} {
-		for _, inFlight := range []int{1, 64} {
-			b.Run(fmt.Sprintf("%s/inflight=%d", client, inFlight), func(b *testing.B) {
+	for _, inFlight := range []int{1, 64} {
+		for _, client := range []string{"handloop", "cblink", "mellium"} {
+			b.Run(fmt.Sprintf("inflight=%d/client=%s", inFlight, client), func(b *testing.B) {
 				ch := startChild(b, client, 0)
 				ch.measure(b, func(ctx context.Context) error {
 					return ch.conn.PingFlood(ctx, b.N, inFlight)
@@ -337,14 +300,14 @@ func BenchmarkJoinCrossProcess(b *testing.B) {
 	const inFlight = 64
 	for _, backend := range []time.Duration{0, 10 * time.Millisecond} {
 		if backend > 0 {
-			b.Run(fmt.Sprintf("wait-only/backend=%v", backend), func(b *testing.B) {
+			b.Run(fmt.Sprintf("backend=%v/client=wait-only", backend), func(b *testing.B) {
 				roundTrips(b, inFlight, func(ctx context.Context, _ int64) error {
 					return backendWait(ctx, backend)
 				})
 			})
 		}
 		for _, client := range []string{"cblink", "mellium"} {
-			b.Run(fmt.Sprintf("%s/backend=%v", client, backend), func(b *testing.B) {
+			b.Run(fmt.Sprintf("backend=%v/client=%s", backend, client), func(b *testing.B) {
 				ch := startChild(b, client, backend)
 				req := component.JoinRequest{Call: "1234", Passcode: "42", DisplayName: "Guest"}
 				m0, ok0 := ch.mallocs(b)

@@ -18,13 +18,15 @@ import (
 	"mellium.im/xmpp/mux"
 	"mellium.im/xmpp/ping"
 	"mellium.im/xmpp/stanza"
+
+	"github.com/cblink/cblink/internal/handloop"
 )
 
 // Environment of the child process that BenchmarkPingCrossProcess starts:
 // the component under test runs there, on its own core, as in DESIGN.md's
 // measurements, while the server driving the pings runs in the benchmark.
 const (
-	envBenchChild = "CBLINK_BENCH_CHILD" // "cblink" or "mellium"
+	envBenchChild = "CBLINK_BENCH_CHILD" // "cblink", "mellium" or "handloop"
 	envBenchAddr  = "CBLINK_BENCH_ADDR"  // server address
 	envBenchCA    = "CBLINK_BENCH_CA"    // PEM file of the server's CA
 	// How long the child's join handler waits on its "backend".
@@ -90,6 +92,17 @@ func runBenchChild(client string) error {
 		}
 		serveStats()
 		return s.Close()
+	case "handloop":
+		rest, err := handloop.Handshake(conn, addr, secret)
+		if err != nil {
+			return err
+		}
+		done := make(chan error, 1)
+		go func() { done <- handloop.ServePings(conn, addr, rest) }()
+		serveStats()
+		conn.Close()
+		<-done
+		return nil
 	case "mellium":
 		s, err := mcomponent.NewSession(ctx, jid.MustParse(addr), []byte(secret), conn)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -98,8 +99,10 @@ type Config struct {
 // Verify; do not clear VerifyConnection. With InsecureSkipAllVerification
 // nothing is checked.
 //
-// Roots, RootsFile and Pins are read once, here. The config may be used for
-// many concurrent dials.
+// Roots, RootsFile and Pins are read once, here, and so is the system pool
+// when it is the one used (nil Roots, no RootsFile, not PinOnly): the first
+// call in a process then takes the time to load it. The config may be used
+// for many concurrent dials.
 func (c Config) TLSConfig(sni string) (*tls.Config, error) {
 	v, err := c.compile()
 	if err != nil {
@@ -122,6 +125,16 @@ func (c Config) TLSConfig(sni string) (*tls.Config, error) {
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 			return v.verify(cs.PeerCertificates)
 		}
+		if v.roots == nil && !v.pinOnly {
+			loadSystemRoots()
+		}
 	}
 	return cfg, nil
 }
+
+// loadSystemRoots has crypto/x509 load the system pool, once per process,
+// so that a client that calls TLSConfig before dialling does not load it
+// in the middle of its first handshake (about 15 ms for a Debian bundle),
+// while the server waits. Verification still asks x509 for the pool as
+// before; this only makes the load happen earlier.
+var loadSystemRoots = sync.OnceFunc(func() { _, _ = x509.SystemCertPool() })

@@ -65,6 +65,7 @@ type Conn struct {
 	faults  []Fault
 	tweak   HeaderTweak
 	hsLimit time.Time
+	timing  connTiming // see Timing
 
 	done      chan struct{} // closed when serve has exited
 	closing   chan struct{} // closed by Close

@@ -52,7 +52,7 @@ func (c *Conn) serve() {
 			s.mu.Unlock()
 			return nil, nil
 		}
-		tc := tls.Server(c.nc, conf)
+		tc := tls.Server(firstByteConn{c.nc, &c.timing}, conf)
 		if err := tc.Handshake(); err != nil {
 			c.setCondition("tls")
 			s.logf("componenttest: conn %d: TLS handshake: %v", c.idx, err)
@@ -124,6 +124,7 @@ func (c *Conn) serve() {
 		}
 	}
 	_ = c.writeBytes(context.Background(), []byte("<handshake/>"))
+	c.timing.mark(&c.timing.auth)
 	c.addr = c.name
 	c.outcome = HandshakeOK
 	s.stats.HandshakesOK++

@@ -293,6 +293,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 	defer s.acceptWG.Done()
 	for {
 		nc, err := ln.Accept()
+		acceptedAt := time.Now()
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -317,6 +318,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			s.mu.Lock()
 		}
 		c := newConn(s, nc, idx, faults)
+		c.timing.accepted = acceptedAt
 		s.conns = append(s.conns, c)
 		s.live[c] = struct{}{}
 		s.stats.Accepted++

@@ -83,6 +83,7 @@ func (r connReader) Read(p []byte) (int, error) {
 		}
 		n, err := c.rw.Read(p)
 		if n > 0 {
+			c.timing.mark(&c.timing.firstByte) // Plain mode; set already under TLS
 			c.logRaw(p[:n])
 			// Bytes that arrived as a stall began are held until it ends,
 			// as if they had not been read yet.
