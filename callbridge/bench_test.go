@@ -93,10 +93,12 @@ func waitFor(b *testing.B, br *Bridge, ok func(Status) bool) {
 }
 
 // BenchmarkIdleBridge measures what an idle connected bridge costs: heap
-// bytes and goroutines per bridge, with many bridges in one process
-// against one componenttest server. The baseline is the same number of
-// bare component sessions (no supervisor), so the difference is the
-// supervisor's own cost. Server-side costs are in both.
+// bytes, goroutine stack bytes and goroutines per bridge, with many
+// bridges in one process against one componenttest server. The baselines
+// are the same number of bare TLS connections held open with a read
+// pending (tls-conn: the connection's own cost) and of bare component
+// sessions (no supervisor). Server-side costs are in all three, so
+// differences between them are the client's.
 func BenchmarkIdleBridge(b *testing.B) {
 	const n = 200
 	ca := testpki.MustCA(testpki.Template{})
@@ -128,6 +130,7 @@ func BenchmarkIdleBridge(b *testing.B) {
 			runtime.ReadMemStats(&after)
 			g1 := runtime.NumGoroutine()
 			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-B/conn")
+			b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stack-B/conn")
 			b.ReportMetric(float64(g1-g0)/n, "goroutines/conn")
 			b.StopTimer()
 			for _, s := range stops {
@@ -136,6 +139,22 @@ func BenchmarkIdleBridge(b *testing.B) {
 			b.StartTimer()
 		}
 	}
+
+	b.Run("tls-conn", func(b *testing.B) {
+		measure(b, func(int) func() {
+			conn, err := tls.Dial("tcp", srv.Addr(), &tls.Config{RootCAs: ca.Pool(), ServerName: testDomain})
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				var p [1]byte
+				_, _ = conn.Read(p[:])
+			}()
+			return func() { conn.Close(); <-done }
+		})
+	})
 
 	b.Run("component-session", func(b *testing.B) {
 		measure(b, func(i int) func() {
