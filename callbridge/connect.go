@@ -238,31 +238,63 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	for i, a := range ep.Addrs {
 		addrs[i] = netip.AddrPortFrom(a, ep.Port)
 	}
-	// The TLS settings are ready before the TCP connection is, so that
-	// nothing but the status update stands between the connection and the
-	// ClientHello; a problem with them is still the TLS step's.
+	// The TLS handshake starts before the TCP connect, on an earlyConn:
+	// crypto/tls builds the ClientHello (its key shares are most of the
+	// work before the first byte) first, and sends it the moment the
+	// connection is up, so the server does not wait for it. The client
+	// does the same work in the same order as tls.Dial, but the key
+	// shares come before the connect. The handshake's deadline is still
+	// hctx's, set once the connection is up; a problem with the TLS
+	// settings is still the TLS step's.
 	tc, tcErr := b.tlsConfig(cfg, ep)
-	handshakeTimeout := cfg.Tuning.WithDefaults().HandshakeTimeout
+	var (
+		early   *earlyConn
+		tconn   *tls.Conn
+		tlsDone chan error
+	)
+	tctx, tcancel := context.WithCancel(ctx)
+	defer tcancel()
+	if tcErr == nil {
+		early = newEarlyConn()
+		tconn = tls.Client(early, tc)
+		tlsDone = make(chan error, 1)
+		go func() { tlsDone <- tconn.HandshakeContext(tctx) }()
+		select {
+		case <-early.wrote: // the ClientHello waits for the connection
+		case err := <-tlsDone: // failed before writing: reported at the TLS step
+			tlsDone <- err
+		case <-ctx.Done():
+		}
+	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	conn, addr, err := raceDial(dctx, cfg.dialer().DialContext, addrs, attemptDelay)
 	cancel()
+	if early != nil {
+		early.set(conn) // nil when the dial failed: the handshake fails at once
+	}
 	if err != nil {
+		if tlsDone != nil {
+			<-tlsDone
+		}
 		return nil, fail(Connecting, "", err)
 	}
 	progress()
 	as := addr.String()
 
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	hctx, cancel := context.WithTimeout(ctx, cfg.Tuning.WithDefaults().HandshakeTimeout)
 	defer cancel()
+	defer context.AfterFunc(hctx, tcancel)()
 	step(TLS, as)
 	stepStart = time.Now()
 	if tcErr != nil {
 		conn.Close()
 		return nil, fail(TLS, as, tcErr)
 	}
-	tconn := tls.Client(conn, tc)
-	if err := tconn.HandshakeContext(hctx); err != nil {
+	if err := <-tlsDone; err != nil {
 		conn.Close()
+		if errors.Is(err, context.Canceled) && hctx.Err() != nil {
+			err = hctx.Err() // what ended tctx: the handshake timeout, or ctx
+		}
 		return nil, fail(TLS, as, tlsverify.ExplainHandshakeError(err))
 	}
 	progress()

@@ -3,7 +3,6 @@ package component
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -206,11 +205,16 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// enableTCPKeepalive turns on TCP keepalive when conn is (or wraps) a TCP
-// connection, so that a dead peer is noticed even on an idle link.
+// enableTCPKeepalive turns on TCP keepalive when conn is (or wraps, as
+// tls.Conn does, through NetConn) a TCP connection, so that a dead peer is
+// noticed even on an idle link.
 func enableTCPKeepalive(conn net.Conn) {
-	if tc, ok := conn.(*tls.Conn); ok {
-		conn = tc.NetConn()
+	for range 4 {
+		w, ok := conn.(interface{ NetConn() net.Conn })
+		if !ok || w.NetConn() == conn {
+			break
+		}
+		conn = w.NetConn()
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 15 * time.Second, Count: 4})
