@@ -140,7 +140,7 @@ func BenchmarkIdleBridge(b *testing.B) {
 		}
 	}
 
-	b.Run("tls-conn", func(b *testing.B) {
+	b.Run("client=tls-conn", func(b *testing.B) {
 		measure(b, func(int) func() {
 			conn, err := tls.Dial("tcp", srv.Addr(), &tls.Config{RootCAs: ca.Pool(), ServerName: testDomain})
 			if err != nil {
@@ -156,7 +156,7 @@ func BenchmarkIdleBridge(b *testing.B) {
 		})
 	})
 
-	b.Run("component-session", func(b *testing.B) {
+	b.Run("client=component-session", func(b *testing.B) {
 		measure(b, func(i int) func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -174,7 +174,7 @@ func BenchmarkIdleBridge(b *testing.B) {
 		})
 	})
 
-	b.Run("bridge", func(b *testing.B) {
+	b.Run("client=bridge", func(b *testing.B) {
 		measure(b, func(i int) func() {
 			br, err := New(Config{
 				Name: fmt.Sprintf("cb%d", i), Domain: testDomain, Secret: testSecret,

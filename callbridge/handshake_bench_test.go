@@ -44,11 +44,11 @@ var hsClients = []string{"handloop", "component", "callbridge", "mellium"}
 // each has a core of the 2-core machine. Every connection is a full TLS
 // handshake (no resumption) with Go's default curves on both sides.
 //
-// cold/<client>: one op is one child process making one connection, the
+// mode=cold: one op is one child process making one connection, the
 // first of the process (set-up such as reading the CA file is done before
 // it): first-use costs in the client (code run for the first time, stacks
 // and heap growing, ...) count, as they do for a Call Bridge that just
-// started. warm/<client>: one child makes every connection of the
+// started. mode=warm: one child makes every connection of the
 // sub-benchmark, one after the other (after a few untimed ones), so only
 // the steady-state work counts.
 //
@@ -83,7 +83,7 @@ func BenchmarkHandshakeCrossProcess(b *testing.B) {
 	}
 	for _, mode := range []string{"cold", "warm"} {
 		for _, client := range hsClients {
-			b.Run(mode+"/"+client, func(b *testing.B) {
+			b.Run("mode="+mode+"/client="+client, func(b *testing.B) {
 				var firstByte, auth []time.Duration
 				measure := func(op func() error) {
 					next := len(srv.Conns())

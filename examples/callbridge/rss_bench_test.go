@@ -75,7 +75,7 @@ func BenchmarkIdleRSS(b *testing.B) {
 		{"mellium", bins["mellium"], common},
 		{"handloop", bins["handloop"], common},
 	} {
-		b.Run(tc.name, func(b *testing.B) {
+		b.Run("client="+tc.name, func(b *testing.B) {
 			var sum [4]float64
 			n := 0
 			for b.Loop() {
