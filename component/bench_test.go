@@ -402,6 +402,7 @@ func (c *child) measure(b *testing.B, run func(ctx context.Context) error) {
 	defer cancel()
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	cpu0, ok0 := procCPU(c.cmd.Process.Pid)
+	io0, iok0 := procSyscalls(c.cmd.Process.Pid)
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
@@ -413,7 +414,34 @@ func (c *child) measure(b *testing.B, run func(ctx context.Context) error) {
 	b.ReportMetric(float64(b.N)/el.Seconds(), "rt/s")
 	if cpu1, ok1 := procCPU(c.cmd.Process.Pid); ok0 && ok1 {
 		b.ReportMetric(100*(cpu1-cpu0).Seconds()/el.Seconds(), "component-cpu%")
+		b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "component-ns/op")
 	}
+	// How many stanzas each of the component's writes carried.
+	if io1, iok1 := procSyscalls(c.cmd.Process.Pid); iok0 && iok1 && io1[1] > io0[1] {
+		b.ReportMetric(float64(b.N)/float64(io1[1]-io0[1]), "replies/write")
+	}
+}
+
+// procSyscalls returns the read and write system calls of a process so
+// far, from /proc (Linux).
+func procSyscalls(pid int) ([2]int64, bool) {
+	var n [2]int64
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return n, false
+	}
+	found := 0
+	for line := range strings.Lines(string(b)) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+		i := map[string]int{"syscr": 0, "syscw": 1}
+		if j, ok := i[k]; ok {
+			if n[j], err = strconv.ParseInt(v, 10, 64); err != nil {
+				return n, false
+			}
+			found++
+		}
+	}
+	return n, found == 2
 }
 
 // procCPU returns the user+system CPU time of a process from /proc (Linux).

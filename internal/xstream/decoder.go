@@ -294,10 +294,18 @@ func isQName(name, prefix []byte, local string) bool {
 		name[len(prefix)] == ':' && string(name[len(prefix)+1:]) == local
 }
 
-func isNameByte(c byte) bool {
-	return c == ':' || c == '_' || c == '-' || c == '.' || c >= 0x80 ||
-		(c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-}
+func isNameByte(c byte) bool { return nameBytes[c] }
+
+// nameBytes says which bytes may appear in a name: one load per byte
+// instead of a chain of comparisons, on the scanner's hottest path.
+var nameBytes = func() (t [256]bool) {
+	for c := range 256 {
+		b := byte(c)
+		t[c] = b == ':' || b == '_' || b == '-' || b == '.' || b >= 0x80 ||
+			(b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9')
+	}
+	return t
+}()
 
 // scan advances the resumable scanner over buf[r0:w0]. It returns the
 // element's length once its end is found, or 0 when it needs more data.
