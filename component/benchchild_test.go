@@ -158,6 +158,7 @@ func benchProfiles() (stop func(), err error) {
 	if name := os.Getenv("CBLINK_BENCH_MEMPROFILE"); name != "" {
 		runtime.MemProfileRate = 1
 		stops = append(stops, func() {
+			runtime.GC() // the profile is as of the last GC: include everything
 			f, err := os.Create(name)
 			if err == nil {
 				_ = pprof.Lookup("allocs").WriteTo(f, 0)

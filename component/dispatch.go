@@ -151,6 +151,9 @@ func (s *Session) route(el *xstream.Element) bool {
 
 // replyFrom is the from of a reply: the request's to when it is ours.
 func (s *Session) replyFrom(toRaw []byte) []byte {
+	if string(toRaw) == s.cfg.addrStr {
+		return toRaw // the usual case
+	}
 	if len(toRaw) == 0 || !bytes.EqualFold(domainOf(toRaw), []byte(s.cfg.addrStr)) {
 		return nil
 	}
