@@ -47,7 +47,7 @@ table() {
 table "1. Joins, handler waiting 10ms, 64 in flight: cblink against the ceiling (wait-only) and mellium" \
 	join -filter '/backend:10ms .unit:(rt/s OR component-cpu%)' -col '/client@(wait-only cblink mellium)'
 table "1. Joins, no backend, 64 in flight: cblink against mellium (allocs/join: the component's own)" \
-	join -filter '/backend:0s .unit:(rt/s OR allocs/join OR component-cpu%)' -col '/client@(mellium cblink)'
+	join -filter '/backend:0s .unit:(rt/s OR allocs/join OR component-ns/op)' -col '/client@(mellium cblink)'
 table "2. Idle RSS of the connected binary: callbridge against mellium and the hand-written loop" \
 	idle-rss -filter '.unit:(rss-MiB OR anon-MiB OR file-MiB)' -col '/client@(mellium handloop callbridge)'
 table "2. Idle link heap: bridge and bare session against a bare TLS connection" \
@@ -55,6 +55,6 @@ table "2. Idle link heap: bridge and bare session against a bare TLS connection"
 table "3. Handshake, server side (accept to first byte, to authenticated): against the hand-written loop" \
 	handshake -filter '.unit:(accept-to-first-byte-ms OR accept-to-auth-ms)' -col '/client@(handloop callbridge component mellium)'
 table "4. Ping round trips: cblink against the hand-written loop and mellium" \
-	ping -filter '.unit:(rt/s OR component-cpu%)' -col '/client@(handloop cblink mellium)'
+	ping -filter '.unit:(rt/s OR component-ns/op)' -col '/client@(handloop cblink mellium)'
 echo
 echo "raw results: $out"
