@@ -302,7 +302,7 @@ func BenchmarkJoinCrossProcess(b *testing.B) {
 		if backend > 0 {
 			b.Run(fmt.Sprintf("backend=%v/client=wait-only", backend), func(b *testing.B) {
 				roundTrips(b, inFlight, func(ctx context.Context, _ int64) error {
-					return backendWait(ctx, backend)
+					return component.BenchWait(ctx, backend)
 				})
 			})
 		}
@@ -319,18 +319,6 @@ func BenchmarkJoinCrossProcess(b *testing.B) {
 				}
 			})
 		}
-	}
-}
-
-// backendWait is the benchmarks' backend: a wait of d, cut by ctx.
-func backendWait(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -180,7 +180,10 @@ func serveStats() {
 	}
 }
 
-// benchWait is the child's backend: a wait of d, cut by ctx.
+// BenchWait is benchWait for the benchmarks of package component_test.
+var BenchWait = benchWait
+
+// benchWait is the benchmarks' backend: a wait of d, cut by ctx.
 func benchWait(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()

@@ -8,17 +8,15 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
+	"github.com/cblink/cblink/internal/benchbin"
 	"github.com/cblink/cblink/internal/handloop"
 )
 
@@ -30,32 +28,11 @@ func main() {
 }
 
 func run() error {
-	server := flag.String("server", "", "the XMPP server's `host:port`")
-	ca := flag.String("ca", "", "PEM `file` of the trusted CAs")
-	domain := flag.String("domain", "", "the XMPP `domain`")
-	name := flag.String("name", "", "the component's `name`, without domain")
-	secretFile := flag.String("secret-file", "", "`file` holding the secret (default: $CBLINK_SECRET)")
-	flag.Parse()
-
-	secret := os.Getenv("CBLINK_SECRET")
-	if *secretFile != "" {
-		b, err := os.ReadFile(*secretFile)
-		if err != nil {
-			return err
-		}
-		secret = strings.TrimSpace(string(b))
-	}
-	pem, err := os.ReadFile(*ca)
+	in, err := benchbin.Parse()
 	if err != nil {
 		return err
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("%s: no certificate", *ca)
-	}
-	me := *name + "." + *domain
-
-	conn, err := tls.Dial("tcp", *server, &tls.Config{RootCAs: roots, ServerName: *domain})
+	conn, err := tls.Dial("tcp", in.Server, in.TLS)
 	if err != nil {
 		return err
 	}
@@ -66,12 +43,14 @@ func run() error {
 		_, _ = conn.Write([]byte("</stream:stream>"))
 		_ = conn.Close()
 	}()
-	rest, err := handloop.Handshake(conn, me, secret)
+	rest, err := handloop.Handshake(conn, in.Addr, in.Secret)
 	if err != nil {
 		return err
 	}
 	fmt.Println("connected")
-	if err := handloop.ServePings(conn, me, rest); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
+	// It ends when the connection does: closed here on a signal, or by
+	// the server.
+	if err := handloop.ServePings(conn, in.Addr, rest); !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		return err
 	}
 	return nil

@@ -8,18 +8,17 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"mellium.im/xmpp/component"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/mux"
 	"mellium.im/xmpp/ping"
+
+	"github.com/cblink/cblink/internal/benchbin"
 )
 
 func main() {
@@ -30,41 +29,22 @@ func main() {
 }
 
 func run() error {
-	server := flag.String("server", "", "the XMPP server's `host:port`")
-	ca := flag.String("ca", "", "PEM `file` of the trusted CAs")
-	domain := flag.String("domain", "", "the XMPP `domain`")
-	name := flag.String("name", "", "the component's `name`, without domain")
-	secretFile := flag.String("secret-file", "", "`file` holding the secret (default: $CBLINK_SECRET)")
-	flag.Parse()
-
-	secret := os.Getenv("CBLINK_SECRET")
-	if *secretFile != "" {
-		b, err := os.ReadFile(*secretFile)
-		if err != nil {
-			return err
-		}
-		secret = strings.TrimSpace(string(b))
-	}
-	pem, err := os.ReadFile(*ca)
+	in, err := benchbin.Parse()
 	if err != nil {
 		return err
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("%s: no certificate", *ca)
-	}
-	addr, err := jid.New("", *name+"."+*domain, "")
+	addr, err := jid.New("", in.Addr, "")
 	if err != nil {
 		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	conn, err := tls.Dial("tcp", *server, &tls.Config{RootCAs: roots, ServerName: *domain})
+	conn, err := tls.Dial("tcp", in.Server, in.TLS)
 	if err != nil {
 		return err
 	}
-	s, err := component.NewSession(ctx, addr, []byte(secret), conn)
+	s, err := component.NewSession(ctx, addr, []byte(in.Secret), conn)
 	if err != nil {
 		return err
 	}
