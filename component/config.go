@@ -91,7 +91,10 @@ type Tuning struct {
 	// MaxStanzaSize. A stanza always fits an empty queue. Default 4 MiB.
 	MaxQueuedBytes int
 	// OrderPerSender makes stanzas from the same sender run in arrival
-	// order, by hashing the sender to one worker.
+	// order, by hashing the sender to one worker. Each worker's stanzas
+	// may then take at most QueueSize/Workers of the queue, or an eighth
+	// of it if that is more, so that a sender whose handler blocks cannot
+	// fill the queue for the others.
 	OrderPerSender bool
 	// MaxPendingIQ bounds the IQ requests waiting for replies. Default 1024.
 	MaxPendingIQ int

@@ -106,6 +106,9 @@ func FuzzJoinParse(f *testing.F) {
 		`<join xmlns="urn:cblink:join:0" 0="0"/>`,
 		"<join xmlns='urn:cblink:join:0'><display-name>\x1f</display-name></join>",
 		`<join xmlns='urn:cblink:join:0'><display-name>]]></display-name></join>`,
+		// A repeated attribute: its first value must be judged too.
+		`<join xmlns='urn:cblink:join:0' call='1' passcode='&bad;' passcode='ok'/>`,
+		`<join xmlns='urn:cblink:join:0' call='1' call='2'/>`,
 	} {
 		f.Add(s)
 	}

@@ -99,16 +99,19 @@ func (m *Mux) HandleJoin(h JoinHandler) {
 		if err != nil || res == nil {
 			return nil, err
 		}
-		return res, nil // encoded by appendXML
+		return joined{res}, nil
 	})
 }
 
-// appendXML appends the answer's payload, <joined/>, with Session when
-// set.
-func (r *JoinResult) appendXML(dst []byte) []byte {
+// joined is the payload accepting a join, <joined/>, with Session when
+// set. It appends itself to the reply (no buffer of its own), and, one
+// pointer wide, it is stored in an interface without an allocation.
+type joined struct{ r *JoinResult }
+
+func (j joined) appendXML(dst []byte) []byte {
 	dst = append(dst, "<joined xmlns='"+NSJoin+"'"...)
-	if r != nil && r.Session != "" {
-		dst = xstream.AppendAttr(dst, "session", r.Session)
+	if j.r.Session != "" {
+		dst = xstream.AppendAttr(dst, "session", j.r.Session)
 	}
 	return append(dst, "/>"...)
 }
@@ -194,20 +197,26 @@ func parseJoinFast(raw []byte) (p joinXML, ok bool) {
 	selfClosing := len(tag) >= 2 && tag[len(tag)-2] == '/'
 	good, nsOK := true, false
 	var call, passcode, displayName []byte // as received
+	var seen [3]bool                       // xmlns, call, passcode
 	left := xstream.EachAttr(tag, func(name, val []byte) bool {
 		if bytes.ContainsAny(val, "\r\n\t<") || !validText(val) {
 			good = false
 			return false
 		}
+		i := -1
 		switch string(name) {
 		case "xmlns":
-			nsOK = string(val) == NSJoin
+			i, nsOK = 0, string(val) == NSJoin
 		case "call":
-			call = val
+			i, call = 1, val
 		case "passcode":
-			passcode = val
-		default:
-			good = false // anything else: let encoding/xml judge it
+			i, passcode = 2, val
+		}
+		// Anything else, or an attribute twice: let encoding/xml judge it.
+		if i < 0 || seen[i] {
+			good = false
+		} else {
+			seen[i] = true
 		}
 		return good
 	})

@@ -41,6 +41,7 @@ type pool struct {
 	run   func(*job) bool // runs a job; false: an IQ left unanswered
 
 	size     int // bound on the jobs waiting, all lanes together
+	laneSize int // bound on the jobs waiting in one lane
 	maxBytes int // bound on the bytes of the jobs waiting
 
 	mu        sync.Mutex
@@ -58,7 +59,10 @@ type pool struct {
 // lane is one FIFO queue with its own workers. Without OrderPerSender
 // there is one lane; with it, one lane of one worker per slot, so a
 // sender's stanzas run in order. The lanes share the pool's bounds on
-// waiting jobs and bytes.
+// waiting jobs and bytes, and each may hold at most its even share of
+// the jobs or an eighth of them (laneShare), whichever is more, so that
+// a sender whose handler blocks cannot fill the queue for every other
+// sender.
 type lane struct {
 	jobs    []*job // jobs[head:] wait, oldest first
 	head    int
@@ -68,8 +72,15 @@ type lane struct {
 	wake    chan struct{} // one token per waiting worker woken (cap max)
 }
 
+// laneShare is the part of the pool's bound on waiting jobs one lane of
+// several may hold.
+const laneShare = 8
+
 func newPool(lanes, size, maxBytes, workers int, owner any, run func(*job) bool) *pool {
-	p := &pool{owner: owner, run: run, size: size, maxBytes: maxBytes, lanes: make([]*lane, lanes), inflight: make(map[*job]struct{})}
+	p := &pool{owner: owner, run: run, size: size, laneSize: size, maxBytes: maxBytes, lanes: make([]*lane, lanes), inflight: make(map[*job]struct{})}
+	if lanes > 1 {
+		p.laneSize = max(1, size/lanes, size/laneShare)
+	}
 	for i := range p.lanes {
 		p.lanes[i] = &lane{max: workers, wake: make(chan struct{}, workers)}
 	}
@@ -109,7 +120,7 @@ func (p *pool) push(i int, j *job) pushResult {
 		return refusedDraining
 	}
 	l := p.lanes[i]
-	if p.queued >= p.size || (p.queued > 0 && p.bytes+j.size > p.maxBytes) {
+	if p.queued >= p.size || l.len() >= p.laneSize || (p.queued > 0 && p.bytes+j.size > p.maxBytes) {
 		return refusedFull
 	}
 	j.lane = l

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"strings"
 	"sync"
@@ -671,4 +672,81 @@ func TestSendIQIDNeedingEscapes(t *testing.T) {
 		p.write(`<iq type='result' id='` + wire + `' from='example.com' to='cb1.example.com'/>`)
 		assert.NoError(t, <-res, "id %q", id)
 	}
+}
+
+// TestOrderPerSenderSlowSenderDoesNotStarveOthers: with OrderPerSender a
+// sender whose handler blocks fills its own worker's share of the queue,
+// not the whole queue: another sender is still served.
+func TestOrderPerSenderSlowSenderDoesNotStarveOthers(t *testing.T) {
+	release := make(chan struct{})
+	mux := NewMux()
+	mux.HandleIQ("q", "urn:test", func(ctx context.Context, iq *Stanza) (any, error) {
+		if iq.From.Localpart() == "slow" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return nil, nil
+	})
+	cfg := testConfig(nil)
+	cfg.Handler = mux
+	cfg.OrderPerSender = true
+	cfg.Workers, cfg.QueueSize = 8, 16
+	_, p := startSession(t, cfg)
+	defer close(release)
+	var sb strings.Builder
+	for i := range 17 {
+		fmt.Fprintf(&sb, "<iq type='get' from='slow@example.com/r' to='cb1.example.com' id='s%d'><q xmlns='urn:test'/></iq>", i)
+	}
+	p.write(sb.String())
+	// A sender on another worker than slow's (senders are hashed with
+	// FNV-1a to the workers).
+	lane := func(from string) uint32 {
+		h := fnv.New32a()
+		h.Write([]byte(from))
+		return h.Sum32() % 8
+	}
+	fast := "fast@example.com/r"
+	for i := 0; lane(fast) == lane("slow@example.com/r"); i++ {
+		fast = fmt.Sprintf("fast%d@example.com/r", i)
+	}
+	p.write("<iq type='get' from='" + fast + "' to='cb1.example.com' id='f1'><q xmlns='urn:test'/></iq>")
+	// One of slow's runs, its share of the queue waits, the rest is shed.
+	shed := 0
+	for {
+		got := p.nextStanza()
+		if strings.Contains(got, "id='f1'") {
+			assert.Contains(t, got, "type='result'")
+			break
+		}
+		require.Contains(t, got, "resource-constraint")
+		shed++
+	}
+	assert.GreaterOrEqual(t, shed, 17-1-16/8)
+}
+
+// TestJoinAnswerBytes: a join's answer is <joined/> with the session
+// escaped, or without it; a *JoinResult returned by another IQ handler is
+// a payload like any other (nil: an empty result).
+func TestJoinAnswerBytes(t *testing.T) {
+	mux := NewMux()
+	mux.HandleJoin(func(ctx context.Context, req *JoinRequest) (*JoinResult, error) {
+		if req.Call == "none" {
+			return &JoinResult{}, nil
+		}
+		return &JoinResult{Session: "s&'1"}, nil
+	})
+	mux.HandleIQ("q", "urn:test", func(ctx context.Context, iq *Stanza) (any, error) {
+		return (*JoinResult)(nil), nil
+	})
+	cfg := testConfig(nil)
+	cfg.Handler = mux
+	_, p := startSession(t, cfg)
+	p.write("<iq type='set' from='u@example.com/r' to='cb1.example.com' id='j1'><join xmlns='urn:cblink:join:0' call='1'/></iq>")
+	assert.Equal(t, "<iq type='result' id='j1' from='cb1.example.com' to='u@example.com/r'><joined xmlns='urn:cblink:join:0' session='s&amp;&apos;1'/></iq>", p.nextStanza())
+	p.write("<iq type='set' from='u@example.com/r' to='cb1.example.com' id='j2'><join xmlns='urn:cblink:join:0' call='none'/></iq>")
+	assert.Equal(t, "<iq type='result' id='j2' from='cb1.example.com' to='u@example.com/r'><joined xmlns='urn:cblink:join:0'/></iq>", p.nextStanza())
+	p.write("<iq type='get' from='u@example.com/r' to='cb1.example.com' id='q1'><q xmlns='urn:test'/></iq>")
+	assert.Equal(t, "<iq type='result' id='q1' from='cb1.example.com' to='u@example.com/r'/>", p.nextStanza())
 }

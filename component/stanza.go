@@ -168,7 +168,7 @@ func (q IQ) header() (Kind, string, string, jid.JID, jid.JID, any) {
 }
 
 // appender is a payload that appends its own XML to a stanza being
-// encoded, with no buffer of its own (JoinResult).
+// encoded, with no buffer of its own (HandleJoin's answer).
 type appender interface{ appendXML(dst []byte) []byte }
 
 // encodePayload turns a payload into bytes, off the writer's lock.

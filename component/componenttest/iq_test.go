@@ -1,10 +1,16 @@
 package componenttest
 
 import (
+	"context"
+	"errors"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cblink/cblink/component"
 )
 
 func TestPingAndSendIQ(t *testing.T) {
@@ -52,4 +58,46 @@ func TestPingFlood(t *testing.T) {
 	assert.Error(t, <-errc)
 	c.abort()
 	assert.ErrorIs(t, conn.PingFlood(testCtx(t), 1, 1), ErrConnClosed)
+}
+
+// TestFloodBeforeEstablished: a flood started while the handshake is
+// still going returns ErrNotEstablished and reads nothing the handshake
+// writes (run with -race).
+func TestFloodBeforeEstablished(t *testing.T) {
+	for name, flood := range map[string]func(*Conn) error{
+		"ping": func(conn *Conn) error { return conn.PingFlood(testCtx(t), 1, 1) },
+		"join": func(conn *Conn) error {
+			// The hand-rolled client answers no set: once established,
+			// the flood ends with its context.
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			return conn.JoinFlood(ctx, 1, 1, component.JoinRequest{Call: "1"})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := newTestServer(t, Options{})
+			c, err := dialClient(srv, "")
+			require.NoError(t, err)
+			defer c.abort()
+			var conn *Conn
+			for conn == nil { // accepted and past TLS
+				if cs := srv.Conns(); len(cs) > 0 {
+					conn = cs[0]
+				}
+				runtime.Gosched()
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				assert.NoError(t, c.start("cb1.example.com"))
+				assert.NoError(t, c.handshake("s3cret"))
+				_ = c.answerPings("cb1.example.com")
+			}()
+			for errors.Is(flood(conn), ErrNotEstablished) {
+				runtime.Gosched()
+			}
+			c.abort()
+			<-done
+		})
+	}
 }

@@ -243,8 +243,8 @@ func (f *flood) reply(isErr bool) {
 // JoinFlood) at a time per connection; replies of type error make it
 // return ErrIQError.
 func (c *Conn) PingFlood(ctx context.Context, n, window int) error {
-	to, from := c.addr, c.s.opts.Domain
-	return c.floodIQ(ctx, n, window, func(b, id []byte) []byte { return appendPing(b, id, from, to) })
+	from := c.s.opts.Domain
+	return c.floodIQ(ctx, n, window, func(b, id []byte, to string) []byte { return appendPing(b, id, from, to) })
 }
 
 // JoinFlood sends n copies of the join request req (its ID is replaced by
@@ -258,8 +258,7 @@ func (c *Conn) JoinFlood(ctx context.Context, n, window int, req component.JoinR
 		from = "guest@" + c.s.opts.Domain + "/web"
 	}
 	payload := component.AppendJoinPayload(nil, &req)
-	to := c.addr
-	return c.floodIQ(ctx, n, window, func(b, id []byte) []byte {
+	return c.floodIQ(ctx, n, window, func(b, id []byte, to string) []byte {
 		b = append(b, "<iq type='set' id='"...)
 		b = append(b, id...)
 		b = xstream.AppendAttr(append(b, '\''), "from", from)
@@ -270,12 +269,13 @@ func (c *Conn) JoinFlood(ctx context.Context, n, window int, req component.JoinR
 	})
 }
 
-// floodIQ sends n IQs appended by appendIQ with ids of the flood's own,
-// window at a time.
-func (c *Conn) floodIQ(ctx context.Context, n, window int, appendIQ func(b, id []byte) []byte) error {
+// floodIQ sends n IQs appended by appendIQ, with ids of the flood's own,
+// to the component's address, window at a time.
+func (c *Conn) floodIQ(ctx context.Context, n, window int, appendIQ func(b, id []byte, to string) []byte) error {
 	if err := c.ready(); err != nil {
 		return err
 	}
+	to := c.addr // set before the connection is ready
 	if n <= 0 {
 		return nil
 	}
@@ -299,7 +299,7 @@ func (c *Conn) floodIQ(ctx context.Context, n, window int, appendIQ func(b, id [
 			return ErrConnClosed
 		}
 		idb := strconv.AppendInt(append(buf[:0], floodPrefix...), int64(i), 10)
-		err := c.write(ctx, func(b []byte) []byte { return appendIQ(b, idb) })
+		err := c.write(ctx, func(b []byte) []byte { return appendIQ(b, idb, to) })
 		if err != nil {
 			return c.writeErr(err)
 		}
