@@ -242,8 +242,8 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	// crypto/tls builds the ClientHello (its key shares are most of the
 	// work before the first byte) first, and sends it the moment the
 	// connection is up, so the server does not wait for it. The client
-	// does the same work in the same order as tls.Dial, but the key
-	// shares come before the connect. The handshake's deadline is still
+	// does the same work as tls.Dial, with the key shares before the
+	// connect instead of after it. The handshake's deadline is still
 	// hctx's, set once the connection is up; a problem with the TLS
 	// settings is still the TLS step's.
 	tc, tcErr := b.tlsConfig(cfg, ep)
