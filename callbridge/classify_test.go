@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
 	"github.com/cblink/cblink/discovery"
+	"github.com/cblink/cblink/internal/testhelp"
 	"github.com/cblink/cblink/internal/testpki"
 	"github.com/cblink/cblink/tlsverify"
 )
@@ -195,23 +195,6 @@ func TestErrorKindsListsEveryKind(t *testing.T) {
 // it answers; a stalled step says which one and for how long; crypto/tls's
 // prefix is not doubled.
 func TestConnectErrorWording(t *testing.T) {
-	// listen serves every connection with fn until the test ends.
-	listen := func(t *testing.T, fn func(net.Conn)) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		var wg sync.WaitGroup
-		t.Cleanup(func() { ln.Close(); wg.Wait() })
-		wg.Go(func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				wg.Go(func() { defer c.Close(); fn(c) })
-			}
-		})
-		return ln.Addr().String()
-	}
 	for _, tc := range []struct {
 		name  string
 		serve func(net.Conn)
@@ -248,7 +231,7 @@ func TestConnectErrorWording(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, 10)
 			cfg := r.config()
-			cfg.Server, cfg.ServerName = listen(t, tc.serve), "xmpp1.example.com"
+			cfg.Server, cfg.ServerName = testhelp.Listen(t, tc.serve), "xmpp1.example.com"
 			if tc.tune != nil {
 				tc.tune(&cfg)
 			}

@@ -1,36 +1,23 @@
 package callbridge
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cblink/cblink/internal/testhelp"
 )
 
-// lockedBuffer is a bytes.Buffer safe for a logger and a test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// jsonLines parses the JSON log lines in b.
+func jsonLines(t *testing.T, b *testhelp.Buffer) []map[string]any {
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 		var m map[string]any
 		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
 		out = append(out, m)
@@ -45,14 +32,14 @@ func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
 func TestLogsFailedPreferredServer(t *testing.T) {
 	r := newRig(t, 10, 20)
 	require.NoError(t, r.StopServer("xmpp1.example.com"))
-	var buf lockedBuffer
+	var buf testhelp.Buffer
 	cfg := r.config()
 	cfg.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rb := r.start(cfg)
 	rb.waitConnectedTo(t, "xmpp2.example.com", 10*time.Second)
 	require.ErrorIs(t, rb.stop(t), context.Canceled)
 
-	lines := buf.lines(t)
+	lines := jsonLines(t, &buf)
 	var failed, order, cert, backupSteps int
 	for _, m := range lines {
 		assert.NotContains(t, m, "error", "errors are logged under err: %v", m)

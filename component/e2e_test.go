@@ -23,6 +23,7 @@ import (
 
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
+	"github.com/cblink/cblink/internal/testhelp"
 )
 
 const (
@@ -32,27 +33,10 @@ const (
 
 var hexDigest = regexp.MustCompile(`[0-9a-fA-F]{40}`)
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	t    *testing.T
 	srv  *componenttest.Server
-	logs *syncBuf
+	logs *testhelp.Buffer
 }
 
 func newEnv(t *testing.T, opts componenttest.Options) *env {
@@ -63,7 +47,7 @@ func newEnv(t *testing.T, opts componenttest.Options) *env {
 	srv, err := componenttest.NewServer(opts)
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, logs: &syncBuf{}}
+	return &env{t: t, srv: srv, logs: &testhelp.Buffer{}}
 }
 
 func (e *env) config() component.Config {

@@ -9,13 +9,13 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/cblink/cblink/internal/testhelp"
 	"github.com/cblink/cblink/internal/xstream"
 )
 
@@ -39,22 +39,7 @@ var testDigest = func() string { d := xstream.HandshakeDigest(testID, testSecret
 
 // logBuf collects everything logged by sessions in a test, to check that
 // the secret never appears.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuf = testhelp.Buffer
 
 // assertNoSecret fails when the secret or the handshake digest appears in
 // any of the strings.
@@ -66,29 +51,11 @@ func assertNoSecret(t *testing.T, texts ...string) {
 	}
 }
 
-// recorder keeps a copy of everything the client wrote.
-type recorder struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (r *recorder) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.b.Write(p)
-}
-
-func (r *recorder) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.b.String()
-}
-
 // peer is a scripted server on the other end of a net.Pipe.
 type peer struct {
 	t    *testing.T
 	conn net.Conn
-	rec  *recorder
+	rec  *testhelp.Buffer // a copy of everything the client wrote
 	dec  *xstream.Decoder
 	els  chan xstream.Element // copies, after start
 	done chan error
@@ -96,7 +63,7 @@ type peer struct {
 
 func newPeer(t *testing.T) (net.Conn, *peer) {
 	c, s := net.Pipe()
-	p := &peer{t: t, conn: s, rec: &recorder{}, els: make(chan xstream.Element, 1024), done: make(chan error, 1)}
+	p := &peer{t: t, conn: s, rec: &testhelp.Buffer{}, els: make(chan xstream.Element, 1024), done: make(chan error, 1)}
 	p.dec = xstream.NewDecoder(io.TeeReader(s, p.rec), 0, 0)
 	t.Cleanup(func() { s.Close(); c.Close() })
 	return c, p

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -19,6 +18,7 @@ import (
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
 	"github.com/cblink/cblink/internal/binarytest"
+	"github.com/cblink/cblink/internal/testhelp"
 )
 
 const (
@@ -244,20 +244,8 @@ func TestChecks(t *testing.T) {
 			name: "TLS stall",
 			opts: callbridgetest.Options{Servers: twoServers()[:1]},
 			args: func(l *callbridgetest.Lab, ca string) []string {
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				require.NoError(t, err)
-				var wg sync.WaitGroup
-				t.Cleanup(func() { ln.Close(); wg.Wait() })
-				wg.Go(func() {
-					for {
-						c, err := ln.Accept()
-						if err != nil {
-							return
-						}
-						wg.Go(func() { defer c.Close(); _, _ = io.Copy(io.Discard, c) })
-					}
-				})
-				return []string{"-server", ln.Addr().String(), "-server-name", "xmpp1.example.com", "-handshake-timeout", "300ms"}
+				addr := testhelp.Listen(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+				return []string{"-server", addr, "-server-name", "xmpp1.example.com", "-handshake-timeout", "300ms"}
 			},
 			want: want{code: 1, failStep: stepTLS, failTarget: "127.0.0.1",
 				hint: "did not answer the TLS handshake"},

@@ -1,0 +1,54 @@
+// Package testhelp holds small helpers that the tests of several packages
+// share. Only _test files import it.
+package testhelp
+
+import (
+	"bytes"
+	"net"
+	"sync"
+	"testing"
+)
+
+// Buffer is a bytes.Buffer that a logger or a connection may write while
+// a test reads it.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Listen serves every connection to a new loopback listener with serve,
+// each on its own goroutine, and returns the listener's address. When the
+// test ends the listener is closed and its goroutines are waited for
+// (serve must return once its connection is closed; it is closed after).
+func Listen(t testing.TB, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { defer c.Close(); serve(c) })
+		}
+	})
+	return ln.Addr().String()
+}
