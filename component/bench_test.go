@@ -421,8 +421,7 @@ func procSyscalls(pid int) ([2]int64, bool) {
 	found := 0
 	for line := range strings.Lines(string(b)) {
 		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
-		i := map[string]int{"syscr": 0, "syscw": 1}
-		if j, ok := i[k]; ok {
+		if j, ok := map[string]int{"syscr": 0, "syscw": 1}[k]; ok {
 			if n[j], err = strconv.ParseInt(v, 10, 64); err != nil {
 				return n, false
 			}

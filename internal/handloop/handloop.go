@@ -92,14 +92,7 @@ func attr(b []byte, name string) ([]byte, bool) {
 func ServePings(c net.Conn, addr string, pending []byte) error {
 	buf := make([]byte, 64<<10)
 	var out []byte
-	for first := true; ; first = false {
-		if !first || len(pending) == 0 {
-			n, err := c.Read(buf)
-			if err != nil {
-				return err
-			}
-			pending = append(pending, buf[:n]...)
-		}
+	for {
 		rest := pending
 		out = out[:0]
 		for {
@@ -132,5 +125,10 @@ func ServePings(c net.Conn, addr string, pending []byte) error {
 				return err
 			}
 		}
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		pending = append(pending, buf[:n]...)
 	}
 }
