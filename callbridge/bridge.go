@@ -12,7 +12,6 @@ import (
 
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery"
-	"github.com/cblink/cblink/internal/closing"
 )
 
 // Bridge keeps one XEP-0114 link from a Call Bridge to its XMPP server. Build
@@ -35,6 +34,9 @@ type Bridge struct {
 	updated  chan struct{}      // cap 1: a new config is waiting
 
 	live atomic.Pointer[link]
+	// draining holds the links that stopped taking requests and finish
+	// those they have (Update, fail-back), guarded by mu.
+	draining map[*component.Session]bool
 	// bg counts goroutines Run started to close links in the background
 	// (fail-back's old link, a connection race's losers); Run waits for
 	// them before it returns.
@@ -218,15 +220,17 @@ func (b *Bridge) current() (*resolved, Resolver) {
 
 // Close stops the bridge at once but cleanly: connection attempts are
 // abandoned, handlers' contexts are cancelled, every join request still
-// queued or running is answered with service-unavailable, and the stream
-// is closed with </stream:stream>. It waits for Run to return, which takes
-// at most about component.Config's CloseTimeout (2s by default) once the
-// link is up, whatever the server does. It is idempotent and may be called
-// from a handler (it then returns once everything else has stopped). A
-// Bridge cannot be restarted.
+// queued or running is answered with service-unavailable (type wait), and
+// the stream is closed with </stream:stream>. It waits for Run to return,
+// which takes at most about component.Config's CloseTimeout (2s by
+// default) once the link is up, whatever the server does. It is
+// idempotent. A Bridge cannot be restarted.
+//
+// Close waits for every handler, so a handler that calls it waits for
+// itself until CloseTimeout (and is logged as a handler that ignored its
+// context). From a handler, call Shutdown with the handler's ctx, or
+// Close on another goroutine (go b.Close()).
 func (b *Bridge) Close() error {
-	leave := closing.Enter(b.mux) // handlers of this bridge share its Mux
-	defer leave()
 	if !b.stop() {
 		return nil
 	}
@@ -249,16 +253,24 @@ func (b *Bridge) hardStop() context.CancelFunc {
 // normal context; then the stream is closed as by Close. When ctx ends
 // first, the rest is cut short as by Close and Shutdown returns ctx's
 // error; it returns nil when everything finished in time. It waits for Run
-// to return, so it is bounded by ctx plus Close's bound. It may be called
-// from a handler. Calling Close meanwhile cuts the drain short.
+// to return, so it is bounded by ctx plus Close's bound. Calling Close
+// meanwhile cuts the drain short.
+//
+// Called with a handler's ctx, or a context derived from it (on any
+// goroutine), Shutdown does not wait for that handler's request: a handler
+// may stop its bridge with b.Shutdown(ctx). With any other ctx, a
+// handler's own Shutdown waits for itself until ctx ends.
 func (b *Bridge) Shutdown(ctx context.Context) error {
-	leave := closing.Enter(b.mux) // handlers of this bridge share its Mux
-	defer leave()
 	if !b.stop() {
 		return nil
 	}
 	release := context.AfterFunc(ctx, b.hardStop())
 	defer release()
+	if s, ok := component.SessionFromContext(ctx); ok && b.owns(s) {
+		// A handler of ours stops the bridge: its session's drains must
+		// not wait for it (Run drains that session meanwhile).
+		_ = s.Shutdown(ctx)
+	}
 	<-b.done
 	b.mu.Lock()
 	cut := b.drainErr != nil
@@ -271,6 +283,17 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	default:
 		return ErrClosed // Close or the end of Run's ctx cut the drain short
 	}
+}
+
+// owns reports whether s is one of the bridge's links: the live one, or
+// one draining.
+func (b *Bridge) owns(s *component.Session) bool {
+	if l := b.live.Load(); l != nil && l.sess == s {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.draining[s]
 }
 
 // stop marks the bridge closed, moves it to Stopping and ends the

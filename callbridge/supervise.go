@@ -3,6 +3,8 @@ package callbridge
 import (
 	"context"
 	"time"
+
+	"github.com/cblink/cblink/component"
 )
 
 // loop runs connection cycles until ctx ends (a stop: Close, Shutdown or
@@ -237,7 +239,16 @@ func (b *Bridge) startProbe(ctx context.Context, cfg *resolved, res Resolver, cu
 func (b *Bridge) drain(hard context.Context, cfg *resolved, l *link) {
 	ctx, cancel := context.WithTimeout(hard, cfg.DrainTimeout)
 	defer cancel()
+	b.mu.Lock()
+	if b.draining == nil {
+		b.draining = make(map[*component.Session]bool)
+	}
+	b.draining[l.sess] = true
+	b.mu.Unlock()
 	_ = l.sess.Shutdown(ctx)
+	b.mu.Lock()
+	delete(b.draining, l.sess)
+	b.mu.Unlock()
 }
 
 // publish makes l the live link (Session, Send, Status) before its first

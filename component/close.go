@@ -9,40 +9,51 @@ import (
 
 	"mellium.im/xmpp/stanza"
 
-	"github.com/cblink/cblink/internal/closing"
 	"github.com/cblink/cblink/internal/xstream"
 )
 
 // Close ends the link at once but cleanly: handlers' contexts are
 // cancelled, every request still queued or running is answered with
-// service-unavailable, </stream:stream> is sent, and Close waits up to
-// Config.CloseTimeout for the server's closing tag (a server that stopped
-// reading cannot hold it longer), closes the connection and waits for the
-// session's goroutines, handlers included (see Session for the two
-// exceptions). It is idempotent and safe from any goroutine, handlers
-// included; once the link has ended it only waits. It returns nil.
+// service-unavailable (type wait), </stream:stream> is sent, and Close
+// waits up to Config.CloseTimeout for the server's closing tag (a server
+// that stopped reading cannot hold it longer), closes the connection and
+// waits for the session's goroutines, handlers included, up to
+// CloseTimeout after the close began (see Session). It is idempotent and
+// safe from any goroutine; once the link has ended it only waits. It
+// returns nil.
+//
+// Close waits for every handler, so a handler that calls Close on its own
+// session waits for itself until CloseTimeout (and is logged as a handler
+// that ignored its context). From a handler, call Shutdown with the
+// handler's ctx instead, or Close on another goroutine (go s.Close()).
 func (s *Session) Close() error {
-	leave := closing.Enter(s.mux)
-	defer leave()
 	s.fail(ErrClosed, endGraceful, nil)
 	<-s.done
 	return nil
 }
 
-// Shutdown ends the link gracefully: it stops taking new requests (they
-// are answered with service-unavailable, and new messages and presences
-// are dropped), lets the queued and running ones finish with their normal
-// context, and then closes as Close does. When ctx ends first, the
-// handlers' contexts are cancelled and what is left is answered with
-// service-unavailable; Shutdown then returns ctx's error once the link is
-// closed. Replies to the session's own IQ requests keep being delivered
-// while it drains, so handlers may still use SendIQ. Like Close it may be
-// called from a handler.
+// Shutdown ends the link gracefully, as net/http's Server.Shutdown does:
+// it stops taking new requests (they are answered with
+// service-unavailable, and new messages and presences are dropped), lets
+// the queued and running ones finish with their normal context, and then
+// closes as Close does. When ctx ends first, the handlers' contexts are
+// cancelled and what is left is answered with service-unavailable;
+// Shutdown then returns ctx's error once the link is closed. Replies to
+// the session's own IQ requests keep being delivered while it drains, so
+// handlers may still use SendIQ.
+//
+// Called with a handler's ctx, or a context derived from it (on any
+// goroutine), Shutdown does not wait for that handler's request, nor for
+// requests of the same sender waiting behind it (OrderPerSender; they are
+// answered service-unavailable): a handler may stop its own session with
+// s.Shutdown(ctx). With any other ctx, a handler's own Shutdown waits for
+// itself until ctx ends.
 func (s *Session) Shutdown(ctx context.Context) error {
-	leave := closing.Enter(s.mux)
-	defer leave()
 	var err error
 	if s.pool != nil {
+		if j, ok := ctx.Value(jobKey{}).(*job); ok && j.pool == s.pool {
+			s.pool.exempt(j)
+		}
 		err = s.pool.drain(ctx, s.quit)
 	}
 	s.fail(ErrClosed, endGraceful, nil)
@@ -54,8 +65,6 @@ func (s *Session) Shutdown(ctx context.Context) error {
 // supervisor that has given up on it): nothing more is written, and it
 // waits like Close.
 func (s *Session) Abort() {
-	leave := closing.Enter(s.mux)
-	defer leave()
 	s.fail(ErrClosed, endAbort, nil)
 	<-s.done
 }
@@ -121,16 +130,16 @@ func (s *Session) teardown() {
 		s.flushRepliesCtx(closeCtx)
 	}
 	s.replyMu.Lock()
-	var running []*job
+	var unsettled []*job
 	if s.pool != nil {
-		running = s.pool.running()
+		unsettled = s.pool.unsettled()
 	}
 	s.repliesClosed = true
 	if mode == endGraceful {
 		for _, j := range queued {
 			s.refuseJob(closeCtx, j)
 		}
-		for _, j := range running {
+		for _, j := range unsettled {
 			if !j.answered {
 				s.refuseJob(closeCtx, j)
 			}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 
 	"mellium.im/xmpp/stanza"
 
@@ -22,32 +23,24 @@ type queued struct {
 
 // newJob copies a stanza of the given kind out of the decoder into a new
 // job for handler iq (nil for messages and presences).
-func newJob(el *xstream.Element, a *rawAttrs, kind Kind, iq IQHandler) *job {
+func (s *Session) newJob(el *xstream.Element, a *rawAttrs, kind Kind, iq IQHandler) *job {
 	q := &queued{}
 	copyStanza(&q.st, el, a, kind)
 	q.st.join = &q.join
 	q.j = job{st: &q.st, iq: iq, id: q.st.ID, from: q.st.fromRaw, to: q.st.toRaw, size: len(q.st.Raw)}
+	q.j.ctx = jobContext{Context: s.ctx, j: &q.j}
 	return &q.j
 }
 
 // enqueue hands a job to the pool without ever waiting: the reader must
 // keep reading (the server's pongs and the replies handlers wait for come
-// through it). A job that finds its queue full is shed at once: an IQ
-// request is answered with resource-constraint (type wait). While the
-// session closes, an IQ request is answered with service-unavailable
-// (type wait). Messages and presences are dropped in both cases.
+// through it). A job that finds no room (Workers, MaxQueuedBytes, or its
+// sender's queue with OrderPerSender) is shed at once: an IQ request is
+// answered with resource-constraint (type wait). While the session
+// closes, an IQ request is answered with service-unavailable (type wait).
+// Messages and presences are dropped in both cases.
 func (s *Session) enqueue(j *job, a *rawAttrs) {
-	i := 0
-	if n := len(s.pool.lanes); n > 1 {
-		// FNV-1a of the sender: same sender, same worker, same order.
-		h := uint32(2166136261)
-		for _, c := range a.from {
-			h ^= uint32(c)
-			h *= 16777619
-		}
-		i = int(h % uint32(n))
-	}
-	switch s.pool.push(i, j) {
+	switch s.pool.push(j) {
 	case pushed:
 		return
 	case refusedFull:
@@ -110,7 +103,7 @@ func (s *Session) route(el *xstream.Element) bool {
 			s.stats.dropped.Add(1)
 			return true
 		}
-		s.enqueue(newJob(el, &a, kind, nil), &a)
+		s.enqueue(s.newJob(el, &a, kind, nil), &a)
 		return true
 	}
 	typ := a.typ
@@ -145,7 +138,7 @@ func (s *Session) route(el *xstream.Element) bool {
 		s.replyErrorRaw(&a, stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable})
 		return true
 	}
-	s.enqueue(newJob(el, &a, KindIQ, h), &a)
+	s.enqueue(s.newJob(el, &a, KindIQ, h), &a)
 	return true
 }
 
@@ -248,10 +241,18 @@ func unescape(raw []byte) string {
 	return v
 }
 
-// runJob runs a handler on a worker goroutine and answers IQs. It returns
-// false for an IQ whose reply could not be queued (the session is closing
-// with its send queue full): the teardown answers it.
+// runJob runs a job's handler and answers an IQ. It returns false for an
+// IQ left unanswered: the link started to end before the handler could
+// start (no handler starts then), or the reply could not be queued (the
+// session is closing with its send queue full). The teardown answers it.
 func (s *Session) runJob(j *job) (settled bool) {
+	if s.closed() {
+		if j.iq == nil {
+			s.stats.dropped.Add(1)
+			return true
+		}
+		return false
+	}
 	st := j.st
 	st.parseAddrs(&s.cfg)
 	if st.fromRaw != "" && st.From.Domainpart() == "" {
@@ -261,20 +262,25 @@ func (s *Session) runJob(j *job) (settled bool) {
 		}
 		return true
 	}
+	ctx := &j.ctx
 	if j.iq == nil {
 		h := s.mux.message
 		if st.Kind == KindPresence {
 			h = s.mux.presence
 		}
-		s.call(st, func() { h(s.ctx, st) })
+		s.call(st, func() { h(ctx, st) })
 		return true
 	}
 	var (
 		result any
 		err    error
 	)
-	panicked := s.call(st, func() { result, err = j.iq(s.ctx, st) })
+	panicked := s.call(st, func() { result, err = j.iq(ctx, st) })
 	switch {
+	case ctx.Err() != nil:
+		// Cut by a stop: whatever the handler returned, the service may
+		// be back soon (on this link's successor).
+		return s.answer(j, func(b []byte) []byte { return s.appendErrorReply(b, j, errClosing) }, &s.stats.refused)
 	case panicked:
 		return s.replyError(j, stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError})
 	case err != nil:
@@ -306,6 +312,11 @@ func (s *Session) runJob(j *job) (settled bool) {
 // answer could not be queued (the session is closing and the queue is
 // full): j then stays unanswered, and the teardown answers it.
 func (s *Session) reply(j *job, encode func([]byte) []byte) bool {
+	return s.answer(j, encode, nil)
+}
+
+// answer is reply, counting the answer in count when it is queued.
+func (s *Session) answer(j *job, encode func([]byte) []byte, count *atomic.Uint64) bool {
 	s.replyMu.RLock()
 	defer s.replyMu.RUnlock()
 	if s.repliesClosed || j.answered {
@@ -313,6 +324,9 @@ func (s *Session) reply(j *job, encode func([]byte) []byte) bool {
 	}
 	if s.append(s.ctx, encode) == nil {
 		j.answered = true
+		if count != nil {
+			count.Add(1)
+		}
 	}
 	return j.answered
 }

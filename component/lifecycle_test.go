@@ -195,7 +195,7 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 func TestCloseAnswersEveryRequest(t *testing.T) {
 	inHandler := make(chan struct{}, 1)
 	cfg := testConfig(nil)
-	cfg.Workers = 1
+	cfg.Workers, cfg.OrderPerSender = 1, true // one sender: r1-r4 wait behind r0
 	cfg.Handler = untilCancelled(inHandler)
 	s, p := startSession(t, cfg)
 	out := p.pump(false, nil)
@@ -229,7 +229,7 @@ func TestShutdownDrains(t *testing.T) {
 	gate := make(chan struct{})
 	inHandler := make(chan struct{}, 1)
 	cfg := testConfig(nil)
-	cfg.Workers = 1
+	cfg.Workers, cfg.OrderPerSender = 1, true // one sender: r1-r3 wait behind r0
 	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
 		switch iq.ID {
 		case "r0":
@@ -260,7 +260,7 @@ func TestShutdownDrains(t *testing.T) {
 	require.Eventually(t, func() bool {
 		s.pool.mu.Lock()
 		defer s.pool.mu.Unlock()
-		return s.pool.draining
+		return s.pool.closed
 	}, 5*time.Second, time.Millisecond)
 	p.write(reqIQ("late"))
 	assert.Equal(t, "late", attr(t, out.next(t), "id"), "a request during the drain is answered at once")
@@ -290,7 +290,7 @@ func TestShutdownDrains(t *testing.T) {
 func TestShutdownGraceExpires(t *testing.T) {
 	inHandler := make(chan struct{}, 1)
 	cfg := testConfig(nil)
-	cfg.Workers = 1
+	cfg.Workers, cfg.OrderPerSender = 1, true // one sender: r1, r2 wait behind r0
 	cfg.Handler = untilCancelled(inHandler)
 	s, p := startSession(t, cfg)
 	out := p.pump(false, nil)
@@ -312,7 +312,7 @@ func TestShutdownGraceExpires(t *testing.T) {
 func TestBurstShedsWithoutKillingLink(t *testing.T) {
 	release := make(chan struct{})
 	cfg := testConfig(nil)
-	cfg.Workers = 1
+	cfg.Workers, cfg.OrderPerSender = 1, true // one sender: up to QueueSize wait
 	cfg.QueueSize = 4
 	cfg.PingInterval = 20 * time.Millisecond
 	cfg.PingTimeout = 200 * time.Millisecond
@@ -415,37 +415,109 @@ func TestCloseBoundedWhenServerStopsReading(t *testing.T) {
 	}
 }
 
-// TestHandlerMayCloseItsSession: Close and Shutdown called from a handler
-// return once everything else has stopped.
+// TestHandlerMayCloseItsSession: a handler stops its own session with
+// Shutdown and its ctx (or a ctx derived from it, on another goroutine)
+// without waiting for itself, or with go s.Close(); a synchronous Close or
+// Abort waits for the handler until CloseTimeout, then returns.
 func TestHandlerMayCloseItsSession(t *testing.T) {
-	for _, how := range []string{"Close", "Shutdown", "Abort"} {
+	for _, how := range []string{"Shutdown", "Shutdown on another goroutine", "go Close", "Close", "Abort"} {
 		t.Run(how, func(t *testing.T) {
-			returned := make(chan struct{})
-			cfg := testConfig(nil)
+			returned := make(chan error, 1)
+			logs := &logBuf{}
+			cfg := testConfig(logs)
+			cfg.CloseTimeout = time.Hour // only the two synchronous calls wait for the handler
+			if how == "Close" || how == "Abort" {
+				cfg.CloseTimeout = 50 * time.Millisecond
+			}
 			cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
 				s, _ := SessionFromContext(ctx)
 				switch how {
-				case "Close":
-					s.Close()
 				case "Shutdown":
-					_ = s.Shutdown(context.Background())
+					returned <- s.Shutdown(ctx)
+				case "Shutdown on another goroutine":
+					done := make(chan error)
+					go func() {
+						dctx, cancel := context.WithTimeout(ctx, time.Hour)
+						defer cancel()
+						done <- s.Shutdown(dctx)
+					}()
+					returned <- <-done
+				case "go Close":
+					go s.Close()
+					returned <- nil
+				case "Close":
+					returned <- s.Close()
 				case "Abort":
 					s.Abort()
+					returned <- nil
 				}
-				close(returned)
 				return nil, nil
 			})
 			s, p := startSession(t, cfg)
+			go func() {
+				for range p.els { // until the client's stream ends
+				}
+				p.write("</stream:stream>") // the close itself takes no time
+			}()
 			p.write(reqIQ("bye"))
 			select {
-			case <-returned:
+			case err := <-returned:
+				assert.NoError(t, err)
 			case <-time.After(10 * time.Second):
 				t.Fatalf("%s called from a handler did not return", how)
 			}
 			<-s.Done()
 			assert.ErrorIs(t, s.Err(), ErrClosed)
+			if how == "Close" || how == "Abort" {
+				assert.Contains(t, logs.String(), "handler still running", "the wait for the handler is logged")
+			}
 		})
 	}
+}
+
+// TestSharedMuxCloseWaitsForHandler: a handler of session S1 that shuts
+// down S2 (sharing S1's Mux) with its own ctx is still a running request
+// of S1: S1's Shutdown waits for it, and its reply goes out.
+func TestSharedMuxCloseWaitsForHandler(t *testing.T) {
+	mux := NewMux()
+	var s2 *Session
+	inHandler, release := make(chan struct{}), make(chan struct{})
+	mux.HandleIQ("q", "urn:test", func(ctx context.Context, iq *Stanza) (any, error) {
+		if iq.ID != "closer" {
+			return nil, nil
+		}
+		require.NoError(t, s2.Shutdown(ctx))
+		close(inHandler)
+		<-release
+		return nil, nil
+	})
+	cfg := testConfig(nil)
+	cfg.Handler = mux
+	s1, p1 := startSession(t, cfg)
+	s2, _ = startSession(t, cfg)
+	out := p1.pump(false, nil)
+	p1.write(reqIQ("closer"))
+	<-inHandler
+	<-s2.Done()
+	shut := make(chan error, 1)
+	go func() { shut <- s1.Shutdown(context.Background()) }()
+	// Once S1 refuses new requests its drain has begun; the handler runs.
+	for i := 0; ; i++ {
+		id := fmt.Sprint("probe", i)
+		p1.write(reqIQ(id))
+		if r := out.next(t); attr(t, r, "id") == id && strings.Contains(r, "service-unavailable") {
+			break
+		}
+	}
+	close(release)
+	select {
+	case err := <-shut:
+		assert.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("S1's Shutdown did not return")
+	}
+	got := replies(t, out.rest(t))
+	assert.Equal(t, "result", got["closer"], "S1 waited for its handler and sent its reply")
 }
 
 // TestStuckHandlerDoesNotHoldClose: a handler that ignores its context
@@ -478,7 +550,7 @@ func TestStuckHandlerDoesNotHoldClose(t *testing.T) {
 	require.Eventually(t, func() bool {
 		s.pool.mu.Lock()
 		defer s.pool.mu.Unlock()
-		return s.pool.workers == 0
+		return s.pool.running == 0
 	}, 5*time.Second, time.Millisecond, "the worker exits once the handler returns")
 }
 
@@ -657,7 +729,7 @@ func TestReplyNotLostWhenCloseMeetsFullQueue(t *testing.T) {
 				require.Eventually(t, func() bool {
 					s.pool.mu.Lock()
 					defer s.pool.mu.Unlock()
-					return len(s.pool.inflight) == 0
+					return s.pool.running == 0 // returned, its reply not queued
 				}, 5*time.Second, time.Millisecond)
 				s.routeMu.Unlock()
 			}
@@ -705,49 +777,42 @@ func TestNoWorkerOutlivesClose(t *testing.T) {
 		out.next(t)
 		s.Close() // the peer never sends </stream:stream>
 		s.pool.mu.Lock()
-		w := s.pool.workers
+		w := s.pool.running
 		s.pool.mu.Unlock()
-		require.Zero(t, w, "Close returned with worker goroutines alive")
+		require.Zero(t, w, "Close returned with handler goroutines alive")
 	}
 }
 
-// TestSelfShutdownWithJobQueuedBehind: a handler that calls Shutdown while
-// a request waits behind it in its lane (one worker, or the same sender
-// with OrderPerSender) does not wait for that request, which only its own
-// worker could run: it is answered service-unavailable.
+// TestSelfShutdownWithJobQueuedBehind: a handler that calls Shutdown with
+// its ctx while a request of the same sender waits behind it
+// (OrderPerSender) does not wait for that request, which only runs after
+// it: it is answered service-unavailable.
 func TestSelfShutdownWithJobQueuedBehind(t *testing.T) {
-	for _, perSender := range []bool{false, true} {
-		t.Run(fmt.Sprint("OrderPerSender=", perSender), func(t *testing.T) {
-			cfg := testConfig(nil)
-			cfg.Workers = 1
-			if perSender {
-				cfg.Workers, cfg.OrderPerSender = 4, true
-			}
-			gate := make(chan struct{})
-			returned := make(chan error, 1)
-			cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
-				if iq.ID == "bye" {
-					<-gate
-					s, _ := SessionFromContext(ctx)
-					returned <- s.Shutdown(context.Background())
-				}
-				return nil, nil
-			})
-			s, p := startSession(t, cfg)
-			out := p.pump(false, nil)
-			p.write(reqIQ("bye") + reqIQ("next")) // same sender: "next" waits behind "bye"
-			require.Eventually(t, func() bool { st := s.Stats(); return st.Running == 1 && st.Queued == 1 }, 5*time.Second, time.Millisecond)
-			close(gate)
-			select {
-			case err := <-returned:
-				assert.NoError(t, err)
-			case <-time.After(10 * time.Second):
-				t.Fatal("Shutdown from a handler hangs while a request is queued behind it")
-			}
-			got := replies(t, out.rest(t))
-			assert.Equal(t, "error:service-unavailable:wait", got["next"])
-		})
+	cfg := testConfig(nil)
+	cfg.Workers, cfg.OrderPerSender = 4, true
+	gate := make(chan struct{})
+	returned := make(chan error, 1)
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		if iq.ID == "bye" {
+			<-gate
+			s, _ := SessionFromContext(ctx)
+			returned <- s.Shutdown(ctx)
+		}
+		return nil, nil
+	})
+	s, p := startSession(t, cfg)
+	out := p.pump(false, nil)
+	p.write(reqIQ("bye") + reqIQ("next")) // same sender: "next" waits behind "bye"
+	require.Eventually(t, func() bool { st := s.Stats(); return st.Running == 1 && st.Queued == 1 }, 5*time.Second, time.Millisecond)
+	close(gate)
+	select {
+	case err := <-returned:
+		assert.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown from a handler hangs while a request is queued behind it")
 	}
+	got := replies(t, out.rest(t))
+	assert.Equal(t, "error:service-unavailable:wait", got["next"])
 }
 
 // TestQueueBoundedByBytes: with the defaults, large stanzas queue up to

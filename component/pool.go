@@ -3,210 +3,209 @@ package component
 import (
 	"context"
 	"sync"
-	"time"
-
-	"github.com/cblink/cblink/internal/closing"
 )
 
 // job is one stanza for a handler.
 type job struct {
-	st *Stanza
-	iq IQHandler // nil for messages and presences
+	// ctx is the handler's context: the session's, which also says which
+	// request it serves (see Session.Shutdown).
+	ctx jobContext
+	st  *Stanza
+	iq  IQHandler // nil for messages and presences
 	// The request's id and addresses as received, for its reply: the
 	// handler owns st and may change it while the teardown answers.
 	id, from, to string
-	size         int // bytes held while queued
-	lane         *lane
-	// worker is the goroutine running the handler (set under pool.mu).
-	worker uint64
-	// answered is set once the IQ's reply is queued (guarded by
-	// Session.replyMu), so that a request is answered exactly once: by its
-	// handler, or by the teardown on its behalf.
+	size         int // bytes counted against Config.MaxQueuedBytes
+	pool         *pool
+
+	// Guarded by pool.mu:
+	lane     *lane // its sender's queue (OrderPerSender), else nil
+	next     *job  // the job after it in lane
+	done     bool  // its handler returned (or never ran) without an answer out
+	stopping bool  // Shutdown was called with ctx: drains do not wait for it
+
+	// answered is guarded by Session.replyMu: set once the IQ's reply is
+	// queued, by its handler or by the teardown on its behalf.
 	answered bool
 }
 
-// workerIdle is how long a worker waits for a job before it exits.
-const workerIdle = 30 * time.Second
+// jobContext is the context a handler gets: the session's context, which
+// also carries the job, so that Shutdown called with it (or with a context
+// derived from it, on any goroutine) knows which request not to wait for.
+// It lives inside the job: no allocation of its own.
+type jobContext struct {
+	context.Context
+	j *job
+}
 
-// pool runs handler jobs on worker goroutines. Workers start when jobs
-// arrive and exit after workerIdle without one, so an idle link runs none.
-// A job never waits behind a busy worker while another could start: every
-// job queued either wakes a waiting worker or starts a new one, up to the
-// lane's bound.
+type jobKey struct{}
+
+func (c *jobContext) Value(key any) any {
+	if key == (jobKey{}) {
+		return c.j
+	}
+	return c.Context.Value(key)
+}
+
+// pool runs handlers: one goroutine per request, at most limit at once,
+// as errgroup.SetLimit with TryGo. A request that finds the limit reached,
+// or the byte budget spent, is refused at once (the reader sheds it); the
+// reader never waits. With OrderPerSender the requests of one sender run
+// in order on one goroutine, the later ones waiting in their sender's
+// lane.
 //
-// The pool is owned by its Session: the reader pushes, the teardown cuts
-// and stops it and waits for its workers.
+// The pool is owned by its Session: the reader pushes, Shutdown drains,
+// the teardown cuts and waits for the goroutines.
 type pool struct {
-	owner any             // whose Close a handler may be inside (the Mux)
-	run   func(*job) bool // runs a job; false: an IQ left unanswered
+	run      func(*job) (settled bool) // runs a job; false: an IQ left unanswered
+	limit    int                       // Config.Workers
+	maxBytes int                       // Config.MaxQueuedBytes
+	ordered  bool                      // Config.OrderPerSender
+	maxWait  int                       // Config.QueueSize: jobs waiting in lanes
+	laneWait int                       // jobs waiting in one lane
 
-	size     int // bound on the jobs waiting, all lanes together
-	laneSize int // bound on the jobs waiting in one lane
-	maxBytes int // bound on the bytes of the jobs waiting
-
-	mu        sync.Mutex
-	lanes     []*lane
-	queued    int               // jobs waiting in all lanes
-	bytes     int               // their size
-	inflight  map[*job]struct{} // jobs whose handler is running
-	unsettled []*job            // IQs whose handler returned but whose reply could not be queued (closing)
-	workers   int               // worker goroutines alive
-	draining  bool              // no new jobs (Shutdown or teardown)
-	stopped   bool              // workers exit as soon as they are idle
-	changed   chan struct{}     // closed on the next change; nil when nobody waits
+	// mu guards the fields below and the jobs' lane, next, done and
+	// stopping.
+	mu      sync.Mutex
+	closed  bool              // refusing new jobs (Shutdown's drain, or the teardown)
+	running int               // handler goroutines alive
+	bytes   int               // size of the jobs in jobs
+	jobs    map[*job]struct{} // admitted and not yet settled: running, waiting, or done
+	waiting int               // jobs waiting in lanes
+	lanes   map[string]*lane  // by sender, while its goroutine runs
+	changed chan struct{}     // closed at the next change; nil when nobody waits
 }
 
-// lane is one FIFO queue with its own workers. Without OrderPerSender
-// there is one lane; with it, one lane of one worker per slot, so a
-// sender's stanzas run in order. The lanes share the pool's bounds on
-// waiting jobs and bytes, and each may hold at most its even share of
-// the jobs or an eighth of them (laneShare), whichever is more, so that
-// a sender whose handler blocks cannot fill the queue for every other
-// sender.
+// lane is the FIFO of one sender's jobs, served by one goroutine.
 type lane struct {
-	jobs    []*job // jobs[head:] wait, oldest first
-	head    int
-	max     int // bound on workers
-	workers int
-	waiting int           // workers blocked waiting for a job, not yet woken
-	wake    chan struct{} // one token per waiting worker woken (cap max)
+	key        string
+	cur        *job // running
+	head, tail *job // waiting
+	n          int
 }
 
-// laneShare is the part of the pool's bound on waiting jobs one lane of
-// several may hold.
+// laneShare is the part of QueueSize one sender may take, at least: a
+// sender whose handler blocks cannot fill the queue for the others.
 const laneShare = 8
 
-func newPool(lanes, size, maxBytes, workers int, owner any, run func(*job) bool) *pool {
-	p := &pool{owner: owner, run: run, size: size, laneSize: size, maxBytes: maxBytes, lanes: make([]*lane, lanes), inflight: make(map[*job]struct{})}
-	if lanes > 1 {
-		p.laneSize = max(1, size/lanes, size/laneShare)
-	}
-	for i := range p.lanes {
-		p.lanes[i] = &lane{max: workers, wake: make(chan struct{}, workers)}
+func newPool(limit, maxWait, maxBytes int, ordered bool, run func(*job) bool) *pool {
+	p := &pool{run: run, limit: limit, maxBytes: maxBytes, ordered: ordered, maxWait: maxWait, jobs: make(map[*job]struct{})}
+	if ordered {
+		p.lanes = make(map[string]*lane)
+		p.laneWait = max(1, maxWait/limit, maxWait/laneShare)
 	}
 	return p
-}
-
-func (l *lane) len() int { return len(l.jobs) - l.head }
-
-func (l *lane) pop() *job {
-	if l.head == len(l.jobs) {
-		return nil
-	}
-	j := l.jobs[l.head]
-	l.jobs[l.head] = nil
-	l.head++
-	if l.head == len(l.jobs) {
-		l.jobs, l.head = l.jobs[:0], 0
-	}
-	return j
 }
 
 // pushResult says what became of a job offered to the pool.
 type pushResult uint8
 
 const (
-	pushed          pushResult = iota // queued (a worker was woken or started)
-	refusedFull                       // the lane is full: shed the job
-	refusedDraining                   // the session is closing: refuse the job
+	pushed          pushResult = iota // running, or waiting behind its sender's job
+	refusedFull                       // no room (goroutines, bytes or lane): shed it
+	refusedDraining                   // the session is closing: refuse it
 )
 
-// push queues j on lane i, within the pool's bounds on jobs and bytes.
-// It never blocks.
-func (p *pool) push(i int, j *job) pushResult {
+// push admits j: it starts a goroutine for it, or queues it behind the
+// job of the same sender that runs (OrderPerSender). It never blocks.
+func (p *pool) push(j *job) pushResult {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.draining {
+	if p.closed {
 		return refusedDraining
 	}
-	l := p.lanes[i]
-	if p.queued >= p.size || l.len() >= p.laneSize || (p.queued > 0 && p.bytes+j.size > p.maxBytes) {
+	if p.bytes > 0 && p.bytes+j.size > p.maxBytes {
+		return refusedFull // a job always fits when nothing else is held
+	}
+	var l *lane
+	if p.ordered {
+		if l = p.lanes[j.from]; l != nil {
+			if p.waiting >= p.maxWait || l.n >= p.laneWait {
+				return refusedFull
+			}
+			j.lane = l
+			if l.tail == nil {
+				l.head = j
+			} else {
+				l.tail.next = j
+			}
+			l.tail = j
+			l.n++
+			p.waiting++
+			p.admitLocked(j)
+			return pushed
+		}
+	}
+	if p.running >= p.limit {
 		return refusedFull
 	}
-	j.lane = l
-	l.jobs = append(l.jobs, j)
-	p.queued++
+	if p.ordered {
+		l = &lane{key: j.from, cur: j}
+		p.lanes[j.from] = l
+		j.lane = l
+	}
+	p.admitLocked(j)
+	p.running++
+	go p.work(j)
+	return pushed
+}
+
+func (p *pool) admitLocked(j *job) {
+	j.pool = p
+	p.jobs[j] = struct{}{}
 	p.bytes += j.size
-	switch {
-	case l.waiting > 0:
-		l.waiting--
-		l.wake <- struct{}{} // never blocks: fewer tokens than workers
-		return pushed
-	case l.workers < l.max:
-		p.startLocked(l)
-	}
-	return pushed // every worker is busy; the first to finish takes it
 }
 
-// startLocked starts a worker for lane l (p.mu held, l.workers < l.max).
-func (p *pool) startLocked(l *lane) {
-	l.workers++
-	p.workers++
-	go p.work(l)
-}
-
-// work is a worker goroutine of lane l.
-func (p *pool) work(l *lane) {
-	id := closing.ID()
-	idle := time.NewTimer(workerIdle)
-	defer idle.Stop()
-	p.mu.Lock()
-	for {
-		if j := l.pop(); j != nil {
-			p.queued--
-			p.bytes -= j.size
-			j.worker = id
-			p.inflight[j] = struct{}{}
-			p.mu.Unlock()
-			settled := p.run(j)
-			p.mu.Lock()
-			delete(p.inflight, j)
-			if !settled {
-				p.unsettled = append(p.unsettled, j) // for the teardown to answer
-			}
-			p.notify()
-			continue
-		}
-		if p.stopped {
-			break
-		}
-		l.waiting++
-		p.mu.Unlock()
-		idle.Reset(workerIdle)
-		woken := false
-		select {
-		case <-l.wake:
-			woken = true
-		case <-idle.C:
-		}
+// work runs j, then the jobs that wait behind it in its lane.
+func (p *pool) work(j *job) {
+	for j != nil {
+		settled := p.run(j)
 		p.mu.Lock()
-		if woken {
-			continue
+		p.bytes -= j.size
+		if settled {
+			delete(p.jobs, j)
+		} else {
+			j.done = true // the teardown answers it
 		}
-		select {
-		case <-l.wake: // a job came as the timer fired: take it
-			continue
-		default:
+		j = p.nextLocked(j.lane)
+		if j == nil {
+			p.running--
 		}
-		l.waiting--
-		break
+		p.notifyLocked()
+		p.mu.Unlock()
 	}
-	l.workers--
-	p.workers--
-	p.notify()
-	p.mu.Unlock()
 }
 
-// notify wakes whoever waits for a change (p.mu held).
-func (p *pool) notify() {
+// nextLocked takes the next job of lane l, or retires l when it has none.
+func (p *pool) nextLocked(l *lane) *job {
+	if l == nil {
+		return nil
+	}
+	j := l.head
+	if j == nil {
+		delete(p.lanes, l.key)
+		return nil
+	}
+	l.head, j.next = j.next, nil
+	if l.head == nil {
+		l.tail = nil
+	}
+	l.n--
+	p.waiting--
+	l.cur = j
+	return j
+}
+
+// notifyLocked wakes whoever waits for a change.
+func (p *pool) notifyLocked() {
 	if p.changed != nil {
 		close(p.changed)
 		p.changed = nil
 	}
 }
 
-// waitCh returns a channel closed at the next change (p.mu held).
-func (p *pool) waitCh() <-chan struct{} {
+// waitLocked returns a channel closed at the next change.
+func (p *pool) waitLocked() <-chan struct{} {
 	if p.changed == nil {
 		p.changed = make(chan struct{})
 	}
@@ -214,57 +213,50 @@ func (p *pool) waitCh() <-chan struct{} {
 }
 
 // depth returns the jobs waiting and the handlers running.
-func (p *pool) depth() (queued, running int) {
+func (p *pool) depth() (waiting, running int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.queued, len(p.inflight)
+	return p.waiting, p.running
 }
 
-// busyLocked counts the jobs queued or running that a drain waits for,
-// leaving out handlers that are themselves inside a Close of the owner
-// (they finish only after it) and queued jobs that only such a handler's
-// worker could run (the teardown refuses those). A lane whose workers are
-// all inside a Close gets a new worker when its bound allows.
+// exempt marks j as one whose handler waits for the session to stop: no
+// drain waits for it, nor for the jobs waiting behind it in its lane.
+func (p *pool) exempt(j *job) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	j.stopping = true
+	p.notifyLocked()
+}
+
+// busyLocked counts the jobs a drain waits for: those running or waiting,
+// but for exempt ones and those waiting behind an exempt one.
 func (p *pool) busyLocked() int {
 	n := 0
-	self := map[*lane]int{}
-	for j := range p.inflight {
-		if closing.Inside(j.worker, p.owner) {
-			self[j.lane]++
-		} else {
+	for j := range p.jobs {
+		switch {
+		case j.done:
+		case j.lane == nil || j.lane.cur == j:
+			if !j.stopping {
+				n++
+			}
+		case !j.lane.cur.stopping:
 			n++
 		}
-	}
-	for _, l := range p.lanes {
-		if l.len() == 0 {
-			continue
-		}
-		if l.workers-self[l] == 0 {
-			if l.workers >= l.max {
-				continue // nobody can run them before the Close
-			}
-			p.startLocked(l)
-		}
-		n += l.len()
 	}
 	return n
 }
 
-// drain stops new jobs and waits until every queued and running job has
-// finished, ctx ends (it returns ctx's error) or stop is closed.
+// drain refuses new jobs and waits until every job admitted has finished
+// (but for exempt ones), ctx ends (it returns ctx's error) or stop is
+// closed.
 func (p *pool) drain(ctx context.Context, stop <-chan struct{}) error {
 	p.mu.Lock()
-	p.draining = true
-	for {
-		if p.busyLocked() == 0 {
-			p.mu.Unlock()
-			return nil
-		}
-		ch := p.waitCh()
+	p.closed = true
+	for p.busyLocked() > 0 {
+		ch := p.waitLocked()
 		p.mu.Unlock()
 		select {
 		case <-ch:
-		case <-closing.Changed(): // a handler may have entered a Close
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-stop:
@@ -272,84 +264,78 @@ func (p *pool) drain(ctx context.Context, stop <-chan struct{}) error {
 		}
 		p.mu.Lock()
 	}
+	p.mu.Unlock()
+	return nil
 }
 
-// cut refuses new jobs and takes every queued one out, to be answered
+// cut refuses new jobs and takes the waiting ones out, to be answered
 // without running: once the link starts to end, no handler starts.
-func (p *pool) cut() (queued []*job) {
+func (p *pool) cut() (waiting []*job) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.draining = true
+	p.closed = true
 	for _, l := range p.lanes {
-		for j := l.pop(); j != nil; j = l.pop() {
-			queued = append(queued, j)
+		for j := l.head; j != nil; j = j.next {
+			waiting = append(waiting, j)
+			delete(p.jobs, j)
+			p.bytes -= j.size
 		}
+		l.head, l.tail, l.n = nil, nil, 0
 	}
-	p.queued, p.bytes = 0, 0
-	return queued
+	p.waiting = 0
+	return waiting
 }
 
-// running returns the jobs whose handlers are running, and those whose
-// handlers returned without getting their reply out.
-func (p *pool) running() []*job {
+// unsettled returns the jobs admitted and not yet settled: those whose
+// handlers run, and those whose handlers returned without getting their
+// answer out.
+func (p *pool) unsettled() []*job {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	js := append([]*job(nil), p.unsettled...)
-	for j := range p.inflight {
+	js := make([]*job, 0, len(p.jobs))
+	for j := range p.jobs {
 		js = append(js, j)
 	}
 	return js
 }
 
-// stop makes every worker exit once its handler (if any) returns. It
-// waits for idle workers (they exit at once), then for running handlers
-// until deadline, but not for handlers inside a Close of the owner. It
-// returns the jobs whose handlers were still running at the deadline.
-func (p *pool) stop(deadline <-chan struct{}) (stuck []*job) {
+// stop waits until every handler goroutine has exited, but for those of
+// exempt jobs (they wait for the session to stop), or until deadline; it
+// then returns the jobs whose handlers still run. Call it after cut.
+func (p *pool) stop(deadline <-chan struct{}) []*job {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.stopped = true
-	for _, l := range p.lanes {
-		for ; l.waiting > 0; l.waiting-- {
-			l.wake <- struct{}{}
-		}
-	}
 	for {
-		self := 0
-		for j := range p.inflight {
-			if closing.Inside(j.worker, p.owner) {
-				self++
-			}
-		}
-		idle := p.workers - len(p.inflight)
-		if idle == 0 && len(p.inflight) == self {
+		stuck, self := p.runningLocked()
+		if p.running == self {
 			return nil
 		}
-		expired := false
+		ch := p.waitLocked()
+		p.mu.Unlock()
 		select {
+		case <-ch:
+			p.mu.Lock()
 		case <-deadline:
-			expired = true
-		default:
-		}
-		if idle == 0 && expired {
-			for j := range p.inflight {
-				if !closing.Inside(j.worker, p.owner) {
-					stuck = append(stuck, j)
-				}
+			p.mu.Lock()
+			if stuck, self = p.runningLocked(); p.running == self {
+				return nil
 			}
 			return stuck
 		}
-		ch := p.waitCh()
-		p.mu.Unlock()
-		dl := deadline
-		if idle > 0 {
-			dl = nil // idle workers exit at once: wait for them regardless
-		}
-		select {
-		case <-ch:
-		case <-closing.Changed():
-		case <-dl:
-		}
-		p.mu.Lock()
 	}
+}
+
+// runningLocked returns the jobs whose handlers run, leaving out and
+// counting the exempt ones.
+func (p *pool) runningLocked() (running []*job, exempt int) {
+	for j := range p.jobs {
+		switch {
+		case j.done:
+		case j.stopping:
+			exempt++
+		default:
+			running = append(running, j)
+		}
+	}
+	return running, exempt
 }

@@ -174,13 +174,8 @@ func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Session, error)
 	s.idPrefix = hex.EncodeToString(rnd[:]) + "-"
 	if s.mux != nil {
 		s.mux.freeze()
-		// Without a Mux nothing reaches a worker: no pool.
-		if s.cfg.OrderPerSender {
-			// One lane of one worker per slot: same sender, same worker.
-			s.pool = newPool(s.cfg.Workers, s.cfg.QueueSize, s.cfg.MaxQueuedBytes, 1, s.mux, s.runJob)
-		} else {
-			s.pool = newPool(1, s.cfg.QueueSize, s.cfg.MaxQueuedBytes, s.cfg.Workers, s.mux, s.runJob)
-		}
+		// Without a Mux nothing reaches a handler: no pool.
+		s.pool = newPool(s.cfg.Workers, s.cfg.QueueSize, s.cfg.MaxQueuedBytes, s.cfg.OrderPerSender, s.runJob)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithValue(context.Background(), sessionKey{}, s))
 	s.w = xstream.NewWriter(conn, 0, set.WriteTimeout)

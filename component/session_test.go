@@ -585,7 +585,7 @@ func TestOverloadedHandlersDoNotDeadlock(t *testing.T) {
 	})
 	cfg := testConfig(nil)
 	cfg.Handler = mux
-	cfg.Workers = 1
+	cfg.Workers, cfg.OrderPerSender = 1, true // one sender: one waits, the rest are shed
 	cfg.QueueSize = 1
 	s, p := startSession(t, cfg)
 	p.write(`<iq type='set' id='first' from='u@example.com'><q xmlns='urn:test'/></iq>`)

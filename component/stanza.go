@@ -2,6 +2,7 @@ package component
 
 import (
 	"bytes"
+	"context"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -271,8 +272,11 @@ func appendStanzaError(dst []byte, se stanza.Error) []byte {
 }
 
 // errorFromHandler picks the stanza error a handler's error is answered
-// with: a stanza.Error in the chain keeps its condition, anything else is
-// an internal-server-error without text (the text may be private).
+// with: a stanza.Error in the chain keeps its condition; context.Canceled
+// or context.DeadlineExceeded (a backend the handler gave up on) is
+// service-unavailable, type wait, as for a request cut by a stop;
+// anything else is an internal-server-error without text (the text may
+// be private).
 func errorFromHandler(err error) stanza.Error {
 	var se stanza.Error
 	if errors.As(err, &se) {
@@ -281,6 +285,9 @@ func errorFromHandler(err error) stanza.Error {
 	var sp *stanza.Error
 	if errors.As(err, &sp) && sp != nil {
 		return *sp
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return errClosing
 	}
 	return stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError}
 }
