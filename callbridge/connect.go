@@ -238,63 +238,28 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	for i, a := range ep.Addrs {
 		addrs[i] = netip.AddrPortFrom(a, ep.Port)
 	}
-	// The TLS handshake starts before the TCP connect, on an earlyConn:
-	// crypto/tls builds the ClientHello (its key shares are most of the
-	// work before the first byte) first, and sends it the moment the
-	// connection is up, so the server does not wait for it. The client
-	// does the same work as tls.Dial, with the key shares before the
-	// connect instead of after it. The handshake's deadline is still
-	// hctx's, set once the connection is up; a problem with the TLS
-	// settings is still the TLS step's.
-	tc, tcErr := b.tlsConfig(cfg, ep)
-	var (
-		early   *earlyConn
-		tconn   *tls.Conn
-		tlsDone chan error
-	)
-	tctx, tcancel := context.WithCancel(ctx)
-	defer tcancel()
-	if tcErr == nil {
-		early = newEarlyConn()
-		tconn = tls.Client(early, tc)
-		tlsDone = make(chan error, 1)
-		go func() { tlsDone <- tconn.HandshakeContext(tctx) }()
-		select {
-		case <-early.wrote: // the ClientHello waits for the connection
-		case err := <-tlsDone: // failed before writing: reported at the TLS step
-			tlsDone <- err
-		case <-ctx.Done():
-		}
-	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	conn, addr, err := raceDial(dctx, cfg.dialer().DialContext, addrs, attemptDelay)
 	cancel()
-	if early != nil {
-		early.set(conn) // nil when the dial failed: the handshake fails at once
-	}
 	if err != nil {
-		if tlsDone != nil {
-			<-tlsDone
-		}
 		return nil, fail(Connecting, "", err)
 	}
 	progress()
 	as := addr.String()
 
+	// TLS and the component handshake share one deadline, the handshake
+	// timeout, counted from the connection being up.
 	hctx, cancel := context.WithTimeout(ctx, cfg.Tuning.WithDefaults().HandshakeTimeout)
 	defer cancel()
-	defer context.AfterFunc(hctx, tcancel)()
 	step(TLS, as)
 	stepStart = time.Now()
-	if tcErr != nil {
+	tc, err := b.tlsConfig(cfg, ep)
+	if err != nil {
 		conn.Close()
-		return nil, fail(TLS, as, tcErr)
+		return nil, fail(TLS, as, err)
 	}
-	if err := <-tlsDone; err != nil {
-		conn.Close()
-		if errors.Is(err, context.Canceled) && hctx.Err() != nil {
-			err = hctx.Err() // what ended tctx: the handshake timeout, or ctx
-		}
+	tconn, err := startTLS(hctx, conn, tc)
+	if err != nil {
 		return nil, fail(TLS, as, tlsverify.ExplainHandshakeError(err))
 	}
 	progress()
@@ -313,6 +278,18 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 		return nil, fail(Authenticating, as, err)
 	}
 	return &link{sess: sess, ep: ep, addr: addr, up: b.now()}, nil
+}
+
+// startTLS runs the TLS client handshake on conn, already connected, and
+// returns within ctx's deadline (crypto/tls closes conn when ctx ends). On
+// failure conn is closed.
+func startTLS(ctx context.Context, conn net.Conn, tc *tls.Config) (*tls.Conn, error) {
+	tconn := tls.Client(conn, tc)
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return tconn, nil
 }
 
 // linkConfig is the component.Config of every link of the bridge.

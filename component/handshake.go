@@ -205,15 +205,11 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// enableTCPKeepalive turns on TCP keepalive when conn is (or wraps, as
-// tls.Conn does, through NetConn) a TCP connection, so that a dead peer is
-// noticed even on an idle link.
+// enableTCPKeepalive turns on TCP keepalive when conn is a TCP connection
+// or wraps one directly (a *tls.Conn, through NetConn), so that a dead peer
+// is noticed even on an idle link.
 func enableTCPKeepalive(conn net.Conn) {
-	for range 4 {
-		w, ok := conn.(interface{ NetConn() net.Conn })
-		if !ok || w.NetConn() == conn {
-			break
-		}
+	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
 		conn = w.NetConn()
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
