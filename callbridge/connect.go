@@ -46,7 +46,7 @@ func demote(eps []discovery.Endpoint, k string) {
 // endpoints runs discovery; the result is a fresh slice the caller may
 // reorder.
 func (b *Bridge) endpoints(ctx context.Context, cfg *resolved, res Resolver) ([]discovery.Endpoint, error) {
-	r, err := res.Lookup(ctx, discovery.Request{Domain: cfg.Domain, Server: cfg.Server, FallbackToDomain: cfg.FallbackToDomain})
+	r, err := lookup(ctx, res, discovery.Request{Domain: cfg.Domain, Server: cfg.Server, FallbackToDomain: cfg.FallbackToDomain})
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +61,27 @@ func (b *Bridge) endpoints(ctx context.Context, cfg *resolved, res Resolver) ([]
 		cfg.Logger.Debug("xmpp servers in the order to try", "servers", order)
 	}
 	return slices.Clone(r.Endpoints), nil
+}
+
+// lookup asks res for the endpoints of req. A result without endpoints,
+// or with an endpoint without addresses, but no error is a
+// *ContractError: discovery.Resolver reports those with an error.
+func lookup(ctx context.Context, res Resolver, req discovery.Request) (*discovery.Result, error) {
+	r, err := res.Lookup(ctx, req)
+	switch {
+	case err != nil:
+		return nil, err
+	case r == nil:
+		return nil, &ContractError{Field: "Resolver", What: "returned a nil result and no error"}
+	case len(r.Endpoints) == 0:
+		return nil, &ContractError{Field: "Resolver", What: "returned no servers and no error"}
+	}
+	for _, ep := range r.Endpoints {
+		if len(ep.Addrs) == 0 {
+			return nil, &ContractError{Field: "Resolver", What: fmt.Sprintf("returned server %q without an address and no error", ep.Target)}
+		}
+	}
+	return r, nil
 }
 
 // attempt is the outcome of one connection attempt.
@@ -206,10 +227,7 @@ func (b *Bridge) redirect(ctx context.Context, cfg *resolved, err error) *discov
 		return nil
 	}
 	_, res := b.current()
-	r, err := res.Lookup(ctx, discovery.Request{Domain: cfg.Domain, Server: addr})
-	if err == nil && len(r.Endpoints) == 0 {
-		err = discovery.ErrNoAddresses
-	}
+	r, err := lookup(ctx, res, discovery.Request{Domain: cfg.Domain, Server: addr})
 	if err != nil {
 		b.failed(&RedirectError{Addr: addr, Err: err})
 		return nil

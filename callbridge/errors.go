@@ -83,6 +83,22 @@ func (e *RedirectError) Error() string {
 
 func (e *RedirectError) Unwrap() error { return e.Err }
 
+// ContractError says that a Config.Resolver or Config.Dialer supplied by
+// the program broke its contract: a Dialer returned neither a connection
+// nor an error, or a Resolver returned no error with a nil Result, no
+// endpoints, or an endpoint without an address. Classify gives
+// KindConfig: the program must be fixed, so the bridge treats it as a
+// permanent failure (it retries at Backoff.Max, or Run gives up with
+// StopOnPermanentError).
+type ContractError struct {
+	Field string // "Dialer" or "Resolver"
+	What  string // what it did, such as "returned no connection and no error"
+}
+
+func (e *ContractError) Error() string {
+	return "callbridge: Config." + e.Field + " " + e.What
+}
+
 // protocolConditions are the stream error conditions from the server that
 // say it does not accept this component's stream as configured.
 var protocolConditions = map[string]bool{
@@ -114,13 +130,14 @@ func Classify(err error) ErrorKind {
 		netErr   net.Error
 		se       *component.StreamError
 		ce       *ConnectError
+		contract *ContractError
 	)
 	switch {
 	case err == nil:
 		return KindNone
 	case errors.Is(err, ErrClosed), errors.Is(err, component.ErrClosed):
 		return KindClosed
-	case errors.Is(err, ErrInvalidConfig), errors.Is(err, component.ErrConfig):
+	case errors.Is(err, ErrInvalidConfig), errors.Is(err, component.ErrConfig), errors.As(err, &contract):
 		return KindConfig
 	case errors.As(err, &redirErr):
 		return KindRedirect
