@@ -3,7 +3,7 @@ package callbridge
 import (
 	"context"
 	"net"
-		"testing"
+	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
