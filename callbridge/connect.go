@@ -93,7 +93,9 @@ type attempt struct {
 }
 
 // connectAny tries the endpoints in order and returns the first link that
-// authenticates, not yet started. An attempt that makes no progress (TCP,
+// authenticates, not yet started. Each attempt first waits what the pacer
+// says (attempts on one endpoint start Backoff.spacing apart), and each
+// failure is reported to it. An attempt that makes no progress (TCP,
 // TLS, handshake) for Config.ParallelAfter does not hold up the others:
 // the next endpoint starts beside it, RFC 8305 style across servers, and
 // the first to authenticate wins; the others are cancelled, and one that
@@ -101,7 +103,7 @@ type attempt struct {
 // starts the next endpoint at once. A see-other-host redirect is followed
 // once, right after the server that sent it. Every attempt has returned
 // when connectAny does.
-func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.Endpoint, book *failureBook) (*link, error) {
+func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.Endpoint, pace *pacer) (*link, error) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make(chan attempt, len(eps)+1)
@@ -117,8 +119,9 @@ func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.
 		ep := eps[next]
 		next++
 		running++
+		wait := pace.start(ep, b.now())
 		go func() {
-			l, err := b.connect(actx, cfg, ep, false, signal)
+			l, err := b.connect(actx, cfg, ep, false, wait, signal)
 			a := attempt{ep: ep, l: l, err: err}
 			if err != nil && actx.Err() == nil {
 				a.redirect = b.redirect(actx, cfg, err)
@@ -168,7 +171,7 @@ func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.
 			default:
 				lastErr = a.err
 				b.failed(a.err)
-				book.attemptFailed(a.ep, a.err)
+				pace.attemptFailed(a.ep, a.err)
 				if a.redirect != nil && !redirected {
 					redirected = true
 					eps = slices.Insert(eps, next, *a.redirect)
@@ -239,19 +242,29 @@ func (b *Bridge) redirect(ctx context.Context, cfg *resolved, err error) *discov
 // connect brings up one link to ep: TCP (racing its addresses), TLS with
 // the certificate checks, then the component handshake. The session is
 // authenticated but not started: the caller publishes it first. A probe
-// (fail-back) does not touch the status. progress is called after each
+// (fail-back) does not touch the status. wait delays the TCP connect
+// (state Connecting), as the pacer asks. progress is called after each
 // step that completes.
-func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoint, probe bool, progress func()) (*link, error) {
+func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoint, probe bool, wait time.Duration, progress func()) (*link, error) {
 	step := func(st State, addr string) {
 		if !probe && ctx.Err() == nil {
 			b.set(func(s *Status) { s.State = st; s.Server = ep.Target; s.Addr = addr })
+		}
+	}
+	step(Connecting, "")
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, &ConnectError{Server: ep.Target, Step: Connecting, Err: ctx.Err()}
 		}
 	}
 	stepStart := time.Now()
 	fail := func(st State, addr string, err error) error {
 		return &ConnectError{Server: ep.Target, Addr: addr, Step: st, Elapsed: time.Since(stepStart), Err: err}
 	}
-	step(Connecting, "")
 	addrs := make([]netip.AddrPort, len(ep.Addrs))
 	for i, a := range ep.Addrs {
 		addrs[i] = netip.AddrPortFrom(a, ep.Port)
