@@ -151,15 +151,12 @@ func Classify(err error) ErrorKind {
 		return KindCertificate
 	case errors.As(err, &recErr): // includes tlsverify.ErrPlainXMPP
 		return KindProtocol // the port does not speak TLS
-	case errors.Is(err, component.ErrNoStreamID), errors.Is(err, component.ErrWrongAddress):
-		return KindProtocol
+	case errors.Is(err, component.ErrHandshakeProtocol), errors.Is(err, component.ErrNoStreamID), errors.Is(err, component.ErrWrongAddress):
+		return KindProtocol // the server's handshake was not XEP-0114
 	case errors.As(err, &se):
 		switch c := se.Condition(); {
 		case se.Local:
-			if errors.As(err, &ce) && ce.Step == Authenticating {
-				return KindProtocol // the server's handshake was not XEP-0114
-			}
-			return KindStream
+			return KindStream // the server broke the protocol mid-session
 		case c == "not-authorized":
 			return KindAuth
 		case c == "host-unknown", c == "host-gone":
@@ -176,8 +173,6 @@ func Classify(err error) ErrorKind {
 			return KindProtocol
 		}
 		return KindStream
-	case errors.Is(err, component.ErrProtocol) && errors.As(err, &ce) && ce.Step == Authenticating:
-		return KindProtocol
 	case errors.Is(err, component.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return KindTimeout
 	case errors.As(err, &tlsAlert):
