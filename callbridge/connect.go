@@ -269,6 +269,10 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	for i, a := range ep.Addrs {
 		addrs[i] = netip.AddrPortFrom(a, ep.Port)
 	}
+	// The TLS configuration is built before the connect, so that the
+	// ClientHello is not delayed by it; a problem with it is still the
+	// TLS step's.
+	tc, tcErr := b.tlsConfig(cfg, ep)
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	conn, addr, err := raceDial(dctx, cfg.dialer().DialContext, addrs, attemptDelay)
 	cancel()
@@ -284,10 +288,9 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 	defer cancel()
 	step(TLS, as)
 	stepStart = time.Now()
-	tc, err := b.tlsConfig(cfg, ep)
-	if err != nil {
+	if tcErr != nil {
 		conn.Close()
-		return nil, fail(TLS, as, err)
+		return nil, fail(TLS, as, tcErr)
 	}
 	tconn, err := startTLS(hctx, conn, tc)
 	if err != nil {
