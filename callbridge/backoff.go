@@ -8,7 +8,7 @@ import (
 // Backoff sets the waits between connection cycles: exponential growth from
 // Base by Multiplier, with full jitter (a uniformly random wait between 0
 // and the computed value, so that many bridges restarted together do not
-// hammer the server in step). The zero value means DefaultBackoff.
+// hammer the server in step). Zero fields take DefaultBackoff's values.
 //
 // What each failure waits:
 //
@@ -20,11 +20,20 @@ import (
 //	an endpoint that has not failed is left        none: it is tried at once
 //	every endpoint fails (no link yet)             jittered, growing from Base up to TransientMax
 //	a link drops before it was healthy (flapping)  the first time none, then as the line above
-//	permanent refusal (wrong secret, unknown name) Max, every time
+//	every endpoint's last failure was permanent    Max, every time
+//	(wrong secret, unknown name)
 //
-// A link is healthy once it has shown the server alive after the
-// handshake (a ping answered, or stanzas both ways) or lived ResetAfter; a
-// healthy link clears the failure counts.
+// A cycle in which some endpoints failed permanently and others not (a
+// preferred server restarting, a backup with a wrong secret) is a
+// transient failure. A link is healthy once the server has shown itself
+// alive after the handshake (it answered a ping of the bridge) or the link
+// lived ResetAfter; stanzas both ways do not count, since the bridge
+// answers whatever it is sent. A healthy link clears the failure counts.
+//
+// Whatever the server does, attempts on one endpoint start at least Base
+// or one second apart, whichever is shorter (one second by default): an
+// attempt that would come sooner waits that long in the Connecting state.
+// Fail-back probes (Config.FailBackInterval) are not counted.
 type Backoff struct {
 	Base time.Duration // first wait's upper bound
 	// Max is the interval between attempts while the server refuses the
@@ -35,9 +44,9 @@ type Backoff struct {
 	// that is down, so it keeps trying often.
 	TransientMax time.Duration
 	Multiplier   float64 // growth per failed cycle
-	// ResetAfter is how long a link must live to count as healthy when it
-	// has not shown the server alive otherwise; links that end sooner count
-	// as failures of their server (flapping).
+	// ResetAfter is how long a link must live to count as healthy when the
+	// server has not answered a ping on it; links that end sooner count as
+	// failures of their server (flapping).
 	ResetAfter time.Duration
 	// NoJitter makes every wait exactly its computed ceiling instead of a
 	// uniformly random wait below it: deterministic, for tests and for
@@ -46,37 +55,48 @@ type Backoff struct {
 	NoJitter bool
 }
 
-// DefaultBackoff is the Backoff used for zero fields.
-var DefaultBackoff = Backoff{
-	Base:         time.Second,
-	Max:          60 * time.Second,
-	TransientMax: 10 * time.Second,
-	Multiplier:   2,
-	ResetAfter:   10 * time.Second,
+// DefaultBackoff returns the Backoff whose values zero fields take: Base
+// 1s, Max 60s, TransientMax 10s, Multiplier 2, ResetAfter 10s, with jitter.
+func DefaultBackoff() Backoff {
+	return Backoff{
+		Base:         time.Second,
+		Max:          60 * time.Second,
+		TransientMax: 10 * time.Second,
+		Multiplier:   2,
+		ResetAfter:   10 * time.Second,
+	}
 }
 
+// maxSpacing is the longest spacing of the attempts on one endpoint.
+const maxSpacing = time.Second
+
 func (b Backoff) withDefaults() Backoff {
+	d := DefaultBackoff()
 	if b.Base <= 0 {
-		b.Base = DefaultBackoff.Base
+		b.Base = d.Base
 	}
 	if b.Max <= 0 {
-		b.Max = DefaultBackoff.Max
+		b.Max = d.Max
 	}
 	if b.Max < b.Base {
 		b.Max = b.Base
 	}
 	if b.TransientMax <= 0 {
-		b.TransientMax = DefaultBackoff.TransientMax
+		b.TransientMax = d.TransientMax
 	}
 	b.TransientMax = min(max(b.TransientMax, b.Base), b.Max)
 	if b.Multiplier < 1 {
-		b.Multiplier = DefaultBackoff.Multiplier
+		b.Multiplier = d.Multiplier
 	}
 	if b.ResetAfter <= 0 {
-		b.ResetAfter = DefaultBackoff.ResetAfter
+		b.ResetAfter = d.ResetAfter
 	}
 	return b
 }
+
+// spacing is the least time between the starts of two attempts on one
+// endpoint: Base, at most maxSpacing.
+func (b Backoff) spacing() time.Duration { return min(b.Base, maxSpacing) }
 
 // ceiling is the upper bound of the wait after the given number of failed
 // cycles (1 for the first failure) of a transient kind; outage, when not

@@ -40,7 +40,7 @@ func TestBackoffJitterSpreads(t *testing.T) {
 
 func TestBackoffDefaults(t *testing.T) {
 	b := Backoff{}.withDefaults()
-	assert.Equal(t, DefaultBackoff, b)
+	assert.Equal(t, DefaultBackoff(), b)
 	b = Backoff{Base: time.Minute, Max: time.Second}.withDefaults()
 	assert.Equal(t, time.Minute, b.Max, "max is raised to base")
 }

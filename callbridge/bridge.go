@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -42,9 +41,7 @@ type Bridge struct {
 	// them before it returns.
 	bg sync.WaitGroup
 
-	now    func() time.Time // the clock of link lifetimes and outages (tests play with it)
-	rand   *rand.Rand       // the backoff's jitter
-	randMu sync.Mutex
+	now func() time.Time // the clock of link lifetimes, outages and attempt spacing (tests play with it)
 }
 
 // New validates cfg and returns a Bridge that has not connected yet. It
@@ -62,7 +59,6 @@ func New(cfg Config) (*Bridge, error) {
 		done:    make(chan struct{}),
 		updated: make(chan struct{}, 1),
 		now:     time.Now,
-		rand:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
 	b.resolver = newResolver(r)
 	return b, nil

@@ -131,8 +131,9 @@ func TestClassifyTable(t *testing.T) {
 		{&discovery.Error{Kind: discovery.KindTimeout, Err: errors.New("i/o timeout")}, KindDNS},
 		{&discovery.Error{Kind: discovery.KindNoSRV, Err: discovery.ErrNoSRV}, KindNoService},
 		{&RedirectError{Addr: "x:99999", Err: &discovery.Error{Kind: discovery.KindBadAddress, Err: discovery.ErrBadAddress}}, KindRedirect},
-		{&ConnectError{Step: Authenticating, Err: &component.StreamError{Err: stream.NotWellFormed, Local: true}}, KindProtocol},
-		{&component.StreamError{Err: stream.NotWellFormed, Local: true}, KindStream}, // mid-session
+		{fmt.Errorf("%w: %w", component.ErrHandshakeProtocol, &component.StreamError{Err: stream.NotWellFormed, Local: true}), KindProtocol}, // in the handshake
+		{&component.StreamError{Err: stream.NotWellFormed, Local: true}, KindStream},                                                         // mid-session
+		{&ConnectError{Step: Authenticating, Err: &component.StreamError{Err: stream.NotWellFormed, Local: true}}, KindStream},               // the wrapper does not matter
 		{&component.StreamError{Err: stream.ImproperAddressing}, KindProtocol},
 		{&component.StreamError{Err: stream.Error{Err: "host-gone"}}, KindUnknownName},
 		{&component.StreamError{Err: stream.Conflict}, KindConflict},
@@ -140,7 +141,7 @@ func TestClassifyTable(t *testing.T) {
 		{&component.StreamError{Err: stream.PolicyViolation}, KindStream},
 		{component.ErrPeerClosed, KindStream},
 		{fmt.Errorf("component: ping: %w", component.ErrTimeout), KindTimeout},
-		{&ConnectError{Step: Authenticating, Err: fmt.Errorf("%w: <message> instead of the handshake reply", component.ErrProtocol)}, KindProtocol},
+		{fmt.Errorf("%w: %w: <message> instead of the handshake reply", component.ErrHandshakeProtocol, component.ErrProtocol), KindProtocol},
 		{fmt.Errorf("read: %w", io.ErrUnexpectedEOF), KindNetwork},
 		{context.DeadlineExceeded, KindTimeout},
 		{&ConnectError{Step: TLS, Err: tls.AlertError(40)}, KindTLS}, // handshake_failure (Prosody on an unknown SNI)

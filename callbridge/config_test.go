@@ -188,10 +188,10 @@ func TestConfigDurations(t *testing.T) {
 		{"FailBackInterval", func(c *Config) *time.Duration { return &c.FailBackInterval }, func(r *resolved) time.Duration { return r.FailBackInterval }, 60 * time.Second, false},
 		{"ParallelAfter", func(c *Config) *time.Duration { return &c.ParallelAfter }, func(r *resolved) time.Duration { return r.ParallelAfter }, 2 * time.Second, true},
 		{"DrainTimeout", func(c *Config) *time.Duration { return &c.DrainTimeout }, func(r *resolved) time.Duration { return r.DrainTimeout }, 5 * time.Second, false},
-		{"Backoff.Base", func(c *Config) *time.Duration { return &c.Backoff.Base }, func(r *resolved) time.Duration { return r.Backoff.Base }, DefaultBackoff.Base, false},
-		{"Backoff.Max", func(c *Config) *time.Duration { return &c.Backoff.Max }, func(r *resolved) time.Duration { return r.Backoff.Max }, DefaultBackoff.Max, false},
-		{"Backoff.TransientMax", func(c *Config) *time.Duration { return &c.Backoff.TransientMax }, func(r *resolved) time.Duration { return r.Backoff.TransientMax }, DefaultBackoff.TransientMax, false},
-		{"Backoff.ResetAfter", func(c *Config) *time.Duration { return &c.Backoff.ResetAfter }, func(r *resolved) time.Duration { return r.Backoff.ResetAfter }, DefaultBackoff.ResetAfter, false},
+		{"Backoff.Base", func(c *Config) *time.Duration { return &c.Backoff.Base }, func(r *resolved) time.Duration { return r.Backoff.Base }, DefaultBackoff().Base, false},
+		{"Backoff.Max", func(c *Config) *time.Duration { return &c.Backoff.Max }, func(r *resolved) time.Duration { return r.Backoff.Max }, DefaultBackoff().Max, false},
+		{"Backoff.TransientMax", func(c *Config) *time.Duration { return &c.Backoff.TransientMax }, func(r *resolved) time.Duration { return r.Backoff.TransientMax }, DefaultBackoff().TransientMax, false},
+		{"Backoff.ResetAfter", func(c *Config) *time.Duration { return &c.Backoff.ResetAfter }, func(r *resolved) time.Duration { return r.Backoff.ResetAfter }, DefaultBackoff().ResetAfter, false},
 	}
 	for _, f := range fields {
 		t.Run(f.name, func(t *testing.T) {
@@ -225,7 +225,7 @@ func TestWithDefaults(t *testing.T) {
 	assert.Equal(t, DefaultFailBackInterval, d.FailBackInterval)
 	assert.Equal(t, DefaultParallelAfter, d.ParallelAfter)
 	assert.Equal(t, DefaultDrainTimeout, d.DrainTimeout)
-	assert.Equal(t, DefaultBackoff, d.Backoff)
+	assert.Equal(t, DefaultBackoff(), d.Backoff)
 	assert.Equal(t, component.Tuning{}.WithDefaults(), d.Tuning)
 	assert.Equal(t, component.DefaultPingInterval, d.PingInterval)
 

@@ -46,7 +46,7 @@ func demote(eps []discovery.Endpoint, k string) {
 // endpoints runs discovery; the result is a fresh slice the caller may
 // reorder.
 func (b *Bridge) endpoints(ctx context.Context, cfg *resolved, res Resolver) ([]discovery.Endpoint, error) {
-	r, err := res.Lookup(ctx, discovery.Request{Domain: cfg.Domain, Server: cfg.Server, FallbackToDomain: cfg.FallbackToDomain})
+	r, err := lookup(ctx, res, discovery.Request{Domain: cfg.Domain, Server: cfg.Server, FallbackToDomain: cfg.FallbackToDomain})
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +63,27 @@ func (b *Bridge) endpoints(ctx context.Context, cfg *resolved, res Resolver) ([]
 	return slices.Clone(r.Endpoints), nil
 }
 
+// lookup asks res for the endpoints of req. A result without endpoints,
+// or with an endpoint without addresses, but no error is a
+// *ContractError: discovery.Resolver reports those with an error.
+func lookup(ctx context.Context, res Resolver, req discovery.Request) (*discovery.Result, error) {
+	r, err := res.Lookup(ctx, req)
+	switch {
+	case err != nil:
+		return nil, err
+	case r == nil:
+		return nil, &ContractError{Field: "Resolver", What: "returned a nil result and no error"}
+	case len(r.Endpoints) == 0:
+		return nil, &ContractError{Field: "Resolver", What: "returned no servers and no error"}
+	}
+	for _, ep := range r.Endpoints {
+		if len(ep.Addrs) == 0 {
+			return nil, &ContractError{Field: "Resolver", What: fmt.Sprintf("returned server %q without an address and no error", ep.Target)}
+		}
+	}
+	return r, nil
+}
+
 // attempt is the outcome of one connection attempt.
 type attempt struct {
 	ep       discovery.Endpoint
@@ -72,7 +93,9 @@ type attempt struct {
 }
 
 // connectAny tries the endpoints in order and returns the first link that
-// authenticates, not yet started. An attempt that makes no progress (TCP,
+// authenticates, not yet started. Each attempt first waits what the pacer
+// says (attempts on one endpoint start Backoff.spacing apart), and each
+// failure is reported to it. An attempt that makes no progress (TCP,
 // TLS, handshake) for Config.ParallelAfter does not hold up the others:
 // the next endpoint starts beside it, RFC 8305 style across servers, and
 // the first to authenticate wins; the others are cancelled, and one that
@@ -80,7 +103,7 @@ type attempt struct {
 // starts the next endpoint at once. A see-other-host redirect is followed
 // once, right after the server that sent it. Every attempt has returned
 // when connectAny does.
-func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.Endpoint, book *failureBook) (*link, error) {
+func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.Endpoint, pace *pacer) (*link, error) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make(chan attempt, len(eps)+1)
@@ -96,8 +119,9 @@ func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.
 		ep := eps[next]
 		next++
 		running++
+		wait := pace.start(ep, b.now())
 		go func() {
-			l, err := b.connect(actx, cfg, ep, false, signal)
+			l, err := b.connect(actx, cfg, ep, false, wait, signal)
 			a := attempt{ep: ep, l: l, err: err}
 			if err != nil && actx.Err() == nil {
 				a.redirect = b.redirect(actx, cfg, err)
@@ -147,7 +171,7 @@ func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.
 			default:
 				lastErr = a.err
 				b.failed(a.err)
-				book.attemptFailed(a.ep, a.err)
+				pace.attemptFailed(a.ep, a.err)
 				if a.redirect != nil && !redirected {
 					redirected = true
 					eps = slices.Insert(eps, next, *a.redirect)
@@ -206,10 +230,7 @@ func (b *Bridge) redirect(ctx context.Context, cfg *resolved, err error) *discov
 		return nil
 	}
 	_, res := b.current()
-	r, err := res.Lookup(ctx, discovery.Request{Domain: cfg.Domain, Server: addr})
-	if err == nil && len(r.Endpoints) == 0 {
-		err = discovery.ErrNoAddresses
-	}
+	r, err := lookup(ctx, res, discovery.Request{Domain: cfg.Domain, Server: addr})
 	if err != nil {
 		b.failed(&RedirectError{Addr: addr, Err: err})
 		return nil
@@ -221,80 +242,58 @@ func (b *Bridge) redirect(ctx context.Context, cfg *resolved, err error) *discov
 // connect brings up one link to ep: TCP (racing its addresses), TLS with
 // the certificate checks, then the component handshake. The session is
 // authenticated but not started: the caller publishes it first. A probe
-// (fail-back) does not touch the status. progress is called after each
+// (fail-back) does not touch the status. wait delays the TCP connect
+// (state Connecting), as the pacer asks. progress is called after each
 // step that completes.
-func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoint, probe bool, progress func()) (*link, error) {
+func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoint, probe bool, wait time.Duration, progress func()) (*link, error) {
 	step := func(st State, addr string) {
 		if !probe && ctx.Err() == nil {
 			b.set(func(s *Status) { s.State = st; s.Server = ep.Target; s.Addr = addr })
+		}
+	}
+	step(Connecting, "")
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, &ConnectError{Server: ep.Target, Step: Connecting, Err: ctx.Err()}
 		}
 	}
 	stepStart := time.Now()
 	fail := func(st State, addr string, err error) error {
 		return &ConnectError{Server: ep.Target, Addr: addr, Step: st, Elapsed: time.Since(stepStart), Err: err}
 	}
-	step(Connecting, "")
 	addrs := make([]netip.AddrPort, len(ep.Addrs))
 	for i, a := range ep.Addrs {
 		addrs[i] = netip.AddrPortFrom(a, ep.Port)
 	}
-	// The TLS handshake starts before the TCP connect, on an earlyConn:
-	// crypto/tls builds the ClientHello (its key shares are most of the
-	// work before the first byte) first, and sends it the moment the
-	// connection is up, so the server does not wait for it. The client
-	// does the same work as tls.Dial, with the key shares before the
-	// connect instead of after it. The handshake's deadline is still
-	// hctx's, set once the connection is up; a problem with the TLS
-	// settings is still the TLS step's.
+	// The TLS configuration is built before the connect, so that the
+	// ClientHello is not delayed by it; a problem with it is still the
+	// TLS step's.
 	tc, tcErr := b.tlsConfig(cfg, ep)
-	var (
-		early   *earlyConn
-		tconn   *tls.Conn
-		tlsDone chan error
-	)
-	tctx, tcancel := context.WithCancel(ctx)
-	defer tcancel()
-	if tcErr == nil {
-		early = newEarlyConn()
-		tconn = tls.Client(early, tc)
-		tlsDone = make(chan error, 1)
-		go func() { tlsDone <- tconn.HandshakeContext(tctx) }()
-		select {
-		case <-early.wrote: // the ClientHello waits for the connection
-		case err := <-tlsDone: // failed before writing: reported at the TLS step
-			tlsDone <- err
-		case <-ctx.Done():
-		}
-	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	conn, addr, err := raceDial(dctx, cfg.dialer().DialContext, addrs, attemptDelay)
 	cancel()
-	if early != nil {
-		early.set(conn) // nil when the dial failed: the handshake fails at once
-	}
 	if err != nil {
-		if tlsDone != nil {
-			<-tlsDone
-		}
 		return nil, fail(Connecting, "", err)
 	}
 	progress()
 	as := addr.String()
 
+	// TLS and the component handshake share one deadline, the handshake
+	// timeout, counted from the connection being up.
 	hctx, cancel := context.WithTimeout(ctx, cfg.Tuning.WithDefaults().HandshakeTimeout)
 	defer cancel()
-	defer context.AfterFunc(hctx, tcancel)()
 	step(TLS, as)
 	stepStart = time.Now()
 	if tcErr != nil {
 		conn.Close()
 		return nil, fail(TLS, as, tcErr)
 	}
-	if err := <-tlsDone; err != nil {
-		conn.Close()
-		if errors.Is(err, context.Canceled) && hctx.Err() != nil {
-			err = hctx.Err() // what ended tctx: the handshake timeout, or ctx
-		}
+	tconn, err := startTLS(hctx, conn, tc)
+	if err != nil {
 		return nil, fail(TLS, as, tlsverify.ExplainHandshakeError(err))
 	}
 	progress()
@@ -313,6 +312,18 @@ func (b *Bridge) connect(ctx context.Context, cfg *resolved, ep discovery.Endpoi
 		return nil, fail(Authenticating, as, err)
 	}
 	return &link{sess: sess, ep: ep, addr: addr, up: b.now()}, nil
+}
+
+// startTLS runs the TLS client handshake on conn, already connected, and
+// returns within ctx's deadline (crypto/tls closes conn when ctx ends). On
+// failure conn is closed.
+func startTLS(ctx context.Context, conn net.Conn, tc *tls.Config) (*tls.Conn, error) {
+	tconn := tls.Client(conn, tc)
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return tconn, nil
 }
 
 // linkConfig is the component.Config of every link of the bridge.

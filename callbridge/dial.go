@@ -38,7 +38,7 @@ func raceDial(ctx context.Context, dial dialFunc, addrs []netip.AddrPort, delay 
 	case 0:
 		return nil, netip.AddrPort{}, errors.New("no addresses to dial")
 	case 1:
-		c, err := dial(ctx, "tcp", addrs[0].String())
+		c, err := dialOne(ctx, dial, addrs[0])
 		if err != nil {
 			return nil, netip.AddrPort{}, errors.Join(fmt.Errorf("%s: %w", addrs[0], err))
 		}
@@ -52,7 +52,7 @@ func raceDial(ctx context.Context, dial dialFunc, addrs []netip.AddrPort, delay 
 		a := addrs[started]
 		started++
 		go func() {
-			c, err := dial(ctx, "tcp", a.String())
+			c, err := dialOne(ctx, dial, a)
 			results <- dialResult{conn: c, addr: a, err: err}
 		}()
 	}
@@ -96,4 +96,19 @@ func raceDial(ctx context.Context, dial dialFunc, addrs []netip.AddrPort, delay 
 		return nil, netip.AddrPort{}, err
 	}
 	return nil, netip.AddrPort{}, errors.Join(errs...)
+}
+
+// dialOne dials a with dial, holding the Dialer to its contract: exactly
+// one of the connection and the error. Neither is a *ContractError; both
+// close the connection and keep the error.
+func dialOne(ctx context.Context, dial dialFunc, a netip.AddrPort) (net.Conn, error) {
+	c, err := dial(ctx, "tcp", a.String())
+	switch {
+	case err != nil && c != nil:
+		c.Close()
+		return nil, err
+	case err == nil && c == nil:
+		return nil, &ContractError{Field: "Dialer", What: "returned no connection and no error"}
+	}
+	return c, err
 }

@@ -42,14 +42,19 @@
 // an endpoint that has not failed. Only when every endpoint has failed does
 // it wait, with exponential backoff and full jitter capped at
 // Backoff.TransientMax (10s): a Call Bridge without its link is a service
-// that is down. When a healthy link drops (it showed the server alive, or
-// lived Backoff.ResetAfter), the bridge starts a new cycle at once, trying
-// the server it lost last, and while that outage lasts its waits stay
-// under half the outage so far, so that a server restarted in a few
+// that is down. The failure of such a cycle is permanent only when every
+// endpoint's last failure was. When a healthy link drops (the server
+// answered one of the bridge's pings on it, or it lived
+// Backoff.ResetAfter), the bridge starts a new cycle at once, trying the
+// server it lost after the others, and while that outage lasts its waits
+// stay under half the outage so far, so that a server restarted in a few
 // seconds is back in use within a second or two of listening again. A
 // server that keeps dropping the link before it was healthy (flapping)
-// counts as failing and is backed off. The Backoff type has the table of
-// what each failure waits.
+// counts as failing and is backed off; stanzas both ways do not make a link
+// healthy, since the bridge answers whatever it is sent. Whatever the
+// server does, attempts on one endpoint start at least a second apart
+// (Backoff.Base if shorter). The Backoff type has the table of what each
+// failure waits.
 //
 // Classify gives the kind of any error of the module (DNS, network, TLS,
 // certificate, handshake, stream); it is the one classification, used for

@@ -83,6 +83,22 @@ func (e *RedirectError) Error() string {
 
 func (e *RedirectError) Unwrap() error { return e.Err }
 
+// ContractError says that a Config.Resolver or Config.Dialer supplied by
+// the program broke its contract: a Dialer returned neither a connection
+// nor an error, or a Resolver returned no error with a nil Result, no
+// endpoints, or an endpoint without an address. Classify gives
+// KindConfig: the program must be fixed, so the bridge treats it as a
+// permanent failure (it retries at Backoff.Max, or Run gives up with
+// StopOnPermanentError).
+type ContractError struct {
+	Field string // "Dialer" or "Resolver"
+	What  string // what it did, such as "returned no connection and no error"
+}
+
+func (e *ContractError) Error() string {
+	return "callbridge: Config." + e.Field + " " + e.What
+}
+
 // protocolConditions are the stream error conditions from the server that
 // say it does not accept this component's stream as configured.
 var protocolConditions = map[string]bool{
@@ -114,13 +130,14 @@ func Classify(err error) ErrorKind {
 		netErr   net.Error
 		se       *component.StreamError
 		ce       *ConnectError
+		contract *ContractError
 	)
 	switch {
 	case err == nil:
 		return KindNone
 	case errors.Is(err, ErrClosed), errors.Is(err, component.ErrClosed):
 		return KindClosed
-	case errors.Is(err, ErrInvalidConfig), errors.Is(err, component.ErrConfig):
+	case errors.Is(err, ErrInvalidConfig), errors.Is(err, component.ErrConfig), errors.As(err, &contract):
 		return KindConfig
 	case errors.As(err, &redirErr):
 		return KindRedirect
@@ -134,15 +151,12 @@ func Classify(err error) ErrorKind {
 		return KindCertificate
 	case errors.As(err, &recErr): // includes tlsverify.ErrPlainXMPP
 		return KindProtocol // the port does not speak TLS
-	case errors.Is(err, component.ErrNoStreamID), errors.Is(err, component.ErrWrongAddress):
-		return KindProtocol
+	case errors.Is(err, component.ErrHandshakeProtocol), errors.Is(err, component.ErrNoStreamID), errors.Is(err, component.ErrWrongAddress):
+		return KindProtocol // the server's handshake was not XEP-0114
 	case errors.As(err, &se):
 		switch c := se.Condition(); {
 		case se.Local:
-			if errors.As(err, &ce) && ce.Step == Authenticating {
-				return KindProtocol // the server's handshake was not XEP-0114
-			}
-			return KindStream
+			return KindStream // the server broke the protocol mid-session
 		case c == "not-authorized":
 			return KindAuth
 		case c == "host-unknown", c == "host-gone":
@@ -159,8 +173,6 @@ func Classify(err error) ErrorKind {
 			return KindProtocol
 		}
 		return KindStream
-	case errors.Is(err, component.ErrProtocol) && errors.As(err, &ce) && ce.Step == Authenticating:
-		return KindProtocol
 	case errors.Is(err, component.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return KindTimeout
 	case errors.As(err, &tlsAlert):

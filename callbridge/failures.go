@@ -1,20 +1,45 @@
 package callbridge
 
 import (
+	"math/rand/v2"
 	"time"
 
 	"github.com/cblink/cblink/discovery"
 )
 
-// failureBook keeps the connection cycle's failure accounting per endpoint,
-// so that the bridge never waits before trying an endpoint that has not
-// failed: a second failover within a minute goes straight to the next
-// server, while a server that keeps accepting and dropping the link is
-// backed off. It belongs to Run's loop (one goroutine).
-type failureBook struct {
-	eps map[string]*epRecord // by endpoint key (host:port)
-	// lookupFails counts consecutive failed lookups (no endpoints at all).
+// pacer owns the pacing of the connection cycle: the failures of each
+// endpoint, the spacing of the attempts on each endpoint, and the one
+// verdict of each cycle that ends without a live link (how long to wait
+// before the next, and whether the failure is permanent). The loop reports
+// what happened (lookupFailed, attemptFailed, connected, dropped) and asks
+// next; it does not weigh failures itself.
+//
+// The rules, with the Backoff table:
+//   - The bridge never waits before trying an endpoint that has not
+//     failed: a second failover within a minute goes straight to the next
+//     server.
+//   - A cycle's failure is permanent only when every endpoint's last
+//     failure was permanent; it then waits Backoff.Max. Otherwise it waits
+//     a jittered Backoff.ceiling for the fewest failures of any endpoint.
+//   - A link is healthy when the server showed itself alive (it answered
+//     one of the bridge's pings) or the link lived Backoff.ResetAfter.
+//     Stanzas both ways prove nothing: the bridge answers whatever it is
+//     sent. A healthy link's drop clears every record, starts an outage
+//     (whose length caps the waits) and the next cycle at once; any other
+//     drop is a failure of its endpoint (a flapping server).
+//   - Attempts on one endpoint start at least Backoff.spacing apart (1 s
+//     by default), whatever the server does (start).
+//
+// It belongs to Run's loop (one goroutine); connectAny calls it from that
+// goroutine only.
+type pacer struct {
+	bo   Backoff // with defaults; set by the loop at each cycle
+	rand *rand.Rand
+	eps  map[string]*epRecord // by endpoint key (host:port)
+	// lookupFails counts consecutive failed lookups (no endpoints at all);
+	// lookupPerm says whether the last one was permanent.
 	lookupFails int
+	lookupPerm  bool
 	// cycles counts failed connection cycles since the last link came up
 	// (Status.Attempt).
 	cycles int
@@ -23,75 +48,124 @@ type failureBook struct {
 	// outage is when a healthy link dropped, while no link is up since;
 	// zero otherwise. It caps the waits (Backoff.ceiling).
 	outage time.Time
+	// end is what ended the current cycle, for next.
+	end cycleEnd
 }
+
+// cycleEnd is what ended a connection cycle without a live link.
+type cycleEnd int
+
+const (
+	endNone        cycleEnd = iota
+	endLookup               // the lookup failed
+	endAllFailed            // every endpoint tried failed
+	endDropped              // a link dropped; the next cycle may wait
+	endDroppedNext          // a link dropped; the next cycle starts at once
+)
 
 type epRecord struct {
-	fails     int  // failures since this endpoint last held a link
-	permanent bool // the last failure was permanent (wrong secret, ...)
+	fails     int       // failures since the last healthy link
+	permanent bool      // the last failure was permanent (wrong secret, ...)
+	tried     time.Time // when the last attempt started (or will start)
 }
 
-func newFailureBook() *failureBook { return &failureBook{eps: map[string]*epRecord{}} }
+// linkEnd is what the pacer needs to know of a link that ended.
+type linkEnd struct {
+	lived        time.Duration // from authenticated to its end
+	pingAnswered bool          // the server answered a ping of the bridge
+}
 
-func (f *failureBook) rec(ep discovery.Endpoint) *epRecord {
+func newPacer() *pacer {
+	return &pacer{
+		bo:   Backoff{}.withDefaults(),
+		rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		eps:  map[string]*epRecord{},
+	}
+}
+
+func (p *pacer) rec(ep discovery.Endpoint) *epRecord {
 	k := key(ep)
-	r := f.eps[k]
+	r := p.eps[k]
 	if r == nil {
 		r = &epRecord{}
-		f.eps[k] = r
+		p.eps[k] = r
 	}
 	return r
 }
 
 // order returns eps in the order to try: as discovery ordered them
-// (RFC 2782), with the endpoint just lost moved to the end. Records of
-// endpoints that are no longer published are forgotten.
-func (f *failureBook) order(eps []discovery.Endpoint) []discovery.Endpoint {
-	f.lookupFails = 0
+// (RFC 2782), with the endpoint whose link just ended moved to the end.
+// Records of endpoints that are no longer published are forgotten.
+func (p *pacer) order(eps []discovery.Endpoint) []discovery.Endpoint {
+	p.lookupFails = 0
 	keep := make(map[string]*epRecord, len(eps))
 	for _, ep := range eps {
-		keep[key(ep)] = f.rec(ep)
+		keep[key(ep)] = p.rec(ep)
 	}
-	f.eps = keep
-	demote(eps, f.lost)
-	f.lost = ""
+	p.eps = keep
+	demote(eps, p.lost)
+	p.lost = ""
 	return eps
 }
 
-// attemptFailed records a failed attempt to bring a link up on ep.
-func (f *failureBook) attemptFailed(ep discovery.Endpoint, err error) {
-	r := f.rec(ep)
+// start reserves an attempt on ep at time now and returns how long it must
+// wait first, so that attempts on one endpoint start at least
+// Backoff.spacing apart.
+func (p *pacer) start(ep discovery.Endpoint, now time.Time) time.Duration {
+	r := p.rec(ep)
+	wait := max(r.tried.Add(p.bo.spacing()).Sub(now), 0) // 0 when never tried
+	r.tried = now.Add(wait)
+	return wait
+}
+
+// lookupFailed records a failed lookup: the cycle ends.
+func (p *pacer) lookupFailed(err error) {
+	p.lookupFails++
+	p.lookupPerm = Classify(err).Permanent()
+	p.end = endLookup
+}
+
+// attemptFailed records a failed attempt to bring a link up on ep. If no
+// link comes up in this cycle, every endpoint tried has failed.
+func (p *pacer) attemptFailed(ep discovery.Endpoint, err error) {
+	r := p.rec(ep)
 	r.fails++
 	r.permanent = Classify(err).Permanent()
+	p.end = endAllFailed
 }
 
 // connected records a link up.
-func (f *failureBook) connected() { f.cycles, f.lookupFails, f.outage = 0, 0, time.Time{} }
+func (p *pacer) connected() {
+	p.cycles, p.lookupFails, p.outage, p.end = 0, 0, time.Time{}, endNone
+}
 
-// dropped records that the link to ep ended, at time now, after it was
-// healthy (it showed the server alive, or lived Backoff.ResetAfter) or
-// not, and says whether the next cycle may start at once. A healthy link
-// clears every record (the servers were fine) and starts an outage, whose
-// length caps the waits that follow. One that was not healthy counts as a
-// failure of ep; the next cycle still starts at once for the first such
-// drop, or when another endpoint has not failed.
-func (f *failureBook) dropped(ep discovery.Endpoint, healthy bool, now time.Time) (immediate bool) {
-	f.lost = key(ep)
-	r := f.rec(ep)
-	if healthy {
-		for _, o := range f.eps {
+// dropped records that the link to ep ended at time now. A healthy link
+// (the server answered a ping, or the link lived Backoff.ResetAfter)
+// clears every record, starts an outage and the next cycle at once. Any
+// other drop counts as a failure of ep; the next cycle still starts at
+// once for the first such drop, or when another endpoint has not failed.
+func (p *pacer) dropped(ep discovery.Endpoint, l linkEnd, now time.Time) {
+	p.lost = key(ep)
+	r := p.rec(ep)
+	if l.pingAnswered || l.lived >= p.bo.ResetAfter {
+		for _, o := range p.eps {
 			o.fails, o.permanent = 0, false
 		}
-		f.outage = now
-		return true
+		p.outage = now
+		p.end = endDroppedNext
+		return
 	}
 	r.fails++
 	r.permanent = false
-	return r.fails <= 1 || f.anyFresh()
+	p.end = endDropped
+	if r.fails <= 1 || p.anyFresh() {
+		p.end = endDroppedNext
+	}
 }
 
 // anyFresh reports whether some known endpoint has not failed.
-func (f *failureBook) anyFresh() bool {
-	for _, r := range f.eps {
+func (p *pacer) anyFresh() bool {
+	for _, r := range p.eps {
 		if r.fails == 0 {
 			return true
 		}
@@ -99,37 +173,46 @@ func (f *failureBook) anyFresh() bool {
 	return false
 }
 
-// cycleFailed records a cycle in which every endpoint failed and returns
-// the number of failures to back off for (the fewest of any endpoint) and
-// whether every failure was permanent.
-func (f *failureBook) cycleFailed() (failures int, permanent bool) {
-	f.cycles++
-	failures, permanent = 0, len(f.eps) > 0
-	for _, r := range f.eps {
-		if failures == 0 || r.fails < failures {
-			failures = r.fails
+// next returns the verdict of the cycle that just ended without a live
+// link: how long to wait before the next cycle, and whether the failure is
+// permanent (every endpoint's last failure was, or the lookup's). A
+// permanent failure waits Backoff.Max; a transient one a jittered wait
+// below Backoff.ceiling for the fewest failures of any endpoint (or of
+// the lookups), capped by the outage so far.
+func (p *pacer) next(now time.Time) (wait time.Duration, permanent bool) {
+	end := p.end
+	p.end = endNone
+	var failures int
+	switch end {
+	case endDroppedNext:
+		return 0, false
+	case endLookup:
+		failures, permanent = p.lookupFails, p.lookupPerm
+	default: // endAllFailed, endDropped
+		failures, permanent = 0, len(p.eps) > 0
+		for _, r := range p.eps {
+			if failures == 0 || r.fails < failures {
+				failures = r.fails
+			}
+			permanent = permanent && r.permanent
 		}
-		permanent = permanent && r.permanent
 	}
-	return max(failures, 1), permanent
-}
-
-// lookupFailed records a failed lookup and returns the failures to back
-// off for.
-func (f *failureBook) lookupFailed() int {
-	f.cycles++
-	f.lookupFails++
-	return f.lookupFails
-}
-
-// outageFor is how long ago a healthy link dropped, 0 when no such
-// outage is in progress.
-func (f *failureBook) outageFor(now time.Time) time.Duration {
-	if f.outage.IsZero() {
-		return 0
+	p.cycles++
+	if permanent {
+		// Operators fix the server while the bridge runs, as on CMS:
+		// keep trying, at the slowest pace.
+		return p.bo.Max, true
 	}
-	return max(now.Sub(f.outage), 1)
+	var outage time.Duration
+	if !p.outage.IsZero() {
+		outage = max(now.Sub(p.outage), 1)
+	}
+	failures = max(failures, 1)
+	if p.bo.NoJitter {
+		return p.bo.ceiling(failures, outage), false
+	}
+	return p.bo.delay(failures, outage, p.rand), false
 }
 
 // reset forgets everything (new settings).
-func (f *failureBook) reset() { *f = *newFailureBook() }
+func (p *pacer) reset() { *p = *newPacer() }

@@ -10,9 +10,9 @@ import (
 // loop runs connection cycles until ctx ends (a stop: Close, Shutdown or
 // Run's ctx) or a permanent error stops it. hard ends when the stop must
 // not wait for a drain. On return no link, attempt or probe is left, but
-// for background closes counted in b.bg.
+// for background closes counted in b.bg. The pacer decides every wait.
 func (b *Bridge) loop(ctx, hard context.Context) error {
-	book := newFailureBook()
+	pace := newPacer()
 	for {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -24,23 +24,21 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 		default:
 		}
 		cfg, res := b.current()
-		b.set(func(s *Status) { s.State = Resolving; s.Backoff = 0; s.Attempt = book.cycles })
+		pace.bo = cfg.Backoff
+		b.set(func(s *Status) { s.State = Resolving; s.Backoff = 0; s.Attempt = pace.cycles })
 		eps, err := b.endpoints(ctx, cfg, res)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil {
 			b.failed(err)
-			n := book.lookupFailed()
-			if Classify(err).Permanent() && cfg.StopOnPermanentError {
-				return &PermanentError{Err: err}
-			}
-			if !b.backOff(ctx, cfg, book, n, Classify(err).Permanent()) {
-				return ctx.Err()
+			pace.lookupFailed(err)
+			if err := b.backOff(ctx, cfg, pace, err); err != nil {
+				return err
 			}
 			continue
 		}
-		l, err := b.connectAny(ctx, cfg, book.order(eps), book)
+		l, err := b.connectAny(ctx, cfg, pace.order(eps), pace)
 		if l != nil && ctx.Err() != nil {
 			// Stopped just as the winner authenticated: it was never
 			// published; close it before returning.
@@ -51,81 +49,58 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 			return ctx.Err()
 		}
 		if l == nil {
-			n, perm := book.cycleFailed()
-			if Classify(err).Permanent() && cfg.StopOnPermanentError {
-				return &PermanentError{Err: err}
-			}
-			if !b.backOff(ctx, cfg, book, n, perm || Classify(err).Permanent()) {
-				return ctx.Err()
+			if err := b.backOff(ctx, cfg, pace, err); err != nil {
+				return err
 			}
 			continue
 		}
 
-		book.connected()
+		pace.connected()
 		reason, last, lerr := b.serve(ctx, hard, cfg, res, l)
 		switch reason {
 		case stopped:
 			return ctx.Err()
 		case reconfigured:
-			book.reset()
+			pace.reset()
 			continue
 		}
 		b.set(func(s *Status) {
 			k := Classify(lerr)
 			s.LastErr, s.LastErrKind, s.Permanent = lerr, k, k.Permanent()
 		})
-		// A link that was healthy is replaced at once, as is the first
-		// drop of a server or one with another server not yet failed; a
-		// server that keeps dropping the link right after accepting it
-		// waits like a failure.
-		if book.dropped(last.ep, b.healthy(cfg, last), b.now()) {
-			continue
-		}
-		n, _ := book.cycleFailed()
-		if !b.backOff(ctx, cfg, book, n, false) {
-			return ctx.Err()
+		now := b.now()
+		pace.dropped(last.ep, linkEnd{lived: now.Sub(last.up), pingAnswered: last.sess.Stats().LastPingRTT > 0}, now)
+		if err := b.backOff(ctx, cfg, pace, lerr); err != nil {
+			return err
 		}
 	}
 }
 
-// healthy reports whether a link that ended had shown the server alive
-// after the handshake (a ping answered, or stanzas both ways) or lived
-// Backoff.ResetAfter: its end is then an outage, not a flapping server.
-func (b *Bridge) healthy(cfg *resolved, l *link) bool {
-	st := l.sess.Stats()
-	return st.LastPingRTT > 0 || (st.StanzasIn > 0 && st.StanzasOut > 0) ||
-		b.now().Sub(l.up) >= cfg.Backoff.ResetAfter
-}
-
-// backOff waits before the next cycle. It returns false when ctx ended.
-// An Update ends the wait early and clears the failure accounting.
-func (b *Bridge) backOff(ctx context.Context, cfg *resolved, book *failureBook, failures int, perm bool) bool {
-	wait := b.backoff(cfg, failures, perm, book.outageFor(b.now()))
-	b.set(func(s *Status) { s.State = BackingOff; s.Backoff = wait; s.Attempt = book.cycles })
+// backOff asks the pacer for the verdict of the cycle that just ended and
+// waits it out; err is the cycle's last error. It returns nil when the
+// next cycle may start, ctx's error when ctx ended, and a
+// *PermanentError wrapping err when the failure is permanent and
+// Config.StopOnPermanentError is set. An Update ends the wait early and
+// clears the pacer.
+func (b *Bridge) backOff(ctx context.Context, cfg *resolved, pace *pacer, err error) error {
+	wait, perm := pace.next(b.now())
+	if perm && cfg.StopOnPermanentError {
+		return &PermanentError{Err: err}
+	}
+	if wait <= 0 {
+		return nil
+	}
+	b.set(func(s *Status) { s.State = BackingOff; s.Backoff = wait; s.Attempt = pace.cycles })
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false
+		return ctx.Err()
 	case <-b.updated:
-		book.reset()
+		pace.reset()
 	case <-t.C:
 	}
-	return true
-}
-
-func (b *Bridge) backoff(cfg *resolved, failures int, perm bool, outage time.Duration) time.Duration {
-	if perm {
-		// Operators fix the server while the bridge runs, as on CMS: keep
-		// trying, at the slowest pace.
-		return cfg.Backoff.Max
-	}
-	if cfg.Backoff.NoJitter {
-		return cfg.Backoff.ceiling(failures, outage)
-	}
-	b.randMu.Lock()
-	defer b.randMu.Unlock()
-	return cfg.Backoff.delay(failures, outage, b.rand)
+	return nil
 }
 
 type endReason int
@@ -298,7 +273,7 @@ func (b *Bridge) failBack(ctx context.Context, cfg *resolved, res Resolver, cur 
 		if ep.Priority >= cur.ep.Priority || key(ep) == key(cur.ep) {
 			continue
 		}
-		l, err := b.connect(ctx, cfg, ep, true, func() {})
+		l, err := b.connect(ctx, cfg, ep, true, 0, func() {})
 		if err == nil {
 			return l
 		}

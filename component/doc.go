@@ -33,8 +33,14 @@
 // *StreamError wrapping mellium's stream.Error, so errors.Is(err,
 // stream.NotAuthorized) works; its message is meant for operators.
 // Sentinels (ErrClosed, ErrDisconnected, ErrTimeout, ErrNoStreamID, ...)
-// cover the rest. Whether an error is one an operator must fix is decided
-// in one place for the whole module: callbridge.Classify.
+// cover the rest. Every handshake failure that shows the server does not
+// speak XEP-0114 as configured (a client port, an HTTP answer, junk or a
+// stanza instead of the reply, no or a bad id, another component's
+// address) also wraps ErrHandshakeProtocol, whether it is a *StreamError
+// this side sent or a sentinel. Whether an error is one an operator must
+// fix is decided in one place for the whole module: callbridge.Classify,
+// which gives a handshake error the same kind whether it comes from
+// Handshake directly or through a callbridge.Bridge.
 //
 // # Sending and receiving
 //

@@ -33,6 +33,15 @@ var (
 	// ErrProtocol means the server sent something the protocol does not
 	// allow at that point (for example a stanza instead of the handshake).
 	ErrProtocol = errors.New("component: protocol violation by the server")
+	// ErrHandshakeProtocol is wrapped by every handshake error that shows
+	// the server does not speak XEP-0114 as configured: a stream header
+	// that is not a component stream for this address (a client port,
+	// another namespace, no or a malformed id, another component's
+	// address), or junk, an HTTP answer, a stanza or an unreadable stream
+	// error where the handshake reply belongs. The error also wraps what
+	// says more (ErrNoStreamID, ErrWrongAddress, ErrProtocol, or the local
+	// *StreamError sent). Retrying the same server will not help.
+	ErrHandshakeProtocol = errors.New("component: the server's handshake is not XEP-0114")
 	// ErrForeignFrom is returned by sends whose from address is outside the
 	// component's domain; servers end the stream for such stanzas.
 	ErrForeignFrom = errors.New("component: from address outside the component's domain")
@@ -149,3 +158,14 @@ func (e *StreamError) Error() string {
 	}
 	return b.String()
 }
+
+// handshakeProtocolError marks a handshake error as ErrHandshakeProtocol,
+// keeping its message and everything it wraps.
+type handshakeProtocolError struct{ err error }
+
+func (e *handshakeProtocolError) Error() string   { return e.err.Error() }
+func (e *handshakeProtocolError) Unwrap() []error { return []error{e.err, ErrHandshakeProtocol} }
+
+// notXEP0114 marks err, a handshake error that is the server's protocol
+// fault, with ErrHandshakeProtocol.
+func notXEP0114(err error) error { return &handshakeProtocolError{err} }

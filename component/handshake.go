@@ -63,7 +63,7 @@ func (s *Session) handshakeSteps(ctx context.Context) error {
 	}
 	if h.From != "" && !strings.EqualFold(h.From, addr) {
 		s.giveUp(nil)
-		return fmt.Errorf("%w: asked for %s, the server answered for %q", ErrWrongAddress, addr, xstream.CleanText(h.From))
+		return notXEP0114(fmt.Errorf("%w: asked for %s, the server answered for %q", ErrWrongAddress, addr, xstream.CleanText(h.From)))
 	}
 	if h.ID == "" {
 		// A server that knows no such component often sends a header
@@ -77,7 +77,7 @@ func (s *Session) handshakeSteps(ctx context.Context) error {
 			return s.serverStreamError(el.Raw)
 		}
 		s.giveUp(nil)
-		return fmt.Errorf("%w (component %s); nothing derived from the secret was sent", ErrNoStreamID, addr)
+		return notXEP0114(fmt.Errorf("%w (component %s); nothing derived from the secret was sent", ErrNoStreamID, addr))
 	}
 	digest := xstream.HandshakeDigest(h.ID, string(s.cfg.Secret))
 	msg := make([]byte, 0, 64)
@@ -104,16 +104,16 @@ func (s *Session) handshakeSteps(ctx context.Context) error {
 	case string(el.Name()) == "handshake":
 		if ns, ok := el.Attr("xmlns"); ok && string(ns) != xstream.NSComponent {
 			s.giveUp(nil)
-			return fmt.Errorf("%w: handshake reply in namespace %q", ErrProtocol, xstream.CleanText(string(ns)))
+			return notXEP0114(fmt.Errorf("%w: handshake reply in namespace %q", ErrProtocol, xstream.CleanText(string(ns))))
 		}
 		if len(bytes.TrimSpace(el.Inner())) != 0 {
 			s.giveUp(nil)
-			return fmt.Errorf("%w: handshake reply is not empty", ErrProtocol)
+			return notXEP0114(fmt.Errorf("%w: handshake reply is not empty", ErrProtocol))
 		}
 		return nil
 	default:
 		s.giveUp(nil)
-		return fmt.Errorf("%w: <%s> instead of the handshake reply", ErrProtocol, truncate(el.Name(), 64))
+		return notXEP0114(fmt.Errorf("%w: <%s> instead of the handshake reply", ErrProtocol, truncate(el.Name(), 64)))
 	}
 }
 
@@ -144,7 +144,7 @@ func (s *Session) serverStreamError(raw []byte) error {
 	se, err := xstream.ParseStreamError(raw)
 	s.giveUp(nil)
 	if err != nil {
-		return fmt.Errorf("%w: unreadable stream error: %w", ErrProtocol, err)
+		return notXEP0114(fmt.Errorf("%w: unreadable stream error: %w", ErrProtocol, err))
 	}
 	return &StreamError{Err: se, Addr: s.cfg.addrStr, Name: s.cfg.Name}
 }
@@ -154,7 +154,7 @@ func (s *Session) serverStreamError(raw []byte) error {
 func (s *Session) handshakeReadErr(step string, err error) error {
 	if se := s.localStreamError(err); se != nil {
 		s.giveUp(xstream.AppendStreamError(nil, se.Err.Err, "", ""))
-		return se
+		return notXEP0114(se)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		err = fmt.Errorf("the server closed the connection: %w", err)
@@ -205,15 +205,11 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// enableTCPKeepalive turns on TCP keepalive when conn is (or wraps, as
-// tls.Conn does, through NetConn) a TCP connection, so that a dead peer is
-// noticed even on an idle link.
+// enableTCPKeepalive turns on TCP keepalive when conn is a TCP connection
+// or wraps one directly (a *tls.Conn, through NetConn), so that a dead peer
+// is noticed even on an idle link.
 func enableTCPKeepalive(conn net.Conn) {
-	for range 4 {
-		w, ok := conn.(interface{ NetConn() net.Conn })
-		if !ok || w.NetConn() == conn {
-			break
-		}
+	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
 		conn = w.NetConn()
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {

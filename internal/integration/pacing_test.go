@@ -13,11 +13,13 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/cblink/cblink/callbridge"
+	"github.com/cblink/cblink/component"
 )
 
 // TestIntegrationBridgeRestartPacing runs a Bridge with the default
-// Backoff against a real Prosody that restarts under it, with a c2s user
-// pinging the bridge through it (so each link has shown the server alive):
+// Backoff against a real Prosody that restarts under it, with the bridge
+// pinging Prosody often (so each link has shown the server alive: a ping
+// the server answered) and a c2s user pinging the bridge through it:
 // after each restart the bridge is back within about a second of Prosody
 // accepting again, however often it restarts; after a stop of 10 s it is
 // back within half that. The times are logged.
@@ -34,7 +36,9 @@ func TestIntegrationBridgeRestartPacing(t *testing.T) {
 		Server:     p.TLSAddr(),
 		ServerName: p.FQDN,
 		Logger:     slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		// Backoff: the defaults.
+		// Backoff: the defaults. Pings often, so that each link shows
+		// the server alive long before Backoff.ResetAfter.
+		Tuning: component.Tuning{PingInterval: 100 * time.Millisecond},
 	})
 	require.NoError(t, err)
 	events := collectEvents(t, b)
@@ -45,10 +49,15 @@ func TestIntegrationBridgeRestartPacing(t *testing.T) {
 		}
 	}()
 	cb := jid.MustParse(componentAddr)
-	// up waits for the next link and returns when it came up; a user's
-	// ping through Prosody to the bridge shows the server alive on it.
+	// up waits for the next link and returns when it came up, once
+	// Prosody has answered one of the bridge's pings on it (the link is
+	// then healthy) and a user's ping through Prosody reached the bridge.
 	up := func(what string) time.Time {
 		ev := events.waitFor(t, 30*time.Second, what, func(ev callbridge.Event) bool { return ev.To == callbridge.Connected })
+		require.Eventually(t, func() bool {
+			s, err := b.Session()
+			return err == nil && s.Stats().LastPingRTT > 0
+		}, 10*time.Second, time.Millisecond, "Prosody answers the bridge's ping")
 		user := dialC2S(ctx, t, p, defaultUser, defaultPassword)
 		require.NoError(t, user.Ping(ctx, cb), "a ping through Prosody to the bridge and back")
 		user.Close()
