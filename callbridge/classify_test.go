@@ -37,7 +37,7 @@ func TestClassifyEndToEnd(t *testing.T) {
 		setup func(r *rig, cfg *Config)
 		kind  ErrorKind
 	}{
-		{"wrong secret", func(r *rig, cfg *Config) { cfg.Secret = "wrong-" + testSecret }, KindAuth},
+		{"wrong secret", func(r *rig, cfg *Config) { cfg.Secret = component.NewSecret("wrong-" + testSecret) }, KindAuth},
 		{"unknown name", func(r *rig, cfg *Config) { cfg.Name = "cb9" }, KindUnknownName},
 		{"header without id", func(r *rig, cfg *Config) {
 			r.servers[0].SetFaultFunc(func(int) []componenttest.Fault {

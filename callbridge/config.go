@@ -204,7 +204,7 @@ func (c Config) LogValue() slog.Value {
 
 func (c Config) secretSource() string {
 	switch {
-	case c.Secret != "":
+	case !c.Secret.IsZero():
 		return "[redacted]"
 	case c.SecretFile != "":
 		return "file:" + c.SecretFile
@@ -223,20 +223,20 @@ func (c Config) secretSource() string {
 // *FieldError naming the field.
 func (c Config) LoadSecret() (component.Secret, error) {
 	n := 0
-	for _, set := range []bool{c.Secret != "", c.SecretFile != "", c.SecretCredential != "", c.SecretEnv != ""} {
+	for _, set := range []bool{!c.Secret.IsZero(), c.SecretFile != "", c.SecretCredential != "", c.SecretEnv != ""} {
 		if set {
 			n++
 		}
 	}
 	fail := func(field, format string, args ...any) (component.Secret, error) {
-		return "", &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+		return component.Secret{}, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
 	switch {
 	case n == 0:
 		return fail("Secret", "must be set (Secret, SecretFile, SecretCredential or SecretEnv)")
 	case n > 1:
 		return fail("Secret", "set only one of Secret, SecretFile, SecretCredential and SecretEnv")
-	case c.Secret != "":
+	case !c.Secret.IsZero():
 		return c.Secret, nil
 	case c.SecretFile != "":
 		return readSecretFile("SecretFile", c.SecretFile, c.SecretFile)
@@ -251,7 +251,7 @@ func (c Config) LoadSecret() (component.Secret, error) {
 		return readSecretFile("SecretCredential", filepath.Join(dir, c.SecretCredential), "systemd credential "+c.SecretCredential)
 	default:
 		if v := os.Getenv(c.SecretEnv); v != "" {
-			return component.Secret(v), nil
+			return component.NewSecret(v), nil
 		}
 		return fail("SecretEnv", "environment variable %s is empty or unset", c.SecretEnv)
 	}
@@ -289,12 +289,12 @@ func (c Config) withOwnDefaults() Config {
 func readSecretFile(field, path, what string) (component.Secret, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", &FieldError{Field: field, Msg: err.Error()}
+		return component.Secret{}, &FieldError{Field: field, Msg: err.Error()}
 	}
 	if v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"); v != "" {
-		return component.Secret(v), nil
+		return component.NewSecret(v), nil
 	}
-	return "", &FieldError{Field: field, Msg: what + " is empty"}
+	return component.Secret{}, &FieldError{Field: field, Msg: what + " is empty"}
 }
 
 // Validate returns every problem with the config at once, joined; each one

@@ -20,7 +20,7 @@ import (
 const testSecret = "s3cr3t-Do-Not-Log"
 
 func validConfig() Config {
-	return Config{Name: "cb1", Domain: "example.com", Secret: testSecret}
+	return Config{Name: "cb1", Domain: "example.com", Secret: component.NewSecret(testSecret)}
 }
 
 func fieldErrors(t *testing.T, err error) map[string]string {
@@ -41,7 +41,7 @@ func TestValidateOK(t *testing.T) {
 	r, err := validConfig().resolve()
 	require.NoError(t, err)
 	assert.Equal(t, "cb1.example.com", r.address)
-	assert.Equal(t, testSecret, string(r.secret))
+	assert.Equal(t, component.NewSecret(testSecret), r.secret)
 	assert.False(t, r.explicit)
 
 	c := validConfig()
@@ -63,7 +63,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c := Config{
 		Name:        "cb1.example.com",
 		Server:      "xmpp://host",
-		Secret:      testSecret,
+		Secret:      component.NewSecret(testSecret),
 		SecretEnv:   "X",
 		DialTimeout: -1,
 		Backoff:     Backoff{Base: 10, Max: 5},
@@ -87,13 +87,13 @@ func TestSecretSources(t *testing.T) {
 	c := Config{Name: "cb1", Domain: "example.com", SecretFile: file}
 	r, err := c.resolve()
 	require.NoError(t, err)
-	assert.Equal(t, testSecret, string(r.secret))
+	assert.Equal(t, component.NewSecret(testSecret), r.secret)
 
 	t.Setenv("CBLINK_TEST_SECRET", testSecret)
 	c = Config{Name: "cb1", Domain: "example.com", SecretEnv: "CBLINK_TEST_SECRET"}
 	r, err = c.resolve()
 	require.NoError(t, err)
-	assert.Equal(t, testSecret, string(r.secret))
+	assert.Equal(t, component.NewSecret(testSecret), r.secret)
 
 	// A systemd credential: the file of that name in $CREDENTIALS_DIRECTORY.
 	creds := t.TempDir()
@@ -102,7 +102,7 @@ func TestSecretSources(t *testing.T) {
 	c = Config{Name: "cb1", Domain: "example.com", SecretCredential: "cblink-secret"}
 	r, err = c.resolve()
 	require.NoError(t, err)
-	assert.Equal(t, testSecret, string(r.secret))
+	assert.Equal(t, component.NewSecret(testSecret), r.secret)
 	assert.Contains(t, c.String(), "credential:cblink-secret", "the source is shown, not [unset]")
 	assert.NotContains(t, c.String(), testSecret)
 

@@ -50,7 +50,7 @@ func ExampleBridge_Run() {
 	b, err := callbridge.New(callbridge.Config{
 		Name:        "cb1",
 		Domain:      "example.com",
-		Secret:      "s3cret",
+		Secret:      component.NewSecret("s3cret"),
 		RootCAs:     ca.Pool(),            // an internal CA; nil means the system roots
 		NameServers: []string{dns.Addr()}, // nil means /etc/resolv.conf
 	})
@@ -125,7 +125,7 @@ func ExampleBridge_Shutdown() {
 	}
 	defer srv.Close()
 	b, err := callbridge.New(callbridge.Config{
-		Name: "cb1", Domain: "example.com", Secret: "s3cret",
+		Name: "cb1", Domain: "example.com", Secret: component.NewSecret("s3cret"),
 		Server:     srv.Addr(),  // an explicit host:port, no SRV lookup
 		ServerName: "localhost", // the name the test certificate carries
 		RootCAs:    srv.CertPool(),

@@ -262,7 +262,7 @@ func (c Config) resolve() (settings, error) {
 		}
 		s.serverAddr = rest
 	}
-	if c.Secret == "" {
+	if c.Secret.IsZero() {
 		return s, fmt.Errorf("%w: empty shared secret for %s", ErrConfig, s.addrStr)
 	}
 	if err := c.Tuning.Validate(); err != nil {

@@ -9,7 +9,7 @@
 // up, or plain TCP) and, on success, starts the session's loops:
 //
 //	s, err := component.NewSession(ctx, conn, component.Config{
-//		Name: "cb1", Domain: "example.com", Secret: secret, Handler: mux,
+//		Name: "cb1", Domain: "example.com", Secret: component.NewSecret(secret), Handler: mux,
 //	})
 //	if err != nil {
 //		// a typed error: errors.Is(err, stream.NotAuthorized), ...

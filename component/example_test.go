@@ -32,7 +32,7 @@ func ExampleNewSession() {
 	s, err := component.NewSession(ctx, conn, component.Config{
 		Name:   "cb1",
 		Domain: "example.com",
-		Secret: "s3cr3t",
+		Secret: component.NewSecret("s3cr3t"),
 	})
 	if err != nil {
 		fmt.Println("handshake failed:", err)
@@ -78,7 +78,7 @@ func ExampleMux_HandleJoin() {
 		panic(err)
 	}
 	s, err := component.NewSession(ctx, conn, component.Config{
-		Name: "cb1", Domain: "example.com", Secret: "s3cr3t", Handler: mux,
+		Name: "cb1", Domain: "example.com", Secret: component.NewSecret("s3cr3t"), Handler: mux,
 	})
 	if err != nil {
 		panic(err)

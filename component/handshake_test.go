@@ -149,10 +149,10 @@ func TestConfigErrors(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"no name", Config{Domain: "example.com", Secret: "x"}},
-		{"no domain", Config{Name: "cb1", Secret: "x"}},
+		{"no name", Config{Domain: "example.com", Secret: NewSecret("x")}},
+		{"no domain", Config{Name: "cb1", Secret: NewSecret("x")}},
 		{"no secret", Config{Name: "cb1", Domain: "example.com"}},
-		{"address with localpart", Config{Address: "a@cb1.example.com", Secret: "x"}},
+		{"address with localpart", Config{Address: "a@cb1.example.com", Secret: NewSecret("x")}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,7 +176,7 @@ func TestConfigAddress(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.Secret = testSecret
+			tc.cfg.Secret = NewSecret(testSecret)
 			s, err := tc.cfg.resolve()
 			require.NoError(t, err)
 			assert.Equal(t, tc.addr, s.addrStr)
@@ -266,7 +266,7 @@ func TestConfigDurations(t *testing.T) {
 		{"WriteTimeout", func(c *Config) *time.Duration { return &c.WriteTimeout }, func(s settings) time.Duration { return s.WriteTimeout }, DefaultWriteTimeout, false},
 		{"CloseTimeout", func(c *Config) *time.Duration { return &c.CloseTimeout }, func(s settings) time.Duration { return s.CloseTimeout }, DefaultCloseTimeout, false},
 	}
-	base := Config{Name: "cb1", Domain: "example.com", Secret: testSecret}
+	base := Config{Name: "cb1", Domain: "example.com", Secret: NewSecret(testSecret)}
 	for _, f := range fields {
 		t.Run(f.name, func(t *testing.T) {
 			for _, tc := range []struct {

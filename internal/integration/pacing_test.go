@@ -13,6 +13,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/cblink/cblink/callbridge"
+	"github.com/cblink/cblink/component"
 )
 
 // TestIntegrationBridgeRestartPacing runs a Bridge with the default
@@ -29,7 +30,7 @@ func TestIntegrationBridgeRestartPacing(t *testing.T) {
 	b, err := callbridge.New(callbridge.Config{
 		Name:       componentName,
 		Domain:     domain,
-		Secret:     defaultSecret,
+		Secret:     component.NewSecret(defaultSecret),
 		RootCAs:    p.PKI.Pool,
 		Server:     p.TLSAddr(),
 		ServerName: p.FQDN,
