@@ -231,7 +231,7 @@ func TestUpdateNewSecret(t *testing.T) {
 
 	bad := cfg
 	bad.Domain = ""
-	assert.ErrorIs(t, rb.Update(bad), ErrInvalidConfig)
+	assert.ErrorIs(t, rb.Update(bad), component.ErrConfig)
 }
 
 func TestCancelClosesStreamCleanly(t *testing.T) {

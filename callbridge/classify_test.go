@@ -126,7 +126,7 @@ func TestClassifyTable(t *testing.T) {
 		{nil, KindNone},
 		{ErrClosed, KindClosed},
 		{component.ErrClosed, KindClosed},
-		{&FieldError{Field: "Name"}, KindConfig},
+		{&component.ConfigError{Problems: []component.ConfigProblem{{Field: "Name"}}}, KindConfig},
 		{fmt.Errorf("x: %w", component.ErrConfig), KindConfig},
 		{&discovery.Error{Kind: discovery.KindTimeout, Err: errors.New("i/o timeout")}, KindDNS},
 		{&discovery.Error{Kind: discovery.KindNoSRV, Err: discovery.ErrNoSRV}, KindNoService},

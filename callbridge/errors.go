@@ -120,7 +120,7 @@ func Classify(err error) ErrorKind {
 		return KindNone
 	case errors.Is(err, ErrClosed), errors.Is(err, component.ErrClosed):
 		return KindClosed
-	case errors.Is(err, ErrInvalidConfig), errors.Is(err, component.ErrConfig):
+	case errors.Is(err, component.ErrConfig):
 		return KindConfig
 	case errors.As(err, &redirErr):
 		return KindRedirect

@@ -152,7 +152,9 @@ func TestConfigErrors(t *testing.T) {
 		{"no name", Config{Domain: "example.com", Secret: NewSecret("x")}},
 		{"no domain", Config{Name: "cb1", Secret: NewSecret("x")}},
 		{"no secret", Config{Name: "cb1", Domain: "example.com"}},
-		{"address with localpart", Config{Address: "a@cb1.example.com", Secret: NewSecret("x")}},
+		{"address with localpart", Config{Domain: "example.com", Address: "a@cb1.example.com", Secret: NewSecret("x")}},
+		{"dotted name", Config{Name: "cb1.example.com", Domain: "example.com", Secret: NewSecret("x")}},
+		{"negative timeout", Config{Name: "cb1", Domain: "example.com", Secret: NewSecret("x"), Tuning: Tuning{PingTimeout: -1}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,6 +162,10 @@ func TestConfigErrors(t *testing.T) {
 			_ = p
 			_, err := NewSession(context.Background(), c, tc.cfg)
 			assert.ErrorIs(t, err, ErrConfig)
+			var ce *ConfigError
+			require.ErrorAs(t, err, &ce)
+			assert.Len(t, ce.Problems, 1)
+			assert.Equal(t, err, tc.cfg.Validate(), "Validate says what NewSession says")
 		})
 	}
 }
@@ -171,7 +177,8 @@ func TestConfigAddress(t *testing.T) {
 		addr, srv string
 	}{
 		{"name and domain", Config{Name: "cb1", Domain: "example.com"}, "cb1.example.com", "example.com"},
-		{"full name", Config{Name: "cb1.example.com"}, "cb1.example.com", "example.com"},
+		{"full address", Config{Domain: "example.com", Address: "cb1.example.com"}, "cb1.example.com", "example.com"},
+		{"normalized", Config{Name: "CB1", Domain: "Example.COM."}, "cb1.example.com", "example.com"},
 		{"override", Config{Name: "cb1", Domain: "example.com", Address: "bridge.example.org"}, "bridge.example.org", "example.com"},
 	}
 	for _, tc := range cases {
@@ -181,6 +188,7 @@ func TestConfigAddress(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tc.addr, s.addrStr)
 			assert.Equal(t, tc.srv, s.serverAddr)
+			assert.Equal(t, "cb1", s.Name)
 		})
 	}
 }
