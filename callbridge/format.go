@@ -9,7 +9,7 @@ import (
 // String describes the bridge by its component address and state, as
 // "callbridge.Bridge(cb1.example.com, connected, server xmpp1.example.com)".
 func (b *Bridge) String() string {
-	if b == nil {
+	if b == nil || b.bridgeState == nil {
 		return "<nil>"
 	}
 	addr, st := b.describe()
@@ -26,7 +26,7 @@ func (b *Bridge) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, b.String
 
 // LogValue logs the component address, the state and the server.
 func (b *Bridge) LogValue() slog.Value {
-	if b == nil {
+	if b == nil || b.bridgeState == nil {
 		return slog.StringValue("<nil>")
 	}
 	addr, st := b.describe()

@@ -91,4 +91,5 @@ func TestLiveBridgeFormatting(t *testing.T) {
 	assert.Contains(t, fmt.Sprint(rb.Bridge), "callbridge.Bridge(cb1.example.com, stopped")
 	var none *Bridge
 	assert.Equal(t, "<nil>", fmt.Sprint(none))
+	assert.Equal(t, "<nil>", fmt.Sprint(&Bridge{}), "not made by New: no panic")
 }

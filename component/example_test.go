@@ -3,6 +3,7 @@ package component_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -112,4 +113,24 @@ func ExampleMux_HandleJoin() {
 	// 1234 joined, session web-Ann
 	// 1234 refused: forbidden
 	// 5678 refused: item-not-found
+}
+
+// ExampleSecret loads a secret from a JSON configuration file: however
+// the Config is printed afterwards, the secret shows as [redacted].
+func ExampleSecret() {
+	var cfg component.Config
+	if err := json.Unmarshal([]byte(`{"Name": "cb1", "Domain": "example.com", "Secret": "s3cr3t"}`), &cfg); err != nil {
+		panic(err)
+	}
+	fmt.Println(cfg.Secret)
+	fmt.Printf("%#v\n", cfg.Secret)
+	fmt.Println(cfg)
+	fmt.Println(cfg.Validate())
+	fmt.Println(component.NewSecret(""))
+	// Output:
+	// [redacted]
+	// component.Secret([redacted])
+	// component.Config{Name:"cb1" Domain:"example.com" Address:"" Secret:[redacted]}
+	// <nil>
+	// [empty]
 }

@@ -28,7 +28,7 @@ func (s *Session) state() string {
 // String describes the session by its component address and state, as
 // "component.Session(cb1.example.com, up)".
 func (s *Session) String() string {
-	if s == nil {
+	if s == nil || s.sessionState == nil {
 		return "<nil>"
 	}
 	return "component.Session(" + s.cfg.addrStr + ", " + s.state() + ")"
@@ -40,7 +40,7 @@ func (s *Session) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, s.Strin
 
 // LogValue logs the component address and the state.
 func (s *Session) LogValue() slog.Value {
-	if s == nil {
+	if s == nil || s.sessionState == nil {
 		return slog.StringValue("<nil>")
 	}
 	return slog.GroupValue(slog.String("addr", s.cfg.addrStr), slog.String("state", s.state()))

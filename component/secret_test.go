@@ -94,4 +94,5 @@ func TestLiveSessionFormatting(t *testing.T) {
 	assert.Equal(t, "component.Session(cb1.example.com, ended: component: session closed)", fmt.Sprint(s))
 	var none *component.Session
 	assert.Equal(t, "<nil>", fmt.Sprint(none))
+	assert.Equal(t, "<nil>", fmt.Sprint(&component.Session{}), "not made by NewSession: no panic")
 }
