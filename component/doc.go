@@ -33,8 +33,11 @@
 // *StreamError wrapping mellium's stream.Error, so errors.Is(err,
 // stream.NotAuthorized) works; its message is meant for operators.
 // Sentinels (ErrClosed, ErrDisconnected, ErrTimeout, ErrNoStreamID, ...)
-// cover the rest. Whether an error is one an operator must fix is decided
-// in one place for the whole module: callbridge.Classify.
+// cover the rest. Unusable settings give a *ConfigError listing every
+// problem by field (Config.Validate checks them before any I/O); it
+// matches ErrConfig, and callbridge.Config reports its problems with the
+// same type under the same rules. Whether an error is one an operator must
+// fix is decided in one place for the whole module: callbridge.Classify.
 //
 // # Sending and receiving
 //
