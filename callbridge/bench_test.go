@@ -165,7 +165,7 @@ func BenchmarkIdleBridge(b *testing.B) {
 				b.Fatal(err)
 			}
 			s, err := component.NewSession(ctx, conn, component.Config{
-				Name: fmt.Sprintf("cb%d", i), Domain: testDomain, Secret: testSecret, Handler: component.NewMux(),
+				Name: fmt.Sprintf("cb%d", i), Domain: testDomain, Secret: component.NewSecret(testSecret), Handler: component.NewMux(),
 			})
 			if err != nil {
 				b.Fatal(err)
@@ -177,7 +177,7 @@ func BenchmarkIdleBridge(b *testing.B) {
 	b.Run("client=bridge", func(b *testing.B) {
 		measure(b, func(i int) func() {
 			br, err := New(Config{
-				Name: fmt.Sprintf("cb%d", i), Domain: testDomain, Secret: testSecret,
+				Name: fmt.Sprintf("cb%d", i), Domain: testDomain, Secret: component.NewSecret(testSecret),
 				Server: "127.0.0.1:" + port, ServerName: "localhost", RootCAs: ca.Pool(),
 			})
 			if err != nil {

@@ -15,8 +15,20 @@ import (
 
 // Bridge keeps one XEP-0114 link from a Call Bridge to its XMPP server. Build
 // it with New, register handlers, then call Run. Its methods are safe for
-// concurrent use.
+// concurrent use. Printing a *Bridge with fmt (any verb) or log/slog shows
+// its component address and state: "callbridge.Bridge(cb1.example.com,
+// connected, server xmpp1.example.com)".
 type Bridge struct {
+	// Every field is in *bridgeState, so that nothing prints a Bridge's
+	// state by reflection (as fmt does with a value in an unexported field,
+	// and with any value for a verb it does not take): it stops at this
+	// pointer, which it prints as an address, and so never races with the
+	// bridge's goroutines.
+	*bridgeState
+}
+
+// bridgeState is a Bridge's state; see Bridge.
+type bridgeState struct {
 	mux   *component.Mux
 	hub   *hub
 	stats *statsCounters
@@ -51,7 +63,7 @@ func New(cfg Config) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bridge{
+	b := &Bridge{&bridgeState{
 		mux:     component.NewMux(),
 		hub:     newHub(),
 		stats:   newStatsCounters(),
@@ -59,7 +71,7 @@ func New(cfg Config) (*Bridge, error) {
 		done:    make(chan struct{}),
 		updated: make(chan struct{}, 1),
 		now:     time.Now,
-	}
+	}}
 	b.resolver = newResolver(r)
 	return b, nil
 }

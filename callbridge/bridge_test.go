@@ -100,7 +100,7 @@ func scale(ds []time.Duration, unit time.Duration) []time.Duration {
 func TestWrongSecretIsPermanentAndRetried(t *testing.T) {
 	r := newRig(t, 10)
 	cfg := r.config()
-	cfg.Secret = "wrong-" + testSecret
+	cfg.Secret = component.NewSecret("wrong-" + testSecret)
 	cfg.Backoff = Backoff{Base: 10 * time.Millisecond, Max: 30 * time.Millisecond}
 	rb := r.start(cfg)
 
@@ -125,7 +125,7 @@ func TestWrongSecretIsPermanentAndRetried(t *testing.T) {
 	assert.Positive(t, rb.Stats().ConnectFailures[KindAuth])
 
 	// The operator fixes the secret on the server: the bridge gets in.
-	r.servers[0].AddComponent(testAddr, string(cfg.Secret))
+	r.servers[0].AddComponent(testAddr, "wrong-"+testSecret)
 	rb.waitConnectedTo(t, "xmpp1.example.com", 10*time.Second)
 }
 
@@ -217,7 +217,7 @@ func TestUpdateNewSecret(t *testing.T) {
 
 	r.servers[0].AddComponent(testAddr, "new-"+testSecret)
 	cfg := r.config()
-	cfg.Secret = "new-" + testSecret
+	cfg.Secret = component.NewSecret("new-" + testSecret)
 	require.NoError(t, rb.Update(cfg))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -231,7 +231,7 @@ func TestUpdateNewSecret(t *testing.T) {
 
 	bad := cfg
 	bad.Domain = ""
-	assert.ErrorIs(t, rb.Update(bad), ErrInvalidConfig)
+	assert.ErrorIs(t, rb.Update(bad), component.ErrConfig)
 }
 
 func TestCancelClosesStreamCleanly(t *testing.T) {
@@ -307,7 +307,7 @@ func TestSecretNeverLogged(t *testing.T) {
 	good.waitState(t, Connected, 10*time.Second)
 	noteErr(good.stop(t))
 	cfg := r.config()
-	cfg.Secret = "wrong-" + testSecret
+	cfg.Secret = component.NewSecret("wrong-" + testSecret)
 	rb := r.start(cfg)
 	rb.waitState(t, BackingOff, 10*time.Second)
 	noteErr(rb.Status().LastErr)

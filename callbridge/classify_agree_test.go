@@ -55,7 +55,7 @@ func TestClassifyAgreesWithComponentHandshake(t *testing.T) {
 			conn, err := d.DialContext(ctx, "tcp", srv.Addr())
 			require.NoError(t, err)
 			tconn := tls.Client(conn, &tls.Config{RootCAs: r.Pool(), ServerName: r.names[0]})
-			sess, err := component.Handshake(ctx, tconn, component.Config{Name: "cb1", Domain: testDomain, Secret: testSecret,
+			sess, err := component.Handshake(ctx, tconn, component.Config{Name: "cb1", Domain: testDomain, Secret: component.NewSecret(testSecret),
 				Tuning: component.Tuning{HandshakeTimeout: 3 * time.Second}})
 			require.Error(t, err)
 			require.Nil(t, sess)

@@ -37,7 +37,7 @@ func TestClassifyEndToEnd(t *testing.T) {
 		setup func(r *rig, cfg *Config)
 		kind  ErrorKind
 	}{
-		{"wrong secret", func(r *rig, cfg *Config) { cfg.Secret = "wrong-" + testSecret }, KindAuth},
+		{"wrong secret", func(r *rig, cfg *Config) { cfg.Secret = component.NewSecret("wrong-" + testSecret) }, KindAuth},
 		{"unknown name", func(r *rig, cfg *Config) { cfg.Name = "cb9" }, KindUnknownName},
 		{"header without id", func(r *rig, cfg *Config) {
 			r.servers[0].SetFaultFunc(func(int) []componenttest.Fault {
@@ -126,7 +126,7 @@ func TestClassifyTable(t *testing.T) {
 		{nil, KindNone},
 		{ErrClosed, KindClosed},
 		{component.ErrClosed, KindClosed},
-		{&FieldError{Field: "Name"}, KindConfig},
+		{&component.ConfigError{Problems: []component.ConfigProblem{{Field: "Name"}}}, KindConfig},
 		{fmt.Errorf("x: %w", component.ErrConfig), KindConfig},
 		{&discovery.Error{Kind: discovery.KindTimeout, Err: errors.New("i/o timeout")}, KindDNS},
 		{&discovery.Error{Kind: discovery.KindNoSRV, Err: discovery.ErrNoSRV}, KindNoService},

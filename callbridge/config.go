@@ -13,10 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/net/idna"
-
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery"
+	"github.com/cblink/cblink/internal/linkid"
 	"github.com/cblink/cblink/tlsverify"
 )
 
@@ -38,11 +37,13 @@ const CredentialsDirEnv = "CREDENTIALS_DIRECTORY"
 // with those four set is complete. Config is copied by New and Update;
 // changing it afterwards has no effect.
 type Config struct {
-	// Name is the Call Bridge's unique name, without a domain part ("cb1").
-	// The component address is Name + "." + Domain unless ComponentAddress
-	// is set.
+	// Name is the Call Bridge's unique name, without a domain part ("cb1"):
+	// one DNS label, so a dotted name is an error. The component address
+	// is Name + "." + Domain unless ComponentAddress is set; then Name may
+	// be empty. The rules of Name, Domain, ComponentAddress, the secret and
+	// the Tuning are component.Config's (Name, Domain, Address...).
 	Name string
-	// Domain is the XMPP domain ("example.com").
+	// Domain is the XMPP domain ("example.com"); it must be set.
 	Domain string
 	// Server is the XMPP server's address, "host[:port]" (port 5223 when
 	// omitted). Empty means: find the servers with a DNS SRV lookup of
@@ -88,7 +89,7 @@ type Config struct {
 	InsecureSkipAllVerification bool
 
 	// ComponentAddress overrides the component's address (the default is
-	// Name + "." + Domain).
+	// Name + "." + Domain); it is component.Config's Address.
 	ComponentAddress string
 
 	// NameServers are the DNS servers ("host:port") used for SRV and
@@ -169,20 +170,10 @@ func (c Config) dialer() Dialer {
 	return defaultDialer
 }
 
-// FieldError is one problem with a Config field. Field is the field's Go
-// name ("Name", "SecretFile", "Backoff.Max", "PingTimeout"), so that a
-// program can map it to its own flag or form field.
-type FieldError struct {
-	Field string
-	Msg   string
+// configError is the *component.ConfigError of one problem with field.
+func configError(field, format string, args ...any) error {
+	return &component.ConfigError{Problems: []component.ConfigProblem{{Field: field, Msg: fmt.Sprintf(format, args...)}}}
 }
-
-func (e *FieldError) Error() string { return "callbridge: " + e.Field + ": " + e.Msg }
-
-// ErrInvalidConfig is matched (errors.Is) by every error of Validate.
-var ErrInvalidConfig = errors.New("callbridge: invalid config")
-
-func (e *FieldError) Is(target error) bool { return target == ErrInvalidConfig }
 
 // String describes the config with the secret redacted.
 func (c Config) String() string {
@@ -204,7 +195,7 @@ func (c Config) LogValue() slog.Value {
 
 func (c Config) secretSource() string {
 	switch {
-	case c.Secret != "":
+	case !c.Secret.IsZero():
 		return "[redacted]"
 	case c.SecretFile != "":
 		return "file:" + c.SecretFile
@@ -220,23 +211,23 @@ func (c Config) secretSource() string {
 // or the content of SecretFile or of the systemd credential
 // SecretCredential (one trailing newline ignored), or the environment
 // variable SecretEnv; exactly one must be set. A problem is a
-// *FieldError naming the field.
+// *component.ConfigError naming the field.
 func (c Config) LoadSecret() (component.Secret, error) {
 	n := 0
-	for _, set := range []bool{c.Secret != "", c.SecretFile != "", c.SecretCredential != "", c.SecretEnv != ""} {
+	for _, set := range []bool{!c.Secret.IsZero(), c.SecretFile != "", c.SecretCredential != "", c.SecretEnv != ""} {
 		if set {
 			n++
 		}
 	}
 	fail := func(field, format string, args ...any) (component.Secret, error) {
-		return "", &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+		return component.Secret{}, configError(field, format, args...)
 	}
 	switch {
 	case n == 0:
 		return fail("Secret", "must be set (Secret, SecretFile, SecretCredential or SecretEnv)")
 	case n > 1:
 		return fail("Secret", "set only one of Secret, SecretFile, SecretCredential and SecretEnv")
-	case c.Secret != "":
+	case !c.Secret.IsZero():
 		return c.Secret, nil
 	case c.SecretFile != "":
 		return readSecretFile("SecretFile", c.SecretFile, c.SecretFile)
@@ -251,7 +242,7 @@ func (c Config) LoadSecret() (component.Secret, error) {
 		return readSecretFile("SecretCredential", filepath.Join(dir, c.SecretCredential), "systemd credential "+c.SecretCredential)
 	default:
 		if v := os.Getenv(c.SecretEnv); v != "" {
-			return component.Secret(v), nil
+			return component.NewSecret(v), nil
 		}
 		return fail("SecretEnv", "environment variable %s is empty or unset", c.SecretEnv)
 	}
@@ -285,20 +276,24 @@ func (c Config) withOwnDefaults() Config {
 }
 
 // readSecretFile reads a secret from path (one trailing newline ignored);
-// a problem is a *FieldError on field that names the file as what.
+// a problem is a *component.ConfigError on field that names the file as
+// what.
 func readSecretFile(field, path, what string) (component.Secret, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", &FieldError{Field: field, Msg: err.Error()}
+		return component.Secret{}, configError(field, "%v", err)
 	}
 	if v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"); v != "" {
-		return component.Secret(v), nil
+		return component.NewSecret(v), nil
 	}
-	return "", &FieldError{Field: field, Msg: what + " is empty"}
+	return component.Secret{}, configError(field, "%s is empty", what)
 }
 
-// Validate returns every problem with the config at once, joined; each one
-// names its field and matches ErrInvalidConfig. It reads SecretFile,
+// Validate returns every problem with the config at once, as a
+// *component.ConfigError (matching component.ErrConfig) whose problems
+// name their fields, or nil. Name, Domain, ComponentAddress, the secret
+// and the Tuning follow the rules of component.Config (Validate gives the
+// same verdict for the same settings). It reads SecretFile,
 // SecretCredential or SecretEnv to check that they hold a secret.
 func (c Config) Validate() error {
 	_, err := c.resolve()
@@ -315,43 +310,21 @@ type resolved struct {
 }
 
 func (c Config) resolve() (*resolved, error) {
-	var errs []error
+	var e component.ConfigError
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+		e.Problems = append(e.Problems, component.ConfigProblem{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
 	// The link's Tuning goes to component unchanged: component applies its
 	// defaults, the only ones.
 	r := &resolved{Config: c.withOwnDefaults()}
 
-	domain, derr := normalizeDomain(c.Domain)
-	switch {
-	case strings.TrimSpace(c.Domain) == "":
-		bad("Domain", "must be set (the XMPP domain, for example \"example.com\")")
-	case derr != nil:
-		bad("Domain", "%q is not a valid domain name: %v", c.Domain, derr)
-	default:
-		r.Domain = domain
+	// The link's identity: component's rules (internal/linkid), the only
+	// ones.
+	id, probs := linkid.Resolve(c.Name, c.Domain, c.ComponentAddress, "ComponentAddress")
+	for _, p := range probs {
+		bad(p.Field, "%s", p.Msg)
 	}
-
-	switch {
-	case c.ComponentAddress != "":
-		a, err := normalizeDomain(c.ComponentAddress)
-		if err != nil {
-			bad("ComponentAddress", "%q is not a valid domain name: %v", c.ComponentAddress, err)
-		}
-		r.address = a
-	case c.Name == "":
-		bad("Name", "must be set (the Call Bridge's unique name, for example \"cb1\")")
-	case strings.Contains(c.Name, "."):
-		bad("Name", "must not contain a domain part: %q (set the domain separately)", c.Name)
-	default:
-		label, err := normalizeDomain(c.Name)
-		if err != nil || strings.ContainsAny(c.Name, "@/ ") {
-			bad("Name", "%q is not a valid name: use letters, digits and hyphens", c.Name)
-		} else if derr == nil && domain != "" {
-			r.address = label + "." + domain
-		}
-	}
+	r.Name, r.Domain, r.address = id.Name, id.Domain, id.Addr
 
 	if c.Server != "" {
 		if _, err := discovery.ParseAddress(c.Server); err != nil {
@@ -360,11 +333,12 @@ func (c Config) resolve() (*resolved, error) {
 		r.explicit = true
 	}
 
-	if secret, err := c.LoadSecret(); err != nil {
-		errs = append(errs, err)
-	} else {
-		r.secret = secret
+	var ce *component.ConfigError
+	secret, err := c.LoadSecret()
+	if errors.As(err, &ce) {
+		e.Problems = append(e.Problems, ce.Problems...)
 	}
+	r.secret = secret
 
 	switch {
 	case c.RootCAs != nil && c.RootCAFile != "":
@@ -379,7 +353,7 @@ func (c Config) resolve() (*resolved, error) {
 		r.roots = c.RootCAs
 	}
 	if c.ServerName != "" {
-		if _, err := normalizeDomain(strings.Trim(c.ServerName, "[]")); err != nil && !isIPLiteral(c.ServerName) {
+		if _, err := linkid.NormalizeDomain(strings.Trim(c.ServerName, "[]")); err != nil && !isIPLiteral(c.ServerName) {
 			bad("ServerName", "%q is not a valid name: %v", c.ServerName, err)
 		}
 	}
@@ -397,13 +371,8 @@ func (c Config) resolve() (*resolved, error) {
 			bad(d.name, "must not be negative: %v", d.v)
 		}
 	}
-	if err := c.Tuning.Validate(); err != nil {
-		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-			var te *component.TuningError
-			if errors.As(e, &te) {
-				bad(te.Field, "%s", te.Msg)
-			}
-		}
+	if errors.As(c.Tuning.Validate(), &ce) {
+		e.Problems = append(e.Problems, ce.Problems...)
 	}
 	if c.Backoff.Max > 0 && c.Backoff.Base > c.Backoff.Max {
 		bad("Backoff", "base %v is larger than max %v", c.Backoff.Base, c.Backoff.Max)
@@ -413,8 +382,8 @@ func (c Config) resolve() (*resolved, error) {
 			bad("NameServers", "%v", err)
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if len(e.Problems) > 0 {
+		return nil, &e
 	}
 
 	if r.ParallelAfter < 0 {
@@ -424,20 +393,6 @@ func (c Config) resolve() (*resolved, error) {
 		r.Logger = slog.New(slog.DiscardHandler)
 	}
 	return r, nil
-}
-
-var idnaProfile = idna.Lookup
-
-func normalizeDomain(s string) (string, error) {
-	s = strings.TrimSuffix(strings.TrimSpace(s), ".")
-	if s == "" {
-		return "", errors.New("empty")
-	}
-	a, err := idnaProfile.ToASCII(s)
-	if err != nil {
-		return "", err
-	}
-	return strings.ToLower(a), nil
 }
 
 func isIPLiteral(s string) bool {

@@ -1,8 +1,6 @@
 package callbridge
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,19 +18,17 @@ import (
 const testSecret = "s3cr3t-Do-Not-Log"
 
 func validConfig() Config {
-	return Config{Name: "cb1", Domain: "example.com", Secret: testSecret}
+	return Config{Name: "cb1", Domain: "example.com", Secret: component.NewSecret(testSecret)}
 }
 
 func fieldErrors(t *testing.T, err error) map[string]string {
 	t.Helper()
 	got := map[string]string{}
-	var joined interface{ Unwrap() []error }
-	require.ErrorAs(t, err, &joined)
-	for _, e := range joined.Unwrap() {
-		var fe *FieldError
-		require.ErrorAs(t, e, &fe)
-		assert.ErrorIs(t, e, ErrInvalidConfig)
-		got[fe.Field] = fe.Msg
+	assert.ErrorIs(t, err, component.ErrConfig)
+	var ce *component.ConfigError
+	require.ErrorAs(t, err, &ce)
+	for _, p := range ce.Problems {
+		got[p.Field] = p.Msg
 	}
 	return got
 }
@@ -41,7 +37,7 @@ func TestValidateOK(t *testing.T) {
 	r, err := validConfig().resolve()
 	require.NoError(t, err)
 	assert.Equal(t, "cb1.example.com", r.address)
-	assert.Equal(t, testSecret, string(r.secret))
+	assert.Equal(t, component.NewSecret(testSecret), r.secret)
 	assert.False(t, r.explicit)
 
 	c := validConfig()
@@ -63,7 +59,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c := Config{
 		Name:        "cb1.example.com",
 		Server:      "xmpp://host",
-		Secret:      testSecret,
+		Secret:      component.NewSecret(testSecret),
 		SecretEnv:   "X",
 		DialTimeout: -1,
 		Backoff:     Backoff{Base: 10, Max: 5},
@@ -87,13 +83,13 @@ func TestSecretSources(t *testing.T) {
 	c := Config{Name: "cb1", Domain: "example.com", SecretFile: file}
 	r, err := c.resolve()
 	require.NoError(t, err)
-	assert.Equal(t, testSecret, string(r.secret))
+	assert.Equal(t, component.NewSecret(testSecret), r.secret)
 
 	t.Setenv("CBLINK_TEST_SECRET", testSecret)
 	c = Config{Name: "cb1", Domain: "example.com", SecretEnv: "CBLINK_TEST_SECRET"}
 	r, err = c.resolve()
 	require.NoError(t, err)
-	assert.Equal(t, testSecret, string(r.secret))
+	assert.Equal(t, component.NewSecret(testSecret), r.secret)
 
 	// A systemd credential: the file of that name in $CREDENTIALS_DIRECTORY.
 	creds := t.TempDir()
@@ -102,7 +98,7 @@ func TestSecretSources(t *testing.T) {
 	c = Config{Name: "cb1", Domain: "example.com", SecretCredential: "cblink-secret"}
 	r, err = c.resolve()
 	require.NoError(t, err)
-	assert.Equal(t, testSecret, string(r.secret))
+	assert.Equal(t, component.NewSecret(testSecret), r.secret)
 	assert.Contains(t, c.String(), "credential:cblink-secret", "the source is shown, not [unset]")
 	assert.NotContains(t, c.String(), testSecret)
 
@@ -126,11 +122,10 @@ func TestSecretSources(t *testing.T) {
 			c.Name, c.Domain = "cb1", "example.com"
 			err := c.Validate()
 			require.Error(t, err)
-			assert.True(t, errors.Is(err, ErrInvalidConfig))
-			var fe *FieldError
-			require.ErrorAs(t, err, &fe)
-			assert.Equal(t, tc.field, fe.Field)
-			assert.Contains(t, fe.Msg, tc.msg)
+			got := fieldErrors(t, err)
+			require.Len(t, got, 1)
+			assert.Contains(t, got, tc.field)
+			assert.Contains(t, got[tc.field], tc.msg)
 		})
 	}
 }
@@ -145,19 +140,7 @@ func TestConfigRedactsSecret(t *testing.T) {
 		assert.Contains(t, s, "cb1")
 	}
 	assert.Contains(t, b.String(), "[redacted]")
-	// Every other path too: pointers, nesting (where String is not used),
-	// JSON, and the secret read from a file or the environment.
-	type outer struct{ Bridge Config }
-	for _, v := range []any{&c, outer{c}, &outer{c}, c.Secret} {
-		j, err := json.Marshal(v)
-		require.NoError(t, err)
-		for _, s := range []string{fmt.Sprintf("%v %+v %#v %s %q %x", v, v, v, v, v, v), string(j)} {
-			assert.NotContains(t, s, testSecret, "%T", v)
-		}
-	}
-	r, err := c.resolve()
-	require.NoError(t, err)
-	assert.NotContains(t, fmt.Sprintf("%v %+v %#v", r, r, *r), testSecret, "the resolved settings")
+	// Every other path: TestConfigNeverFormatted.
 }
 
 // TestConfigDurations: every duration field of Config, zero (its
@@ -201,7 +184,7 @@ func TestConfigDurations(t *testing.T) {
 				r, err := cfg.resolve()
 				switch {
 				case in < 0 && !f.off:
-					require.ErrorIs(t, err, ErrInvalidConfig, "negative %s", f.name)
+					require.ErrorIs(t, err, component.ErrConfig, "negative %s", f.name)
 				case in < 0:
 					require.NoError(t, err)
 					assert.LessOrEqual(t, f.got(r), time.Duration(0), "negative %s turns it off", f.name)
@@ -240,4 +223,73 @@ func TestWithDefaults(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, d.Backoff, r.Backoff)
 	assert.Equal(t, d.DialTimeout, r.DialTimeout)
+}
+
+// TestLinkSettingsSameRules: the settings a Call Bridge shares with its
+// component link (name, domain, address, secret, tuning) get the same
+// verdict and the same error type from component.Config.Validate and from
+// Config.Validate, problem for problem.
+func TestLinkSettingsSameRules(t *testing.T) {
+	type link struct {
+		name, domain, address, secret string
+		tuning                        component.Tuning
+	}
+	ok := link{name: "cb1", domain: "example.com", secret: testSecret}
+	with := func(f func(*link)) link { l := ok; f(&l); return l }
+	for _, tc := range []struct {
+		name   string
+		link   link
+		fields []string // the fields at fault (component's names), none when valid
+	}{
+		{"valid", ok, nil},
+		{"normalized", with(func(l *link) { l.name, l.domain = "CB1", " Example.COM. " }), nil},
+		{"IDN domain", with(func(l *link) { l.domain = "bücher.example" }), nil},
+		{"address instead of name", with(func(l *link) { l.name, l.address = "", "bridge.example.org" }), nil},
+		{"name and address", with(func(l *link) { l.address = "bridge.example.org" }), nil},
+		{"dotted name", with(func(l *link) { l.name = "cb1.example.com" }), []string{"Name"}},
+		{"dotted name, no domain", with(func(l *link) { l.name, l.domain = "cb1.example.com", "" }), []string{"Domain", "Name"}},
+		{"no name", with(func(l *link) { l.name = "" }), []string{"Name"}},
+		{"name with @", with(func(l *link) { l.name = "cb@1" }), []string{"Name"}},
+		{"name with a space", with(func(l *link) { l.name = "cb 1" }), []string{"Name"}},
+		{"no domain", with(func(l *link) { l.domain = "" }), []string{"Domain"}},
+		{"no domain, address", with(func(l *link) { l.domain, l.address = "", "cb1.example.com" }), []string{"Domain"}},
+		{"bad domain", with(func(l *link) { l.domain = "exa mple.com" }), []string{"Domain"}},
+		{"address with a localpart", with(func(l *link) { l.address = "a@cb1.example.com" }), []string{"Address"}},
+		{"address with a resource", with(func(l *link) { l.address = "cb1.example.com/r" }), []string{"Address"}},
+		{"no secret", with(func(l *link) { l.secret = "" }), []string{"Secret"}},
+		{"negative timeout", with(func(l *link) { l.tuning.PingTimeout = -1 }), []string{"PingTimeout"}},
+		{"negative queue", with(func(l *link) { l.tuning.QueueSize = -1 }), []string{"QueueSize"}},
+		{"everything wrong", link{name: "a.b", address: "x@y", tuning: component.Tuning{WriteTimeout: -1}},
+			[]string{"Domain", "Name", "Address", "Secret", "WriteTimeout"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := tc.link
+			compErr := component.Config{Name: l.name, Domain: l.domain, Address: l.address,
+				Secret: component.NewSecret(l.secret), Tuning: l.tuning}.Validate()
+			bridgeErr := Config{Name: l.name, Domain: l.domain, ComponentAddress: l.address,
+				Secret: component.NewSecret(l.secret), Tuning: l.tuning}.Validate()
+			if tc.fields == nil {
+				assert.NoError(t, compErr, "component")
+				assert.NoError(t, bridgeErr, "callbridge")
+				return
+			}
+			fieldsOf := func(err error, addressField string) []string {
+				t.Helper()
+				require.ErrorIs(t, err, component.ErrConfig)
+				var ce *component.ConfigError
+				require.ErrorAs(t, err, &ce)
+				var fields []string
+				for _, p := range ce.Problems {
+					if p.Field == addressField {
+						p.Field = "Address"
+					}
+					fields = append(fields, p.Field)
+				}
+				return fields
+			}
+			assert.ElementsMatch(t, tc.fields, fieldsOf(compErr, "Address"), "component")
+			assert.ElementsMatch(t, tc.fields, fieldsOf(bridgeErr, "ComponentAddress"), "callbridge")
+			assert.NotContains(t, compErr.Error()+bridgeErr.Error(), testSecret)
+		})
+	}
 }

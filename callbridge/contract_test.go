@@ -28,7 +28,7 @@ func (s stubResolver) Lookup(context.Context, discovery.Request) (*discovery.Res
 // Run's error, failing if Run does not return.
 func runUntilPermanent(t *testing.T, cfg Config) error {
 	t.Helper()
-	cfg.Name, cfg.Domain, cfg.Secret = "cb1", testDomain, testSecret
+	cfg.Name, cfg.Domain, cfg.Secret = "cb1", testDomain, component.NewSecret(testSecret)
 	cfg.StopOnPermanentError = true
 	b, err := New(cfg)
 	require.NoError(t, err)
@@ -78,7 +78,7 @@ func TestResolverReturningNothing(t *testing.T) {
 // TestRedirectResolverReturningNothing: the same through a see-other-host
 // redirect's lookup: the redirect is reported as not followed.
 func TestRedirectResolverReturningNothing(t *testing.T) {
-	b, err := New(Config{Name: "cb1", Domain: testDomain, Secret: testSecret, Resolver: stubResolver{}})
+	b, err := New(Config{Name: "cb1", Domain: testDomain, Secret: component.NewSecret(testSecret), Resolver: stubResolver{}})
 	require.NoError(t, err)
 	cfg, _ := b.current()
 	seeOther := &component.StreamError{Err: stream.Error{Err: "see-other-host", Content: "xmpp2.example.com:5223"}}

@@ -137,7 +137,7 @@ func Classify(err error) ErrorKind {
 		return KindNone
 	case errors.Is(err, ErrClosed), errors.Is(err, component.ErrClosed):
 		return KindClosed
-	case errors.Is(err, ErrInvalidConfig), errors.Is(err, component.ErrConfig), errors.As(err, &contract):
+	case errors.Is(err, component.ErrConfig), errors.As(err, &contract):
 		return KindConfig
 	case errors.As(err, &redirErr):
 		return KindRedirect

@@ -50,7 +50,7 @@ func ExampleBridge_Run() {
 	b, err := callbridge.New(callbridge.Config{
 		Name:        "cb1",
 		Domain:      "example.com",
-		Secret:      "s3cret",
+		Secret:      component.NewSecret("s3cret"),
 		RootCAs:     ca.Pool(),            // an internal CA; nil means the system roots
 		NameServers: []string{dns.Addr()}, // nil means /etc/resolv.conf
 	})
@@ -98,16 +98,19 @@ func ExampleConfig_Validate() {
 		Server: "xmpp1.example.com:99999",
 	}
 	err := cfg.Validate()
-	fmt.Println(errors.Is(err, callbridge.ErrInvalidConfig))
-	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-		fmt.Println(e)
+	fmt.Println(errors.Is(err, component.ErrConfig))
+	var ce *component.ConfigError
+	if errors.As(err, &ce) {
+		for _, p := range ce.Problems {
+			fmt.Printf("%s: %s\n", p.Field, p.Msg)
+		}
 	}
 	// Output:
 	// true
-	// callbridge: Domain: must be set (the XMPP domain, for example "example.com")
-	// callbridge: Name: must not contain a domain part: "cb1.example.com" (set the domain separately)
-	// callbridge: Server: discovery: parse server address "xmpp1.example.com:99999": has a port above 65535
-	// callbridge: Secret: must be set (Secret, SecretFile, SecretCredential or SecretEnv)
+	// Domain: must be set (the XMPP domain, for example "example.com")
+	// Name: must not contain a domain part: "cb1.example.com" (set the domain separately, or the full component address in ComponentAddress)
+	// Server: discovery: parse server address "xmpp1.example.com:99999": has a port above 65535
+	// Secret: must be set (Secret, SecretFile, SecretCredential or SecretEnv)
 }
 
 // Shutdown stops a bridge gracefully, as a service does on SIGTERM: the
@@ -125,7 +128,7 @@ func ExampleBridge_Shutdown() {
 	}
 	defer srv.Close()
 	b, err := callbridge.New(callbridge.Config{
-		Name: "cb1", Domain: "example.com", Secret: "s3cret",
+		Name: "cb1", Domain: "example.com", Secret: component.NewSecret("s3cret"),
 		Server:     srv.Addr(),  // an explicit host:port, no SRV lookup
 		ServerName: "localhost", // the name the test certificate carries
 		RootCAs:    srv.CertPool(),

@@ -255,7 +255,7 @@ func runHSChild(client, addr, caFile string) error {
 			if err != nil {
 				return err
 			}
-			s, err := component.NewSession(ctx, c, component.Config{Name: "cb1", Domain: testDomain, Secret: testSecret})
+			s, err := component.NewSession(ctx, c, component.Config{Name: "cb1", Domain: testDomain, Secret: component.NewSecret(testSecret)})
 			if err != nil {
 				return err
 			}
@@ -263,7 +263,7 @@ func runHSChild(client, addr, caFile string) error {
 		}
 	case "callbridge":
 		connect = func(ctx context.Context) error {
-			br, err := New(Config{Name: "cb1", Domain: testDomain, Server: addr, Secret: testSecret, RootCAs: pool})
+			br, err := New(Config{Name: "cb1", Domain: testDomain, Server: addr, Secret: component.NewSecret(testSecret), RootCAs: pool})
 			if err != nil {
 				return err
 			}

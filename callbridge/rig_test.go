@@ -92,7 +92,7 @@ func (r *rig) config() Config {
 	return Config{
 		Name:        "cb1",
 		Domain:      testDomain,
-		Secret:      testSecret,
+		Secret:      component.NewSecret(testSecret),
 		RootCAs:     r.Pool(),
 		NameServers: []string{r.dns.Addr()},
 		DialTimeout: 2 * time.Second,

@@ -64,7 +64,7 @@ func pipeServer(c net.Conn) {
 }
 
 func benchCfg() component.Config {
-	return component.Config{Name: "cb1", Domain: "example.com", Secret: secret, Tuning: component.Tuning{KeepaliveIdle: -1, PingInterval: -1}}
+	return component.Config{Name: "cb1", Domain: "example.com", Secret: component.NewSecret(secret), Tuning: component.Tuning{KeepaliveIdle: -1, PingInterval: -1}}
 }
 
 // BenchmarkHandshake measures one handshake (and teardown) per op.

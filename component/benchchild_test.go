@@ -74,7 +74,7 @@ func runBenchChild(client string) error {
 	case "cblink":
 		// Default settings but for the link checks, which the server
 		// does not need here.
-		cfg := Config{Name: "cb1", Domain: "example.com", Secret: secret, Tuning: Tuning{KeepaliveIdle: -1, PingInterval: -1}}
+		cfg := Config{Name: "cb1", Domain: "example.com", Secret: NewSecret(secret), Tuning: Tuning{KeepaliveIdle: -1, PingInterval: -1}}
 		m := NewMux()
 		accepted := &JoinResult{Session: "s"} // shared: the handler allocates nothing
 		m.HandleJoin(func(ctx context.Context, req *JoinRequest) (*JoinResult, error) {

@@ -1,13 +1,14 @@
 package component
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"mellium.im/xmpp/jid"
+
+	"github.com/cblink/cblink/internal/linkid"
 )
 
 // Defaults of the Tuning fields, applied when a field is zero. They are the
@@ -134,21 +135,60 @@ func (t Tuning) WithDefaults() Tuning {
 	return t
 }
 
-// TuningError is one problem with a Tuning field; Field is its Go name
-// ("PingTimeout").
-type TuningError struct {
+// ConfigError lists every problem of a configuration: of a Config, a
+// Tuning or a callbridge.Config, which share it, so that errors.As and
+// errors.Is (ErrConfig) work the same whichever package reported it.
+type ConfigError struct {
+	Problems []ConfigProblem
+}
+
+// ConfigProblem is one invalid setting. Field is its Go field name
+// ("Name", "PingTimeout", "Backoff.Max"), so that a program can map it to
+// its own flag or form field.
+type ConfigProblem struct {
 	Field string
 	Msg   string
 }
 
-func (e *TuningError) Error() string { return "component: " + e.Field + ": " + e.Msg }
+// Error lists the problems: "invalid configuration: Name: must be set;
+// Domain: ...". It never contains the secret.
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString("invalid configuration: ")
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(p.Field + ": " + p.Msg)
+	}
+	return b.String()
+}
 
-// Is makes a TuningError match ErrConfig.
-func (e *TuningError) Is(target error) bool { return target == ErrConfig }
+// Is makes a ConfigError match ErrConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
 
-// Validate returns every problem of t at once (joined *TuningError), or nil.
+// add records a problem with field.
+func (e *ConfigError) add(field, format string, args ...any) {
+	e.Problems = append(e.Problems, ConfigProblem{Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// err returns e when it holds a problem, else an untyped nil.
+func (e *ConfigError) err() error {
+	if len(e.Problems) == 0 {
+		return nil
+	}
+	return e
+}
+
+// Validate returns every problem of t at once, as a *ConfigError, or nil.
 func (t Tuning) Validate() error {
-	var errs []error
+	var e ConfigError
+	t.check(&e)
+	return e.err()
+}
+
+// check adds the problems of t to e.
+func (t Tuning) check(e *ConfigError) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -157,7 +197,7 @@ func (t Tuning) Validate() error {
 		{"WriteTimeout", t.WriteTimeout}, {"CloseTimeout", t.CloseTimeout},
 	} {
 		if d.v < 0 {
-			errs = append(errs, &TuningError{Field: d.name, Msg: fmt.Sprintf("must not be negative (%v): it bounds a wait that must end", d.v)})
+			e.add(d.name, "must not be negative (%v): it bounds a wait that must end", d.v)
 		}
 	}
 	for _, n := range []struct {
@@ -168,23 +208,25 @@ func (t Tuning) Validate() error {
 		{"QueueSize", t.QueueSize}, {"MaxPendingIQ", t.MaxPendingIQ}, {"MaxQueuedBytes", t.MaxQueuedBytes},
 	} {
 		if n.v < 0 {
-			errs = append(errs, &TuningError{Field: n.name, Msg: fmt.Sprintf("must not be negative (%d)", n.v)})
+			e.add(n.name, "must not be negative (%d)", n.v)
 		}
 	}
-	return errors.Join(errs...)
 }
 
 // Config describes one component link: who it is (Name, Domain or
 // Address, Secret), what handles its stanzas, and its Tuning. NewSession
 // copies the Config, so changing it afterwards has no effect.
 type Config struct {
-	// Name is the component's name as configured on the XMPP server ("cb1").
-	// The component address is Name + "." + Domain; when Domain is empty and
-	// Name contains a dot, Name is the full address.
+	// Name is the component's name without a domain part ("cb1"), as
+	// Cisco Meeting Server configures it: one DNS label, so a dotted name
+	// is an error (put a full address in Address). The component address
+	// is Name + "." + Domain unless Address is set; then Name may be empty
+	// (it is taken from the address's first label).
 	Name string
-	// Domain is the XMPP domain ("example.com"). Pings go to this domain.
+	// Domain is the XMPP domain ("example.com"); it must be set. Pings go
+	// to this domain.
 	Domain string
-	// Address overrides the component address (a bare domain JID such as
+	// Address overrides the component address (a bare domain such as
 	// "cb1.example.com").
 	Address string
 	// Secret is the shared secret. It never appears in logs, errors or any
@@ -228,46 +270,42 @@ type settings struct {
 	serverAddr string // domain for pings and default IQ target
 }
 
+// Validate returns every problem of c at once, as a *ConfigError
+// (matching ErrConfig), or nil when Handshake and NewSession accept c. It
+// applies the rules callbridge.Config applies to the same settings (see
+// Name, Domain and Address).
+func (c Config) Validate() error {
+	_, err := c.resolve()
+	return err
+}
+
 func (c Config) resolve() (settings, error) {
 	s := settings{Config: c}
-	addr := c.Address
-	switch {
-	case addr != "":
-	case c.Name == "":
-		return s, fmt.Errorf("%w: no component name", ErrConfig)
-	case c.Domain == "" && strings.Contains(c.Name, "."):
-		addr = c.Name
-	case c.Domain == "":
-		return s, fmt.Errorf("%w: no XMPP domain for component %q", ErrConfig, c.Name)
-	default:
-		addr = c.Name + "." + c.Domain
+	var e ConfigError
+	id, probs := linkid.Resolve(c.Name, c.Domain, c.Address, "Address")
+	for _, p := range probs {
+		e.add(p.Field, "%s", p.Msg)
 	}
-	j, err := jid.Parse(addr)
-	if err != nil {
-		return s, fmt.Errorf("%w: component address %q: %w", ErrConfig, addr, err)
-	}
-	if j.Localpart() != "" || j.Resourcepart() != "" {
-		return s, fmt.Errorf("%w: component address %q must be a bare domain", ErrConfig, addr)
-	}
-	s.addr = j
-	s.addrStr = j.String()
-	if s.Name == "" {
-		s.Name, _, _ = strings.Cut(s.addrStr, ".")
-	}
-	s.serverAddr = c.Domain
-	if s.serverAddr == "" {
-		_, rest, ok := strings.Cut(s.addrStr, ".")
-		if !ok {
-			rest = s.addrStr
+	if id.Addr != "" {
+		j, err := jid.Parse(id.Addr)
+		switch {
+		case err != nil:
+			e.add("Address", "component address %q: %v", id.Addr, err)
+		case j.Localpart() != "" || j.Resourcepart() != "":
+			e.add("Address", "component address %q must be a bare domain", id.Addr)
+		default:
+			s.addr = j
+			s.addrStr = j.String()
 		}
-		s.serverAddr = rest
 	}
-	if c.Secret == "" {
-		return s, fmt.Errorf("%w: empty shared secret for %s", ErrConfig, s.addrStr)
+	if c.Secret.IsZero() {
+		e.add("Secret", "must be set (the shared secret set on the XMPP server for the component)")
 	}
-	if err := c.Tuning.Validate(); err != nil {
+	c.Tuning.check(&e)
+	if err := e.err(); err != nil {
 		return s, err
 	}
+	s.Name, s.Domain, s.serverAddr = id.Name, id.Domain, id.Domain
 	s.Tuning = c.Tuning.WithDefaults()
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)

@@ -9,7 +9,7 @@
 // up, or plain TCP) and, on success, starts the session's loops:
 //
 //	s, err := component.NewSession(ctx, conn, component.Config{
-//		Name: "cb1", Domain: "example.com", Secret: secret, Handler: mux,
+//		Name: "cb1", Domain: "example.com", Secret: component.NewSecret(secret), Handler: mux,
 //	})
 //	if err != nil {
 //		// a typed error: errors.Is(err, stream.NotAuthorized), ...
@@ -37,10 +37,13 @@
 // speak XEP-0114 as configured (a client port, an HTTP answer, junk or a
 // stanza instead of the reply, no or a bad id, another component's
 // address) also wraps ErrHandshakeProtocol, whether it is a *StreamError
-// this side sent or a sentinel. Whether an error is one an operator must
-// fix is decided in one place for the whole module: callbridge.Classify,
-// which gives a handshake error the same kind whether it comes from
-// Handshake directly or through a callbridge.Bridge.
+// this side sent or a sentinel. Unusable settings give a *ConfigError
+// listing every problem by field (Config.Validate checks them before any
+// I/O); it matches ErrConfig, and callbridge.Config reports its problems
+// with the same type under the same rules. Whether an error is one an
+// operator must fix is decided in one place for the whole module:
+// callbridge.Classify, which gives a handshake error the same kind whether
+// it comes from Handshake directly or through a callbridge.Bridge.
 //
 // # Sending and receiving
 //

@@ -52,7 +52,7 @@ func newEnv(t *testing.T, opts componenttest.Options) *env {
 
 func (e *env) config() component.Config {
 	return component.Config{
-		Name: "cb1", Domain: "example.com", Secret: secret,
+		Name: "cb1", Domain: "example.com", Secret: component.NewSecret(secret),
 		Tuning: component.Tuning{CloseTimeout: 500 * time.Millisecond},
 		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -141,7 +141,7 @@ func TestE2EHandshakeFailures(t *testing.T) {
 		noHS  bool
 		extra func(t *testing.T, e *env)
 	}{
-		{name: "wrong secret", setup: func(e *env, cfg *component.Config) { cfg.Secret = "not-" + secret },
+		{name: "wrong secret", setup: func(e *env, cfg *component.Config) { cfg.Secret = component.NewSecret("not-" + secret) },
 			want: stream.NotAuthorized},
 		{name: "unknown name", setup: func(e *env, cfg *component.Config) { cfg.Name = "cb9" },
 			want: stream.HostUnknown},

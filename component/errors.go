@@ -54,8 +54,10 @@ var (
 	// ErrTooDeep means the server sent a stanza nested deeper than
 	// Config.MaxDepth; the link ends with policy-violation.
 	ErrTooDeep = errors.New("component: stanza from the server exceeds the depth limit")
-	// ErrConfig is wrapped by the errors NewSession returns for an unusable
-	// Config (no name, no secret, malformed address).
+	// ErrConfig is matched by every *ConfigError: the errors of
+	// Config.Validate, Tuning.Validate, NewSession and Handshake for an
+	// unusable Config (no name, no secret, malformed address...), and of
+	// callbridge's validation, which shares the type.
 	ErrConfig = errors.New("component: invalid configuration")
 )
 

@@ -3,6 +3,7 @@ package component_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -32,7 +33,7 @@ func ExampleNewSession() {
 	s, err := component.NewSession(ctx, conn, component.Config{
 		Name:   "cb1",
 		Domain: "example.com",
-		Secret: "s3cr3t",
+		Secret: component.NewSecret("s3cr3t"),
 	})
 	if err != nil {
 		fmt.Println("handshake failed:", err)
@@ -78,7 +79,7 @@ func ExampleMux_HandleJoin() {
 		panic(err)
 	}
 	s, err := component.NewSession(ctx, conn, component.Config{
-		Name: "cb1", Domain: "example.com", Secret: "s3cr3t", Handler: mux,
+		Name: "cb1", Domain: "example.com", Secret: component.NewSecret("s3cr3t"), Handler: mux,
 	})
 	if err != nil {
 		panic(err)
@@ -112,4 +113,24 @@ func ExampleMux_HandleJoin() {
 	// 1234 joined, session web-Ann
 	// 1234 refused: forbidden
 	// 5678 refused: item-not-found
+}
+
+// ExampleSecret loads a secret from a JSON configuration file: however
+// the Config is printed afterwards, the secret shows as [redacted].
+func ExampleSecret() {
+	var cfg component.Config
+	if err := json.Unmarshal([]byte(`{"Name": "cb1", "Domain": "example.com", "Secret": "s3cr3t"}`), &cfg); err != nil {
+		panic(err)
+	}
+	fmt.Println(cfg.Secret)
+	fmt.Printf("%#v\n", cfg.Secret)
+	fmt.Println(cfg)
+	fmt.Println(cfg.Validate())
+	fmt.Println(component.NewSecret(""))
+	// Output:
+	// [redacted]
+	// component.Secret([redacted])
+	// component.Config{Name:"cb1" Domain:"example.com" Address:"" Secret:[redacted]}
+	// <nil>
+	// [empty]
 }

@@ -79,7 +79,7 @@ func (s *Session) handshakeSteps(ctx context.Context) error {
 		s.giveUp(nil)
 		return notXEP0114(fmt.Errorf("%w (component %s); nothing derived from the secret was sent", ErrNoStreamID, addr))
 	}
-	digest := xstream.HandshakeDigest(h.ID, string(s.cfg.Secret))
+	digest := xstream.HandshakeDigest(h.ID, s.cfg.Secret.reveal())
 	msg := make([]byte, 0, 64)
 	msg = append(msg, "<handshake>"...)
 	msg = append(msg, digest[:]...)

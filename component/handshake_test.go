@@ -149,10 +149,12 @@ func TestConfigErrors(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"no name", Config{Domain: "example.com", Secret: "x"}},
-		{"no domain", Config{Name: "cb1", Secret: "x"}},
+		{"no name", Config{Domain: "example.com", Secret: NewSecret("x")}},
+		{"no domain", Config{Name: "cb1", Secret: NewSecret("x")}},
 		{"no secret", Config{Name: "cb1", Domain: "example.com"}},
-		{"address with localpart", Config{Address: "a@cb1.example.com", Secret: "x"}},
+		{"address with localpart", Config{Domain: "example.com", Address: "a@cb1.example.com", Secret: NewSecret("x")}},
+		{"dotted name", Config{Name: "cb1.example.com", Domain: "example.com", Secret: NewSecret("x")}},
+		{"negative timeout", Config{Name: "cb1", Domain: "example.com", Secret: NewSecret("x"), Tuning: Tuning{PingTimeout: -1}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,6 +162,10 @@ func TestConfigErrors(t *testing.T) {
 			_ = p
 			_, err := NewSession(context.Background(), c, tc.cfg)
 			assert.ErrorIs(t, err, ErrConfig)
+			var ce *ConfigError
+			require.ErrorAs(t, err, &ce)
+			assert.Len(t, ce.Problems, 1)
+			assert.Equal(t, err, tc.cfg.Validate(), "Validate says what NewSession says")
 		})
 	}
 }
@@ -171,16 +177,18 @@ func TestConfigAddress(t *testing.T) {
 		addr, srv string
 	}{
 		{"name and domain", Config{Name: "cb1", Domain: "example.com"}, "cb1.example.com", "example.com"},
-		{"full name", Config{Name: "cb1.example.com"}, "cb1.example.com", "example.com"},
+		{"full address", Config{Domain: "example.com", Address: "cb1.example.com"}, "cb1.example.com", "example.com"},
+		{"normalized", Config{Name: "CB1", Domain: "Example.COM."}, "cb1.example.com", "example.com"},
 		{"override", Config{Name: "cb1", Domain: "example.com", Address: "bridge.example.org"}, "bridge.example.org", "example.com"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.Secret = testSecret
+			tc.cfg.Secret = NewSecret(testSecret)
 			s, err := tc.cfg.resolve()
 			require.NoError(t, err)
 			assert.Equal(t, tc.addr, s.addrStr)
 			assert.Equal(t, tc.srv, s.serverAddr)
+			assert.Equal(t, "cb1", s.Name)
 		})
 	}
 }
@@ -266,7 +274,7 @@ func TestConfigDurations(t *testing.T) {
 		{"WriteTimeout", func(c *Config) *time.Duration { return &c.WriteTimeout }, func(s settings) time.Duration { return s.WriteTimeout }, DefaultWriteTimeout, false},
 		{"CloseTimeout", func(c *Config) *time.Duration { return &c.CloseTimeout }, func(s settings) time.Duration { return s.CloseTimeout }, DefaultCloseTimeout, false},
 	}
-	base := Config{Name: "cb1", Domain: "example.com", Secret: testSecret}
+	base := Config{Name: "cb1", Domain: "example.com", Secret: NewSecret(testSecret)}
 	for _, f := range fields {
 		t.Run(f.name, func(t *testing.T) {
 			for _, tc := range []struct {

@@ -28,6 +28,9 @@ type StanzaHandler func(ctx context.Context, st *Stanza)
 // first session uses it (registering afterwards panics), then share it
 // between sessions: a supervisor reuses it for every new link.
 // Registration is not safe for concurrent use; routing is.
+//
+// The zero value is an empty Mux ready to use, as is NewMux's result; a
+// Mux must not be copied once a handler is registered.
 type Mux struct {
 	iq       map[string]map[string]IQHandler // namespace -> local name -> handler
 	message  StanzaHandler
@@ -35,8 +38,8 @@ type Mux struct {
 	frozen   atomic.Bool
 }
 
-// NewMux returns an empty Mux.
-func NewMux() *Mux { return &Mux{iq: make(map[string]map[string]IQHandler)} }
+// NewMux returns an empty Mux; new(Mux) is the same.
+func NewMux() *Mux { return new(Mux) }
 
 func (m *Mux) mustOpen(what string) {
 	if m.frozen.Load() {
@@ -51,6 +54,9 @@ func (m *Mux) HandleIQ(name, ns string, h IQHandler) {
 	m.mustOpen("HandleIQ")
 	if h == nil || name == "" {
 		panic("component: Mux.HandleIQ with a nil handler or an empty name")
+	}
+	if m.iq == nil {
+		m.iq = make(map[string]map[string]IQHandler)
 	}
 	byName := m.iq[ns]
 	if byName == nil {

@@ -153,7 +153,7 @@ func (p *peer) end() error {
 }
 
 func testConfig(logs *logBuf) Config {
-	cfg := Config{Name: "cb1", Domain: "example.com", Secret: testSecret,
+	cfg := Config{Name: "cb1", Domain: "example.com", Secret: NewSecret(testSecret),
 		Tuning: Tuning{KeepaliveIdle: -1, PingInterval: -1, CloseTimeout: 300 * time.Millisecond}}
 	if logs != nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -1,54 +1,98 @@
-package component
+package component_test
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
-	"encoding/xml"
 	"fmt"
-	"log/slog"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/component/componenttest"
+	"github.com/cblink/cblink/internal/testhelp"
 )
 
-// formattings renders v every way a program might print or encode it.
-func formattings(t *testing.T, v any) []string {
+// assertNeverShown fails when any formatting of any of vs shows the secret.
+func assertNeverShown(t *testing.T, vs ...any) {
 	t.Helper()
-	var out []string
-	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%T %v"} {
-		out = append(out, fmt.Sprintf(verb, v))
+	for _, v := range vs {
+		for _, s := range testhelp.Formattings(v) {
+			assert.NotContains(t, s, secret, "%T", v)
+		}
 	}
-	out = append(out, fmt.Sprint(v), fmt.Sprintln(v))
-	j, err := json.Marshal(v)
-	require.NoError(t, err)
-	out = append(out, string(j))
-	if x, err := xml.Marshal(v); err == nil {
-		out = append(out, string(x))
-	}
-	for _, h := range []func(*bytes.Buffer) slog.Handler{
-		func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, nil) },
-		func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) },
-	} {
-		var b bytes.Buffer
-		slog.New(h(&b)).Info("config", "cfg", v)
-		out = append(out, b.String())
-	}
-	return out
 }
 
 // TestSecretNeverFormatted: the secret shows in no formatting of a Secret
-// or a Config, value or pointer, and a JSON config file still loads it.
+// or a Config, value or pointer, nor of a program's struct holding either
+// in an exported or an unexported field (fmt prints unexported fields by
+// reflection, without calling their methods); a JSON config file still
+// loads it.
 func TestSecretNeverFormatted(t *testing.T) {
-	cfg := Config{Name: "cb1", Domain: "example.com", Secret: testSecret}
-	for _, v := range []any{cfg.Secret, &cfg.Secret, cfg, &cfg, struct{ Link Config }{cfg}} {
-		for _, s := range formattings(t, v) {
-			assert.NotContains(t, s, testSecret, "%T", v)
-		}
+	cfg := component.Config{Name: "cb1", Domain: "example.com", Secret: component.NewSecret(secret)}
+	type program struct {
+		link   component.Config
+		secret component.Secret
 	}
+	assertNeverShown(t, cfg.Secret, &cfg.Secret, cfg, &cfg,
+		struct{ Link component.Config }{cfg}, program{cfg, cfg.Secret}, &program{cfg, cfg.Secret},
+		[]component.Config{cfg}, map[string]component.Secret{"cb1": cfg.Secret})
+
 	assert.Equal(t, "[redacted]", fmt.Sprint(cfg.Secret))
-	assert.Equal(t, "[empty]", fmt.Sprint(Secret("")))
-	var back Config
-	require.NoError(t, json.Unmarshal([]byte(`{"Name":"cb1","Secret":"`+testSecret+`"}`), &back))
-	assert.True(t, back.Secret == testSecret, "a JSON config file holds the secret")
+	assert.Equal(t, "[empty]", fmt.Sprint(component.NewSecret("")))
+	assert.Equal(t, "[empty]", fmt.Sprint(component.Secret{}))
+	assert.True(t, component.NewSecret("").IsZero())
+	assert.False(t, cfg.Secret.IsZero())
+
+	var back component.Config
+	require.NoError(t, json.Unmarshal([]byte(`{"Name":"cb1","Secret":"`+secret+`"}`), &back))
+	assert.Equal(t, cfg.Secret, back.Secret, "a JSON config file holds the secret")
+}
+
+// TestLiveSessionFormatting: printing a live Session (or a struct holding
+// one), while it pings, answers and closes, races with none of its
+// goroutines (run with -race), shows its address and state, and never the
+// secret.
+func TestLiveSessionFormatting(t *testing.T) {
+	e := newEnv(t, componenttest.Options{})
+	s, _ := e.connect(e.config())
+	type program struct{ link *component.Session }
+	values := []any{s, program{s}, &program{s}, struct{ Link *component.Session }{s}}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // keep the session's goroutines busy while it is printed
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, _ = s.Ping(ctx)
+			cancel()
+		}
+	}()
+	for range 20 {
+		assertNeverShown(t, values...)
+	}
+	assert.Equal(t, "component.Session(cb1.example.com, up)", fmt.Sprint(s))
+
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	assertNeverShown(t, values...) // while it closes
+	require.NoError(t, <-closed)
+	<-s.Done()
+	close(stop)
+	wg.Wait()
+	assertNeverShown(t, values...)
+	assert.Equal(t, "component.Session(cb1.example.com, ended: component: session closed)", fmt.Sprint(s))
+	var none *component.Session
+	assert.Equal(t, "<nil>", fmt.Sprint(none))
+	assert.Equal(t, "<nil>", fmt.Sprint(&component.Session{}), "not made by NewSession: no panic")
 }

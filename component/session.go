@@ -42,7 +42,22 @@ import (
 // running with service-unavailable before its closing tag; Shutdown first
 // lets them finish. Once the server has ended the stream, or the
 // connection is gone, nothing more can be sent.
+//
+// # Printing
+//
+// Printing a *Session with fmt (any verb) or log/slog shows its component
+// address and state: "component.Session(cb1.example.com, up)".
 type Session struct {
+	// Every field is in *sessionState, so that nothing prints a Session's
+	// state by reflection (as fmt does with a value in an unexported field,
+	// and with any value for a verb it does not take): it stops at this
+	// pointer, which it prints as an address, and so never races with the
+	// session's goroutines nor reaches its Config.
+	*sessionState
+}
+
+// sessionState is a Session's state; see Session.
+type sessionState struct {
 	cfg  settings
 	conn net.Conn
 	rd   deadlineReader
@@ -151,7 +166,7 @@ func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Session, error)
 		conn.Close()
 		return nil, err
 	}
-	s := &Session{
+	s := &Session{&sessionState{
 		cfg:        set,
 		conn:       conn,
 		log:        set.Logger.With(slog.String("component", set.addrStr)),
@@ -160,7 +175,7 @@ func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Session, error)
 		readerDone: make(chan struct{}),
 		done:       make(chan struct{}),
 		pending:    make(map[string]*pendingIQ),
-	}
+	}}
 	s.rd.conn = conn
 	s.dec = xstream.NewDecoder(&s.rd, set.MaxStanzaSize, set.MaxDepth)
 	enableTCPKeepalive(conn)

@@ -616,7 +616,7 @@ func TestPingFastPathAllocs(t *testing.T) {
 	require.NoError(t, err)
 	w := xstream.NewWriter(io.Discard, 0, 0)
 	defer w.Close(context.Background(), nil)
-	s := &Session{cfg: set, w: w, ctx: context.Background(), quit: make(chan struct{})}
+	s := &Session{&sessionState{cfg: set, w: w, ctx: context.Background(), quit: make(chan struct{})}}
 	ping := []byte(`<iq type='get' id='p1' from='example.com' to='cb1.example.com'><ping xmlns='urn:xmpp:ping'/></iq>`)
 	dec := xstream.NewDecoder(io.MultiReader(strings.NewReader(srvHeader), &repeater{b: ping}), 0, 0)
 	_, err = dec.ReadHeader()

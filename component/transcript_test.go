@@ -174,7 +174,7 @@ func replay(t *testing.T, tr *transcript.Transcript, mux *component.Mux, sent ..
 		}
 		done <- err
 	}()
-	cfg := component.Config{Name: tr.Name, Domain: tr.Domain, Secret: "replayed-not-checked", Handler: mux}
+	cfg := component.Config{Name: tr.Name, Domain: tr.Domain, Secret: component.NewSecret("replayed-not-checked"), Handler: mux}
 	s, err := component.NewSession(ctx, client, cfg)
 	if s != nil {
 		t.Cleanup(func() { s.Close() })

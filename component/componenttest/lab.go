@@ -204,7 +204,7 @@ func (l *Lab) issue(opts LabOptions, s LabServer, other **testpki.CA, o *Options
 }
 
 // Secret returns the shared secret registered on the servers.
-func (l *Lab) Secret() component.Secret { return component.Secret(l.secret) }
+func (l *Lab) Secret() component.Secret { return component.NewSecret(l.secret) }
 
 // Pool returns a pool holding the lab CA.
 func (l *Lab) Pool() *x509.CertPool { return l.ca.Pool() }

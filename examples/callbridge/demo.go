@@ -96,7 +96,7 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 	cfg := callbridge.Config{
 		Name:        name,
 		Domain:      domain,
-		Secret:      component.Secret(secret),
+		Secret:      component.NewSecret(secret),
 		RootCAs:     l.Pool(),
 		NameServers: []string{l.DNS.Addr()},
 		DialTimeout: 2 * time.Second,

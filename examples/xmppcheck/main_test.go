@@ -332,7 +332,7 @@ func TestConflictWithRunningBridge(t *testing.T) {
 	ctx := t.Context()
 	tc, err := tls.Dial("tcp", l.Servers[0].Addr(), l.Servers[0].ClientTLSConfig())
 	require.NoError(t, err)
-	sess, err := component.NewSession(ctx, tc, component.Config{Name: "cb1", Domain: "example.com", Secret: testSecret})
+	sess, err := component.NewSession(ctx, tc, component.Config{Name: "cb1", Domain: "example.com", Secret: component.NewSecret(testSecret)})
 	require.NoError(t, err)
 	defer sess.Close()
 

@@ -61,7 +61,7 @@ func (c *twoServers) bridgeConfig(secret string, logs *logBuffer) callbridge.Con
 	return callbridge.Config{
 		Name:        componentName,
 		Domain:      domain,
-		Secret:      component.Secret(secret),
+		Secret:      component.NewSecret(secret),
 		RootCAs:     c.pki.Pool,
 		NameServers: []string{c.dns.Addr},
 		Backoff: callbridge.Backoff{

@@ -88,7 +88,7 @@ func dialComponent(ctx context.Context, t testing.TB, opts linkOptions) (*compon
 		link = opts.Wrap(conn)
 	}
 	s, err := component.NewSession(ctx, link, component.Config{
-		Name: opts.Name, Domain: domain, Secret: component.Secret(opts.Secret), Handler: opts.Handler,
+		Name: opts.Name, Domain: domain, Secret: component.NewSecret(opts.Secret), Handler: opts.Handler,
 	})
 	if err != nil {
 		return nil, tm, err // NewSession closed conn

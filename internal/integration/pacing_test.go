@@ -31,7 +31,7 @@ func TestIntegrationBridgeRestartPacing(t *testing.T) {
 	b, err := callbridge.New(callbridge.Config{
 		Name:       componentName,
 		Domain:     domain,
-		Secret:     defaultSecret,
+		Secret:     component.NewSecret(defaultSecret),
 		RootCAs:    p.PKI.Pool,
 		Server:     p.TLSAddr(),
 		ServerName: p.FQDN,

@@ -225,7 +225,8 @@ func (s *Settings) SecretSource() string {
 // chooses), for tools that drive package component themselves.
 func (s *Settings) Secret() (component.Secret, error) { return s.Config().LoadSecret() }
 
-// fieldFlags maps callbridge.Config field names (as FieldError names them)
+// fieldFlags maps callbridge.Config field names (as component.ConfigProblem
+// names them)
 // to the flags that set them.
 var fieldFlags = map[string]string{
 	"Name":             "-name",
@@ -256,29 +257,22 @@ func Problems(err error) []string {
 	if err == nil {
 		return nil
 	}
-	var errs []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	} else {
-		errs = []error{err}
+	var ce *component.ConfigError
+	if !errors.As(err, &ce) {
+		return []string{err.Error()}
 	}
-	out := make([]string, 0, len(errs))
-	for _, e := range errs {
-		var fe *callbridge.FieldError
-		if !errors.As(e, &fe) {
-			out = append(out, e.Error())
-			continue
-		}
-		switch fe.Field {
+	out := make([]string, 0, len(ce.Problems))
+	for _, p := range ce.Problems {
+		switch p.Field {
 		case "SecretEnv", "Secret":
 			out = append(out, "secret: set -secret-file, the systemd credential "+DefaultCredential+" (LoadCredential=), or the "+SecretEnv+" environment variable")
 			continue
 		}
-		name := fieldFlags[fe.Field]
+		name := fieldFlags[p.Field]
 		if name == "" {
-			name = fe.Field
+			name = p.Field
 		}
-		out = append(out, name+": "+fe.Msg)
+		out = append(out, name+": "+p.Msg)
 	}
 	return out
 }

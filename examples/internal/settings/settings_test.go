@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cblink/cblink/component"
 )
 
 func TestEnvName(t *testing.T) {
@@ -92,7 +94,7 @@ func TestSecretSources(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
-			assert.Equal(t, tc.want, string(got))
+			assert.Equal(t, component.NewSecret(tc.want), got)
 			cfg := s.Config()
 			require.NoError(t, cfg.Validate(), "callbridge reads the same secret")
 		})

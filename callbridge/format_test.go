@@ -1,0 +1,95 @@
+package callbridge
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/internal/testhelp"
+)
+
+// assertNeverShown fails when any formatting of any of vs shows the secret.
+func assertNeverShown(t *testing.T, vs ...any) {
+	t.Helper()
+	for _, v := range vs {
+		for _, s := range testhelp.Formattings(v) {
+			assert.NotContains(t, s, testSecret, "%T", v)
+		}
+	}
+}
+
+// TestConfigNeverFormatted: the secret shows in no formatting of a Config,
+// of a program's struct holding one in an exported or an unexported field
+// (fmt prints unexported fields by reflection, without calling their
+// methods), nor of the resolved settings.
+func TestConfigNeverFormatted(t *testing.T) {
+	c := validConfig()
+	type program struct {
+		bridge Config
+		link   component.Config
+	}
+	link := component.Config{Name: "cb1", Domain: "example.com", Secret: c.Secret}
+	r, err := c.resolve()
+	require.NoError(t, err)
+	assertNeverShown(t, c, &c, struct{ Bridge Config }{c}, program{c, link}, &program{c, link}, r, *r)
+}
+
+// TestLiveBridgeFormatting: printing a running Bridge, its live Session,
+// or a program's struct holding either in an unexported field, races with
+// none of their goroutines (run with -race), shows the address and state,
+// and never the secret.
+func TestLiveBridgeFormatting(t *testing.T) {
+	r := newRig(t, 10)
+	rb := r.start(r.config())
+	rb.waitState(t, Connected, 10*time.Second)
+	s, err := rb.Session()
+	require.NoError(t, err)
+	type program struct {
+		bridge  *Bridge
+		session *component.Session
+	}
+	values := []any{rb.Bridge, s, program{rb.Bridge, s}, &program{rb.Bridge, s},
+		struct {
+			B *Bridge
+			S *component.Session
+		}{rb.Bridge, s}}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // keep the link's goroutines busy while it is printed
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, _ = s.Ping(ctx)
+			cancel()
+		}
+	}()
+	for range 10 {
+		assertNeverShown(t, values...)
+	}
+	assert.Equal(t, "callbridge.Bridge(cb1.example.com, connected, server xmpp1.example.com)", fmt.Sprint(rb.Bridge))
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- rb.Close() }()
+	assertNeverShown(t, values...) // while it stops
+	<-stopped
+	close(stop)
+	wg.Wait()
+	assertNeverShown(t, values...)
+	assert.Contains(t, fmt.Sprint(rb.Bridge), "callbridge.Bridge(cb1.example.com, stopped")
+	var none *Bridge
+	assert.Equal(t, "<nil>", fmt.Sprint(none))
+	assert.Equal(t, "<nil>", fmt.Sprint(&Bridge{}), "not made by New: no panic")
+}
