@@ -389,14 +389,14 @@ func (b *Bridge) set(fn func(*Status)) {
 	if st.State == BackingOff {
 		attrs = append(attrs, "backoff", st.Backoff)
 		level = slog.LevelWarn
+		if st.Permanent {
+			level = slog.LevelError // only an operator can fix it
+		}
 	}
 	// The error explains this line in these states; in the connection
 	// steps it would be another server's (logged as "xmpp server failed").
 	if st.LastErr != nil && (st.State == Resolving || st.State == BackingOff || st.State >= Stopping) {
-		attrs = append(attrs, "err", st.LastErr.Error(), "kind", string(st.LastErrKind))
-		if st.Permanent {
-			attrs = append(attrs, "permanent", true)
-		}
+		attrs = append(attrs, "err", st.LastErr.Error(), "kind", string(st.LastErrKind), "permanent", st.Permanent)
 	}
 	cfg.Logger.Log(context.Background(), level, "xmpp link "+st.State.String(), attrs...)
 }

@@ -193,20 +193,22 @@ func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.
 	return nil, lastErr
 }
 
-// logServerFailed writes one WARN line for a server that failed, naming
+// logServerFailed writes one line for a server that failed (ERROR when
+// the failure is one only an operator can fix, else WARN), naming
 // the server tried next (rest[0]) when there is one, so that a preferred
 // server that fails while a backup takes over is not hidden in the
 // backup's lines.
 func (b *Bridge) logServerFailed(cfg *resolved, a attempt, rest []discovery.Endpoint) {
 	k := Classify(a.err)
-	attrs := []any{"server", a.ep.Target, "port", a.ep.Port, "err", a.err.Error(), "kind", string(k)}
-	if k.Permanent() {
-		attrs = append(attrs, "permanent", true)
-	}
+	attrs := []any{"server", a.ep.Target, "port", a.ep.Port, "err", a.err.Error(), "kind", string(k), "permanent", k.Permanent()}
 	if len(rest) > 0 {
 		attrs = append(attrs, "next", rest[0].Target)
 	}
-	cfg.Logger.Warn("xmpp server failed", attrs...)
+	level := slog.LevelWarn
+	if k.Permanent() {
+		level = slog.LevelError
+	}
+	cfg.Logger.Log(context.Background(), level, "xmpp server failed", attrs...)
 }
 
 // discard closes, in the background, a link that was never published.

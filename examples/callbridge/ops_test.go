@@ -390,3 +390,32 @@ func TestInstallAsDocumented(t *testing.T) {
 	}
 	assert.Subset(t, keys, []string{"CBLINK_NAME", "CBLINK_DOMAIN", "CBLINK_SERVER", "CBLINK_CA", "CBLINK_STATUS_ADDR", "CBLINK_LOG_FORMAT"})
 }
+
+// TestPermanentErrorsLoggedAtError: a failure only an administrator can
+// fix (here a wrong secret) is logged at ERROR, with the bridge still
+// retrying (no -stop-on-permanent); a transient one (a server down) stays
+// at WARN. Both say whether they are permanent.
+func TestPermanentErrorsLoggedAtError(t *testing.T) {
+	t.Run("wrong secret", func(t *testing.T) {
+		l, ca := startLab(t)
+		p := startProc(t, []string{"CBLINK_SECRET=wrong-" + testSecret},
+			"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json")
+		p.waitLog(t, "xmpp server failed", "level", "ERROR", "kind", "auth", "permanent", "true")
+		p.waitLog(t, "xmpp link backoff", "level", "ERROR", "kind", "auth", "permanent", "true")
+	})
+	t.Run("server down", func(t *testing.T) {
+		l, err := callbridgetest.Start(callbridgetest.Options{
+			Secret:  testSecret,
+			Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, Weight: 10, Down: true}},
+			Logf:    t.Logf,
+		})
+		require.NoError(t, err)
+		t.Cleanup(l.Close)
+		ca := filepath.Join(t.TempDir(), "ca.pem")
+		require.NoError(t, os.WriteFile(ca, l.RootPEM(), 0o600))
+		p := startProc(t, []string{"CBLINK_SECRET=" + testSecret},
+			"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json")
+		p.waitLog(t, "xmpp server failed", "level", "WARN", "kind", "network", "permanent", "false")
+		p.waitLog(t, "xmpp link backoff", "level", "WARN", "kind", "network", "permanent", "false")
+	})
+}
