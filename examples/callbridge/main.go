@@ -82,6 +82,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := notifyHUP() // from here on SIGHUP never kills the process
+	defer signal.Stop(hup)
 
 	if *demo {
 		if err := runDemo(ctx, stdout, demoOptions{stay: *stay, status: statusLn}); err != nil {
@@ -111,24 +113,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Info("status server listening", "addr", statusLn.Addr().String())
 		stopStatus = serveStatus(statusLn, statusHandler(b), log)
 	}
-	// Run until the bridge stops by itself or a signal comes; then drain:
+	// Run until the bridge stops by itself or SIGINT/SIGTERM comes (SIGHUP
+	// reloads the secret and the CA file and retries at once); then drain:
 	// join requests in progress finish (up to -shutdown-grace), new ones
 	// are refused, and the stream is closed cleanly.
 	runErr := make(chan error, 1)
 	go func() { runErr <- b.Run(context.Background()) }()
 	signalled, linkUp := false, false
-	select {
-	case err = <-runErr:
-	case <-ctx.Done():
-		signalled = true
-		linkUp = b.Status().State == callbridge.Connected
-		log.Info("signal received: finishing the requests in progress", "grace", *grace)
-		sctx, cancel := context.WithTimeout(context.Background(), *grace)
-		if serr := b.Shutdown(sctx); serr != nil {
-			log.Warn("shutdown grace over: requests still in progress were refused", "err", serr.Error())
+	for running := true; running; {
+		select {
+		case err = <-runErr:
+			running = false
+		case <-hup:
+			reload(b, &s, log)
+		case <-ctx.Done():
+			running = false
+			signalled = true
+			linkUp = b.Status().State == callbridge.Connected
+			log.Info("signal received: finishing the requests in progress", "grace", *grace)
+			sctx, cancel := context.WithTimeout(context.Background(), *grace)
+			if serr := b.Shutdown(sctx); serr != nil {
+				log.Warn("shutdown grace over: requests still in progress were refused", "err", serr.Error())
+			}
+			cancel()
+			err = <-runErr
 		}
-		cancel()
-		err = <-runErr
 	}
 	stopStatus()
 	switch {

@@ -419,3 +419,65 @@ func TestPermanentErrorsLoggedAtError(t *testing.T) {
 		p.waitLog(t, "xmpp link backoff", "level", "WARN", "kind", "network", "permanent", "false")
 	})
 }
+
+// TestSIGHUPReloadsAndRetriesNow: after a permanent error the bridge
+// waits -backoff-max (60s) between attempts; once the administrator fixed
+// the secret file or the CA file, SIGHUP re-reads both and connects at
+// once (well within the 15s waitLog allows), with a log line. A reload
+// whose settings no longer validate is logged at ERROR and the process
+// carries on. SIGHUP never ends the process; SIGTERM still stops it
+// cleanly.
+func TestSIGHUPReloadsAndRetriesNow(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kind string
+		// broken writes the broken files, fix repairs them.
+		broken, fix func(t *testing.T, secret, ca string, labCA []byte)
+	}{
+		{"secret fixed", "auth",
+			func(t *testing.T, secret, ca string, labCA []byte) {
+				require.NoError(t, os.WriteFile(secret, []byte("wrong-"+testSecret+"\n"), 0o600))
+				require.NoError(t, os.WriteFile(ca, labCA, 0o600))
+			},
+			func(t *testing.T, secret, ca string, labCA []byte) {
+				require.NoError(t, os.WriteFile(secret, []byte(testSecret+"\n"), 0o600))
+			}},
+		{"CA fixed", "certificate",
+			func(t *testing.T, secret, ca string, labCA []byte) {
+				require.NoError(t, os.WriteFile(secret, []byte(testSecret+"\n"), 0o600))
+				other, err := os.ReadFile("../../testdata/pki/ca.pem") // another CA
+				require.NoError(t, err)
+				require.NoError(t, os.WriteFile(ca, other, 0o600))
+			},
+			func(t *testing.T, secret, ca string, labCA []byte) {
+				require.NoError(t, os.WriteFile(ca, labCA, 0o600))
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, _ := startLab(t)
+			dir := t.TempDir()
+			secret, ca := filepath.Join(dir, "secret"), filepath.Join(dir, "ca.pem")
+			tc.broken(t, secret, ca, l.RootPEM())
+			p := startProc(t, nil, "-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(),
+				"-ca", ca, "-secret-file", secret, "-log-format", "json")
+			p.waitLog(t, "xmpp link backoff", "kind", tc.kind, "permanent", "true", "backoff", "60")
+
+			// A reload that cannot read the secret keeps the settings in force.
+			require.NoError(t, os.Remove(secret))
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+			failed := p.waitLog(t, "SIGHUP: reload failed, the settings in force are kept", "level", "ERROR")
+			assert.Contains(t, fmt.Sprint(failed["problems"]), "-secret-file")
+
+			tc.broken(t, secret, ca, l.RootPEM())
+			tc.fix(t, secret, ca, l.RootPEM())
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+			p.waitLog(t, "SIGHUP: secret and CA file read again; reconnecting now", "ca", ca, "secret", "file "+secret)
+			p.waitLog(t, "xmpp link connected", "server", "xmpp1.example.com")
+
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+			<-p.done
+			require.NoError(t, p.cmd.Wait(), p.output())
+			p.waitLog(t, "stopped: stream closed")
+		})
+	}
+}
