@@ -385,6 +385,9 @@ func (b *Bridge) set(fn func(*Status)) {
 	if st.Addr != "" {
 		attrs = append(attrs, "addr", st.Addr)
 	}
+	if st.State == Connected {
+		attrs = append(attrs, "backup", st.Backup)
+	}
 	level := slog.LevelInfo
 	if st.State == BackingOff {
 		attrs = append(attrs, "backoff", st.Backoff)

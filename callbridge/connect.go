@@ -23,6 +23,20 @@ type link struct {
 	ep   discovery.Endpoint
 	addr netip.AddrPort
 	up   time.Time
+	// backup: ep is not among the preferred endpoints (the lowest
+	// priority of the lookup that found it).
+	backup bool
+}
+
+// isBackup reports whether ep is not among the preferred endpoints of
+// eps: those of the lowest priority.
+func isBackup(ep discovery.Endpoint, eps []discovery.Endpoint) bool {
+	for _, o := range eps {
+		if o.Priority < ep.Priority {
+			return true
+		}
+	}
+	return false
 }
 
 func key(ep discovery.Endpoint) string {

@@ -163,6 +163,12 @@ type Status struct {
 	Permanent   bool      `json:"permanent,omitempty"`
 	// ConnectedSince is when the current link came up (zero if none).
 	ConnectedSince time.Time `json:"connected_since,omitzero"`
+	// Backup is true while the link in use goes to a server that is not
+	// among the preferred ones (the lowest SRV priority published): the
+	// preferred servers failed. With Config.FailBack the bridge probes
+	// them meanwhile, and logs a WARN line at most every ten minutes
+	// while they fail.
+	Backup bool `json:"backup,omitempty"`
 }
 
 // LastError returns LastErr's message, "" when nil; handy for JSON.

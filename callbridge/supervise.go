@@ -39,6 +39,9 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 			continue
 		}
 		l, err := b.connectAny(ctx, cfg, pace.order(eps), pace)
+		if l != nil {
+			l.backup = isBackup(l.ep, eps)
+		}
 		if l != nil && ctx.Err() != nil {
 			// Stopped just as the winner authenticated: it was never
 			// published; close it before returning.
@@ -125,6 +128,7 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res Resolver, l
 		tick   <-chan time.Time
 		pr     *probe     // the fail-back probe in flight, if any
 		probeC chan *link // pr's result; nil when none
+		warned time.Time  // when the last backup WARN was logged
 	)
 	if cfg.FailBack {
 		t := time.NewTicker(cfg.FailBackInterval)
@@ -181,10 +185,17 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res Resolver, l
 				probeC = pr.c
 			}
 		case nl := <-probeC:
+			perr := pr.err
 			pr.stop()
 			pr, probeC = nil, nil
 			switch {
 			case nl == nil:
+				if perr != nil && ctx.Err() == nil && l.backup && (warned.IsZero() || b.now().Sub(warned) >= backupWarnEvery) {
+					warned = b.now()
+					cfg.Logger.Warn("xmpp link on a backup server: the preferred server still fails",
+						"server", l.ep.Target, "connected_for", warned.Sub(l.up).Round(time.Second),
+						"err", perr.Error(), "kind", string(Classify(perr)), "permanent", Classify(perr).Permanent())
+				}
 			case ctx.Err() != nil:
 				nl.sess.Close() // never published: the bridge is stopping
 			default:
@@ -196,16 +207,27 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res Resolver, l
 	}
 }
 
+// backupWarnEvery spaces the WARN lines saying that the bridge runs on a
+// backup while the preferred server fails its fail-back probes.
+const backupWarnEvery = 10 * time.Minute
+
 // probe is a fail-back probe running on a goroutine of its own.
 type probe struct {
 	c    chan *link // receives the result once: a better link, or nil
 	stop context.CancelFunc
+	// err is the probe's last failure when it found no better link;
+	// written before the send on c, read after the receive.
+	err error
 }
 
 func (b *Bridge) startProbe(ctx context.Context, cfg *resolved, res Resolver, cur *link) *probe {
 	pctx, stop := context.WithCancel(ctx)
 	p := &probe{c: make(chan *link, 1), stop: stop}
-	go func() { p.c <- b.failBack(pctx, cfg, res, cur) }()
+	go func() {
+		l, err := b.failBack(pctx, cfg, res, cur)
+		p.err = err
+		p.c <- l
+	}()
 	return p
 }
 
@@ -234,13 +256,14 @@ func (b *Bridge) publish(l *link) {
 	b.set(func(s *Status) {
 		s.State, s.Server, s.Addr = Connected, l.ep.Target, l.addr.String()
 		s.ConnectedSince, s.Attempt, s.LastErr, s.LastErrKind, s.Permanent, s.Backoff = l.up, 0, nil, KindNone, false, 0
+		s.Backup = l.backup
 	})
 }
 
 // ended retires a link that has ended or been closed.
 func (b *Bridge) ended(l *link, k ErrorKind) {
 	if b.live.CompareAndSwap(l, nil) {
-		b.set(func(s *Status) { s.ConnectedSince = time.Time{} })
+		b.set(func(s *Status) { s.ConnectedSince, s.Backup = time.Time{}, false })
 	}
 	b.stats.sessionEnded(l.sess.Stats(), k)
 }
@@ -251,7 +274,9 @@ func (b *Bridge) ended(l *link, k ErrorKind) {
 func (b *Bridge) swap(hard context.Context, cfg *resolved, old, l *link) {
 	b.live.Store(l)
 	b.stats.connected()
-	b.set(func(s *Status) { s.Server, s.Addr, s.ConnectedSince = l.ep.Target, l.addr.String(), l.up })
+	b.set(func(s *Status) {
+		s.Server, s.Addr, s.ConnectedSince, s.Backup = l.ep.Target, l.addr.String(), l.up, l.backup
+	})
 	l.sess.Start()
 	cfg.Logger.Info("xmpp link failed back to a preferred server", "state", Connected.String(), "server", l.ep.Target, "addr", l.addr.String(), "from", old.ep.Target)
 	b.bg.Add(1)
@@ -263,24 +288,31 @@ func (b *Bridge) swap(hard context.Context, cfg *resolved, old, l *link) {
 }
 
 // failBack probes the endpoints preferred over the current one and returns
-// an authenticated (unstarted) link to the first that accepts, or nil.
-func (b *Bridge) failBack(ctx context.Context, cfg *resolved, res Resolver, cur *link) *link {
+// an authenticated (unstarted) link to the first that accepts, or nil and
+// the last failure (nil when there was nothing to probe).
+func (b *Bridge) failBack(ctx context.Context, cfg *resolved, res Resolver, cur *link) (*link, error) {
 	eps, err := b.endpoints(ctx, cfg, res)
 	if err != nil {
-		return nil
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, err
 	}
+	var last error
 	for _, ep := range eps {
 		if ep.Priority >= cur.ep.Priority || key(ep) == key(cur.ep) {
 			continue
 		}
 		l, err := b.connect(ctx, cfg, ep, true, 0, func() {})
 		if err == nil {
-			return l
+			l.backup = isBackup(ep, eps)
+			return l, nil
 		}
 		if ctx.Err() != nil {
-			return nil
+			return nil, nil
 		}
+		last = err
 		cfg.Logger.Debug("fail-back probe failed", "server", ep.Target, "err", err.Error())
 	}
-	return nil
+	return nil, last
 }

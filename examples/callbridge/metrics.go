@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"slices"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -54,6 +55,7 @@ type bridgeCollector struct {
 	b bridgeView
 
 	state, connected, attempt, permanent                *prometheus.Desc
+	backup, linkStart, server                           *prometheus.Desc
 	connects, disconnects, connectFailures              *prometheus.Desc
 	stanzasIn, stanzasOut, joinsHandled, joinsRefused   *prometheus.Desc
 	requestsShed, requestsRefused, queued, running, rtt *prometheus.Desc
@@ -67,6 +69,9 @@ func newBridgeCollector(b bridgeView) *bridgeCollector {
 		b:               b,
 		state:           d("cblink_state", "1 for the bridge's current state, 0 for the others.", "state"),
 		connected:       d("cblink_connected", "1 while the XMPP link is up."),
+		backup:          d("cblink_on_backup", "1 while the XMPP link is up to a backup server: the preferred ones (lowest SRV priority) failed."),
+		linkStart:       d("cblink_link_start_time_seconds", "When the current XMPP link came up, in seconds since the Unix epoch; 0 while no link is up."),
+		server:          d("cblink_server_info", "1 for the XMPP server in use while the link is up (no series otherwise).", "server", "addr", "preferred"),
 		attempt:         d("cblink_attempt", "Failed connection cycles since the last successful connection."),
 		permanent:       d("cblink_permanent_error", "1 while the last failure is one an operator must fix (wrong secret, unknown name, certificate, no service, protocol, config)."),
 		connects:        d("cblink_connects_total", "Links brought up."),
@@ -87,7 +92,7 @@ func newBridgeCollector(b bridgeView) *bridgeCollector {
 // Describe implements prometheus.Collector.
 func (c *bridgeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.state, c.connected, c.attempt, c.permanent, c.connects, c.disconnects, c.connectFailures,
+		c.state, c.connected, c.backup, c.linkStart, c.server, c.attempt, c.permanent, c.connects, c.disconnects, c.connectFailures,
 		c.stanzasIn, c.stanzasOut, c.joinsHandled, c.joinsRefused, c.requestsShed, c.requestsRefused,
 		c.queued, c.running, c.rtt,
 	} {
@@ -118,7 +123,17 @@ func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, state := range callbridge.States() {
 		gauge(c.state, bool01(st.State == state), state.String())
 	}
-	gauge(c.connected, bool01(st.State == callbridge.Connected))
+	up := st.State == callbridge.Connected
+	gauge(c.connected, bool01(up))
+	gauge(c.backup, bool01(up && st.Backup))
+	start := 0.0
+	if up && !st.ConnectedSince.IsZero() {
+		start = float64(st.ConnectedSince.UnixNano()) / 1e9
+	}
+	gauge(c.linkStart, start)
+	if up {
+		gauge(c.server, 1, st.Server, st.Addr, strconv.FormatBool(!st.Backup))
+	}
 	gauge(c.attempt, float64(st.Attempt))
 	gauge(c.permanent, bool01(st.Permanent))
 	counter(c.connects, s.Connects)

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/cblink/cblink/callbridge"
 	"github.com/cblink/cblink/callbridge/callbridgetest"
@@ -119,7 +120,7 @@ func TestMetrics(t *testing.T) {
 	want.WriteString("# HELP cblink_keepalive_rtt_seconds Round trip of the last XEP-0199 ping to the server (0 before the first).\n# TYPE cblink_keepalive_rtt_seconds gauge\ncblink_keepalive_rtt_seconds 0.0015\n")
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want.String()),
 		"cblink_connect_failures_total", "cblink_disconnects_total", "cblink_permanent_error", "cblink_attempt", "cblink_keepalive_rtt_seconds"))
-	assert.Equal(t, 16+len(callbridge.States())+2*len(callbridge.ErrorKinds())-3, testutil.CollectAndCount(c), "series")
+	assert.Equal(t, 18+len(callbridge.States())+2*len(callbridge.ErrorKinds())-3, testutil.CollectAndCount(c), "series")
 
 	problems, err := testutil.CollectAndLint(c)
 	require.NoError(t, err)
@@ -479,5 +480,155 @@ func TestSIGHUPReloadsAndRetriesNow(t *testing.T) {
 			require.NoError(t, p.cmd.Wait(), p.output())
 			p.waitLog(t, "stopped: stream closed")
 		})
+	}
+}
+
+// TestBackupVisibleInStatusAndMetrics: while the link is up to a backup,
+// /status says it is not the preferred server and when it came up, and
+// the metrics say the same; on the preferred server they say so too.
+func TestBackupVisibleInStatusAndMetrics(t *testing.T) {
+	up := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	for _, backup := range []bool{true, false} {
+		b := &fakeBridge{st: callbridge.Status{State: callbridge.Connected, Server: "xmpp2.example.com", Addr: "127.0.0.1:5223",
+			Since: up, ConnectedSince: up, Backup: backup}}
+		_, body := get(t, statusHandler(b), "/status")
+		assert.Contains(t, body, fmt.Sprintf(`"preferred": %v`, !backup))
+		assert.Contains(t, body, `"connected_since": "2026-11-26T12:00:00Z"`)
+		_, text := get(t, statusHandler(b), "/metrics")
+		assert.Contains(t, text, fmt.Sprintf("\ncblink_on_backup %d\n", map[bool]int{false: 0, true: 1}[backup]))
+		assert.Contains(t, text, fmt.Sprintf("\ncblink_link_start_time_seconds %g\n", float64(up.Unix())))
+		assert.Contains(t, text, fmt.Sprintf(`cblink_server_info{addr="127.0.0.1:5223",preferred="%v",server="xmpp2.example.com"} 1`, !backup))
+	}
+	b := &fakeBridge{st: callbridge.Status{State: callbridge.BackingOff, Since: up}}
+	_, body := get(t, statusHandler(b), "/status")
+	assert.Contains(t, body, `"preferred": null`)
+	_, text := get(t, statusHandler(b), "/metrics")
+	assert.Contains(t, text, "\ncblink_on_backup 0\n")
+	assert.Contains(t, text, "\ncblink_link_start_time_seconds 0\n")
+	assert.NotContains(t, text, "cblink_server_info{")
+}
+
+// waitCount waits until n log lines have msg, and returns how many there
+// are then.
+func (p *proc) waitCount(t *testing.T, msg string, n int) int {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		p.mu.Lock()
+		c := 0
+		for _, m := range p.lines {
+			if m["msg"] == msg {
+				c++
+			}
+		}
+		p.mu.Unlock()
+		if c >= n {
+			return c
+		}
+		select {
+		case <-p.update:
+		case <-p.done:
+			t.Fatalf("process ended with %d of %d log lines %q:\n%s", c, n, msg, p.output())
+		case <-deadline:
+			t.Fatalf("%d of %d log lines %q within 15s:\n%s", c, n, msg, p.output())
+		}
+	}
+}
+
+// TestRunningOnBackup (binary): with the preferred server down, the
+// bridge runs on the backup and says so: the connected line, /status and
+// /metrics; the failing fail-back probes give one WARN line (then at most
+// one every ten minutes), not one per probe. When the preferred server
+// returns, all of it says preferred again.
+func TestRunningOnBackup(t *testing.T) {
+	l, err := callbridgetest.Start(callbridgetest.Options{
+		Secret: testSecret,
+		Servers: []callbridgetest.Server{
+			{Name: "xmpp1.example.com", Priority: 10, Weight: 10, Down: true},
+			{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
+		},
+		Logf: t.Logf,
+	})
+	require.NoError(t, err)
+	t.Cleanup(l.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(ca, l.RootPEM(), 0o600))
+	p := startProc(t, []string{"CBLINK_SECRET=" + testSecret},
+		"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json",
+		"-fail-back-interval", "50ms", "-v", "-status-addr", "127.0.0.1:0")
+	addr := fmt.Sprint(p.waitLog(t, "status server listening")["addr"])
+	p.waitLog(t, "xmpp link connected", "server", "xmpp2.example.com", "backup", "true")
+	warn := p.waitLog(t, "xmpp link on a backup server: the preferred server still fails", "level", "WARN", "server", "xmpp2.example.com")
+	assert.Contains(t, warn["err"], "xmpp1.example.com")
+	p.waitCount(t, "fail-back probe failed", 5)
+	assert.Equal(t, 1, p.waitCount(t, "xmpp link on a backup server: the preferred server still fails", 1), "rate-limited")
+
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal([]byte(httpGet(t, "http://"+addr+"/status")), &doc))
+	assert.Equal(t, "xmpp2.example.com", doc["server"])
+	assert.Equal(t, false, doc["preferred"])
+	assert.NotNil(t, doc["connected_since"])
+	metrics := httpGet(t, "http://"+addr+"/metrics")
+	assert.Contains(t, metrics, "\ncblink_on_backup 1\n")
+	assert.Contains(t, metrics, `preferred="false",server="xmpp2.example.com"} 1`)
+
+	require.NoError(t, l.StartServer("xmpp1.example.com"))
+	p.waitLog(t, "xmpp link connected", "server", "xmpp1.example.com", "backup", "false")
+	require.NoError(t, json.Unmarshal([]byte(httpGet(t, "http://"+addr+"/status")), &doc))
+	assert.Equal(t, "xmpp1.example.com", doc["server"])
+	assert.Equal(t, true, doc["preferred"])
+	assert.Contains(t, httpGet(t, "http://"+addr+"/metrics"), "\ncblink_on_backup 0\n")
+}
+
+// TestREADMEAlerts: the alerting rules of README.md parse, use only
+// metrics this binary exports, and cover what an operator pages on: the
+// link down for minutes, a permanent error, a backup for long, flapping.
+// None pages on a failed attempt by itself.
+func TestREADMEAlerts(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	_, block, ok := strings.Cut(string(readme), "```yaml\n")
+	require.True(t, ok, "README.md has no yaml block")
+	block, _, ok = strings.Cut(block, "```")
+	require.True(t, ok)
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
+				For   string `yaml:"for"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	require.NoError(t, yaml.Unmarshal([]byte(block), &rules))
+	require.Len(t, rules.Groups, 1)
+
+	_, exposition := get(t, statusHandler(&fakeBridge{st: callbridge.Status{State: callbridge.Connected, Server: "x", Addr: "y"}}), "/metrics")
+	exported := map[string]bool{"up": true}
+	for _, m := range regexp.MustCompile(`(?m)^([a-z_]+)[{ ]`).FindAllStringSubmatch(exposition, -1) {
+		exported[m[1]] = true
+	}
+	byMetric := map[string]string{}
+	for _, r := range rules.Groups[0].Rules {
+		assert.NotEmpty(t, r.Alert)
+		for _, name := range regexp.MustCompile(`\b(cblink_[a-z_]+|up)\b`).FindAllString(r.Expr, -1) {
+			assert.True(t, exported[name], "%s: %s is not exported", r.Alert, name)
+			byMetric[name] = r.For
+		}
+		assert.NotContains(t, r.Expr, "cblink_connect_failures_total", "%s pages on routine restarts", r.Alert)
+	}
+	for metric, minFor := range map[string]time.Duration{
+		"cblink_connected":       time.Minute, // longer than a routine restart
+		"cblink_permanent_error": 0,
+		"cblink_on_backup":       5 * time.Minute,
+		"cblink_connects_total":  0, // flapping
+	} {
+		f, ok := byMetric[metric]
+		require.True(t, ok, "no alert on %s", metric)
+		if minFor > 0 {
+			d, err := time.ParseDuration(f)
+			require.NoError(t, err, "%s: for %q", metric, f)
+			assert.GreaterOrEqual(t, d, minFor, metric)
+		}
 	}
 }

@@ -31,6 +31,9 @@ type statusDoc struct {
 	StateSeconds float64   `json:"state_seconds"`
 	// ConnectedSince is when the current link came up.
 	ConnectedSince *time.Time `json:"connected_since"`
+	// Preferred says, while connected, whether Server is one of the
+	// preferred servers (the lowest SRV priority) or a backup.
+	Preferred *bool `json:"preferred"`
 	// Attempt counts failed connection cycles since the last success.
 	Attempt int `json:"attempt"`
 	// BackoffSeconds is the wait in progress in state backoff.
@@ -58,6 +61,10 @@ func newStatusDoc(st callbridge.Status, now time.Time) statusDoc {
 	if !st.ConnectedSince.IsZero() {
 		t := st.ConnectedSince
 		d.ConnectedSince = &t
+	}
+	if st.State == callbridge.Connected {
+		p := !st.Backup
+		d.Preferred = &p
 	}
 	if st.State == callbridge.BackingOff {
 		s := st.Backoff.Seconds()
