@@ -183,9 +183,9 @@ func (b *Bridge) connectAny(ctx context.Context, cfg *resolved, eps []discovery.
 				// Cancelled because another attempt won or the bridge is
 				// stopping: not a failure of this endpoint.
 			default:
+				a.err = pace.attemptFailed(a.ep, a.err)
 				lastErr = a.err
 				b.failed(a.err)
-				pace.attemptFailed(a.ep, a.err)
 				if a.redirect != nil && !redirected {
 					redirected = true
 					eps = slices.Insert(eps, next, *a.redirect)

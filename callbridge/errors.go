@@ -99,6 +99,25 @@ func (e *ContractError) Error() string {
 	return "callbridge: Config." + e.Field + " " + e.What
 }
 
+// DuplicateNameError is a conflict (the server says another link holds
+// the component name) that persisted over Attempts attempts on one server
+// spanning For: longer than a stale link of this bridge takes to close,
+// so another Call Bridge uses the name, often a cloned machine. Classify
+// gives KindDuplicateName, which is permanent. Err is the last attempt's
+// error.
+type DuplicateNameError struct {
+	For      time.Duration
+	Attempts int
+	Err      error
+}
+
+func (e *DuplicateNameError) Error() string {
+	return fmt.Sprintf("%v; refused for %v over %d attempts: another Call Bridge uses this name (a cloned machine?); give each Call Bridge its own name",
+		e.Err, e.For.Round(time.Second), e.Attempts)
+}
+
+func (e *DuplicateNameError) Unwrap() error { return e.Err }
+
 // protocolConditions are the stream error conditions from the server that
 // say it does not accept this component's stream as configured.
 var protocolConditions = map[string]bool{
@@ -131,6 +150,7 @@ func Classify(err error) ErrorKind {
 		se       *component.StreamError
 		ce       *ConnectError
 		contract *ContractError
+		dup      *DuplicateNameError
 	)
 	switch {
 	case err == nil:
@@ -141,6 +161,8 @@ func Classify(err error) ErrorKind {
 		return KindConfig
 	case errors.As(err, &redirErr):
 		return KindRedirect
+	case errors.As(err, &dup):
+		return KindDuplicateName
 	case errors.Is(err, discovery.ErrNoService), errors.Is(err, discovery.ErrNoSRV):
 		return KindNoService
 	case errors.Is(err, discovery.ErrBadAddress):

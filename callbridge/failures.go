@@ -67,7 +67,21 @@ type epRecord struct {
 	fails     int       // failures since the last healthy link
 	permanent bool      // the last failure was permanent (wrong secret, ...)
 	tried     time.Time // when the last attempt started (or will start)
+	// conflicts counts the attempts in a row refused with conflict since
+	// conflictSince (when the first of them started).
+	conflicts     int
+	conflictSince time.Time
 }
+
+// A conflict is transient while it may be this bridge's own stale link,
+// which the server drops within seconds. Refused for
+// duplicateNameAfter over duplicateNameAttempts attempts or more on one
+// server, the name is held by another Call Bridge: a permanent
+// misconfiguration (DuplicateNameError).
+const (
+	duplicateNameAfter    = 30 * time.Second
+	duplicateNameAttempts = 3
+)
 
 // linkEnd is what the pacer needs to know of a link that ended.
 type linkEnd struct {
@@ -126,17 +140,34 @@ func (p *pacer) lookupFailed(err error) {
 }
 
 // attemptFailed records a failed attempt to bring a link up on ep. If no
-// link comes up in this cycle, every endpoint tried has failed.
-func (p *pacer) attemptFailed(ep discovery.Endpoint, err error) {
+// link comes up in this cycle, every endpoint tried has failed. It returns
+// err, or err in a *DuplicateNameError when ep has refused the name with
+// conflict for too long.
+func (p *pacer) attemptFailed(ep discovery.Endpoint, err error) error {
 	r := p.rec(ep)
 	r.fails++
+	if Classify(err) == KindConflict {
+		if r.conflicts == 0 {
+			r.conflictSince = r.tried
+		}
+		r.conflicts++
+		if d := r.tried.Sub(r.conflictSince); r.conflicts >= duplicateNameAttempts && d >= duplicateNameAfter {
+			err = &DuplicateNameError{For: d, Attempts: r.conflicts, Err: err}
+		}
+	} else {
+		r.conflicts = 0
+	}
 	r.permanent = Classify(err).Permanent()
 	p.end = endAllFailed
+	return err
 }
 
 // connected records a link up.
 func (p *pacer) connected() {
 	p.cycles, p.lookupFails, p.outage, p.end = 0, 0, time.Time{}, endNone
+	for _, r := range p.eps {
+		r.conflicts = 0
+	}
 }
 
 // dropped records that the link to ep ended at time now. A healthy link

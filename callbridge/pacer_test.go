@@ -3,6 +3,7 @@ package callbridge
 import (
 	"context"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -185,4 +186,94 @@ func TestFlappingThatLooksHealthyIsPaced(t *testing.T) {
 		assert.LessOrEqual(t, n, int64(window/time.Second)+2, "%s: at most about one connection a second", r.names[i])
 	}
 	assert.Positive(t, rb.Stats().Connects)
+}
+
+// TestPacerPersistentConflictIsPermanent: conflict is transient while it
+// may be the bridge's own stale link; refused on one server over three
+// attempts or more spanning 30 s, it is a DuplicateNameError, permanent.
+// Another failure in between, or a link up, starts the count again.
+func TestPacerPersistentConflictIsPermanent(t *testing.T) {
+	errConflict := &ConnectError{Server: "xmpp1.example.com", Step: Authenticating, Err: &component.StreamError{Err: stream.Conflict}}
+	a := testEndpoint("xmpp1.example.com", 10)
+	t0 := time.Unix(1000, 0)
+	// attempt starts an attempt at t0+at and fails it with err; it returns
+	// the error the pacer reports and its verdict.
+	attempt := func(p *pacer, at time.Duration, err error) (error, bool) {
+		p.order([]discovery.Endpoint{a})
+		p.start(a, t0.Add(at))
+		got := p.attemptFailed(a, err)
+		_, perm := p.next(t0.Add(at))
+		return got, perm
+	}
+	newP := func() *pacer {
+		p := newPacer()
+		p.bo = Backoff{Base: time.Second, Max: time.Minute, NoJitter: true}.withDefaults()
+		return p
+	}
+
+	p := newP()
+	for _, at := range []time.Duration{0, 2 * time.Second, 10 * time.Second, 29 * time.Second} {
+		err, perm := attempt(p, at, errConflict)
+		assert.Equal(t, KindConflict, Classify(err), "at %v: may be a stale link", at)
+		assert.False(t, perm)
+	}
+	err, perm := attempt(p, 31*time.Second, errConflict)
+	var dup *DuplicateNameError
+	require.ErrorAs(t, err, &dup)
+	assert.Equal(t, KindDuplicateName, Classify(err))
+	assert.True(t, perm, "permanent: waits Backoff.Max, or stops with StopOnPermanentError")
+	assert.Equal(t, 5, dup.Attempts)
+	assert.Equal(t, 31*time.Second, dup.For)
+	assert.Contains(t, err.Error(), "another Call Bridge uses this name")
+
+	// Two attempts 40 s apart are not enough; a refusal of another kind in
+	// between starts again; so does a link that came up.
+	p = newP()
+	attempt(p, 0, errConflict)
+	err, _ = attempt(p, 40*time.Second, errConflict)
+	assert.Equal(t, KindConflict, Classify(err), "two attempts")
+	attempt(p, 41*time.Second, errRefused)
+	attempt(p, 42*time.Second, errConflict)
+	err, _ = attempt(p, 80*time.Second, errConflict)
+	assert.Equal(t, KindConflict, Classify(err), "the count started again at 42 s")
+	p.connected()
+	err, _ = attempt(p, 90*time.Second, errConflict)
+	assert.Equal(t, KindConflict, Classify(err), "a link came up at 85 s")
+}
+
+// TestDuplicateNameStopsTheBridge: a second bridge with the name of a
+// connected one is refused with conflict again and again; once that has
+// lasted 30 s (played with a test clock) it is a permanent
+// DuplicateNameError: the status says so, and with StopOnPermanentError
+// Run gives up with it.
+func TestDuplicateNameStopsTheBridge(t *testing.T) {
+	r := newRig(t, 10)
+	first := r.start(r.config())
+	first.waitConnectedTo(t, "xmpp1.example.com", 10*time.Second)
+
+	cfg := r.config()
+	cfg.StopOnPermanentError = true
+	var calls atomic.Int64
+	second := r.start(cfg, func(b *Bridge) {
+		t0 := time.Now()
+		b.now = func() time.Time { return t0.Add(time.Duration(calls.Add(1)) * 11 * time.Second) }
+	})
+	var err error
+	select {
+	case err = <-second.errc:
+		second.errc <- err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the second bridge did not give up; status %+v", second.Status())
+	}
+	var perm *PermanentError
+	require.ErrorAs(t, err, &perm)
+	var dup *DuplicateNameError
+	require.ErrorAs(t, err, &dup)
+	assert.GreaterOrEqual(t, dup.Attempts, 3)
+	assert.GreaterOrEqual(t, dup.For, 30*time.Second)
+	st := second.Status()
+	assert.Equal(t, KindDuplicateName, st.LastErrKind)
+	assert.True(t, st.Permanent)
+	assert.Equal(t, uint64(1), second.Stats().ConnectFailures[KindDuplicateName])
+	assert.Equal(t, Connected, first.Status().State, "the first bridge keeps its link")
 }

@@ -105,6 +105,10 @@ const (
 	KindUnknownName ErrorKind = "unknown-name"
 	// KindConflict: another link holds the name (often our own stale one).
 	KindConflict ErrorKind = "conflict"
+	// KindDuplicateName (permanent): the server has refused the name with
+	// conflict for longer than a stale link of this bridge lasts: another
+	// Call Bridge uses the name (a cloned machine). See DuplicateNameError.
+	KindDuplicateName ErrorKind = "duplicate-name"
 	// KindRedirect: the server sent see-other-host (followed once), or its
 	// redirect could not be followed.
 	KindRedirect ErrorKind = "redirect"
@@ -125,7 +129,7 @@ const (
 func ErrorKinds() []ErrorKind {
 	return []ErrorKind{
 		KindConfig, KindNoService, KindDNS, KindNetwork, KindTLS, KindCertificate,
-		KindProtocol, KindAuth, KindUnknownName, KindConflict, KindRedirect,
+		KindProtocol, KindAuth, KindUnknownName, KindConflict, KindDuplicateName, KindRedirect,
 		KindShutdown, KindStream, KindTimeout, KindClosed, KindFailBack,
 	}
 }
@@ -133,10 +137,10 @@ func ErrorKinds() []ErrorKind {
 // Permanent reports whether an error of kind k will not go away until an
 // operator fixes the settings, the DNS, the certificate or the XMPP
 // server: KindConfig, KindNoService, KindCertificate, KindProtocol,
-// KindAuth and KindUnknownName.
+// KindAuth, KindUnknownName and KindDuplicateName.
 func (k ErrorKind) Permanent() bool {
 	switch k {
-	case KindConfig, KindNoService, KindCertificate, KindProtocol, KindAuth, KindUnknownName:
+	case KindConfig, KindNoService, KindCertificate, KindProtocol, KindAuth, KindUnknownName, KindDuplicateName:
 		return true
 	}
 	return false

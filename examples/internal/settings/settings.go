@@ -96,7 +96,7 @@ func (s *Settings) RegisterBridge(fs *flag.FlagSet) {
 	fs.DurationVar(&s.BackoffMax, "backoff-max", 0, "longest wait between attempts, and the interval while the server refuses the bridge for a reason an operator must fix (default "+callbridge.DefaultBackoff().Max.String()+")")
 	fs.BoolVar(&s.FailBack, "fail-back", true, "return to the preferred server (lowest SRV priority) when it is back, closing the link to a backup cleanly")
 	fs.DurationVar(&s.FailBackInterval, "fail-back-interval", 0, "with -fail-back: how often to probe the preferred servers while on a backup (default "+callbridge.DefaultFailBackInterval.String()+")")
-	fs.BoolVar(&s.StopOnPermanent, "stop-on-permanent", false, "exit 1 on an error an operator must fix (wrong secret, unknown name, certificate, no service) instead of retrying every -backoff-max")
+	fs.BoolVar(&s.StopOnPermanent, "stop-on-permanent", false, "exit 1 on an error an operator must fix (wrong secret, unknown name, certificate, no service, a name another Call Bridge holds) instead of retrying every -backoff-max")
 }
 
 // EnvName returns the environment variable that sets flag name.
