@@ -28,6 +28,7 @@ import (
 
 	"github.com/cblink/cblink/callbridge"
 	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/examples/internal/buildinfo"
 	"github.com/cblink/cblink/examples/internal/settings"
 )
 
@@ -52,8 +53,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM or Ctrl-C, how long join requests in progress may take to finish before the rest are refused")
 	logFormat := fs.String("log-format", "text", "log format: `text` or json (durations in seconds)")
 	verbose := fs.Bool("v", false, "debug logs: the DNS answers, the servers in the order to try, each server's certificate")
+	version := fs.Bool("version", false, "print the version (module version, VCS revision, Go version) and exit")
 	if code, ok := settings.ParseCommandLine(prog, fs, args, stderr); !ok {
 		return code
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Read().String("cblink-"+prog))
+		return 0
 	}
 	log, err := newLogger(*logFormat, *verbose, stderr)
 	if err != nil {

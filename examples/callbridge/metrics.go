@@ -3,7 +3,6 @@ package main
 import (
 	"maps"
 	"net/http"
-	"runtime/debug"
 	"slices"
 	"strconv"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cblink/cblink/callbridge"
+	"github.com/cblink/cblink/examples/internal/buildinfo"
 )
 
 // metricsHandler serves the Prometheus metrics of b: the Go runtime and
@@ -30,21 +30,13 @@ func metricsHandler(b bridgeView) http.Handler {
 }
 
 // buildInfo is cblink_build_info: 1, labelled with the binary's version,
-// VCS revision and Go version.
+// VCS revision and Go version, as -version prints them.
 func buildInfo() prometheus.Collector {
-	version, revision, goVersion := "unknown", "unknown", "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		version, goVersion = bi.Main.Version, bi.GoVersion
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				revision = s.Value
-			}
-		}
-	}
+	bi := buildinfo.Read()
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "cblink_build_info",
 		Help:        "Always 1; the labels say which build is running.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion},
 	})
 	g.Set(1)
 	return g

@@ -26,6 +26,7 @@ import (
 	"github.com/cblink/cblink/callbridge"
 	"github.com/cblink/cblink/callbridge/callbridgetest"
 	"github.com/cblink/cblink/examples/internal/settings"
+	"github.com/cblink/cblink/internal/binarytest"
 )
 
 // fakeBridge is a bridgeView with a fixed status and stats.
@@ -631,4 +632,23 @@ func TestREADMEAlerts(t *testing.T) {
 			assert.GreaterOrEqual(t, d, minFor, metric)
 		}
 	}
+}
+
+// TestVersion: -version prints the build information the toolchain
+// embedded (as go version -m reads it) and exits 0; cblink_build_info
+// carries the same values.
+func TestVersion(t *testing.T) {
+	code, stdout, stderr := runBin(t, nil, "-version")
+	require.Equal(t, 0, code, stderr)
+	want := binarytest.VersionLine(t, bin, "cblink-callbridge")
+	assert.Equal(t, want+"\n", stdout)
+
+	l, ca := startLab(t)
+	p := startProc(t, []string{"CBLINK_SECRET=" + testSecret},
+		"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json", "-status-addr", "127.0.0.1:0")
+	addr := fmt.Sprint(p.waitLog(t, "status server listening")["addr"])
+	m := regexp.MustCompile(`(?m)^cblink_build_info\{goversion="([^"]*)",revision="([^"]*)",version="([^"]*)"\} 1$`).
+		FindStringSubmatch(httpGet(t, "http://"+addr+"/metrics"))
+	require.NotNil(t, m)
+	assert.Equal(t, want, fmt.Sprintf("cblink-callbridge version %s, revision %s, built with %s", m[3], m[2], m[1]))
 }

@@ -23,6 +23,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cblink/cblink/examples/internal/buildinfo"
 	"github.com/cblink/cblink/examples/internal/settings"
 )
 
@@ -40,8 +41,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the steps as a JSON array")
 	htmlFile := fs.String("html", "", "also write the steps to this `file` as a self-contained HTML page: a sequence diagram of what was observed")
 	strict := fs.Bool("strict", false, "for monitoring: succeed only if every server passes every step (default: if one does, as a Call Bridge needs only one)")
+	version := fs.Bool("version", false, "print the version (module version, VCS revision, Go version) and exit")
 	if code, ok := settings.ParseCommandLine(prog, fs, args, stderr); !ok {
 		return code
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Read().String("cblink-"+prog))
+		return 0
 	}
 
 	// The report's file is created first, so that a bad path is a usage

@@ -359,3 +359,12 @@ func TestUsageError(t *testing.T) {
 	assert.Contains(t, r.stderr, "xmppcheck: -html: open ")
 	assert.Empty(t, r.stdout, "no check ran")
 }
+
+// TestVersion: -version prints the build information the toolchain
+// embedded (as go version -m reads it), checks nothing and exits 0.
+func TestVersion(t *testing.T) {
+	r := runCheck(t, nil, "-version")
+	assert.Equal(t, 0, r.code)
+	assert.Equal(t, binarytest.VersionLine(t, bin, "cblink-xmppcheck")+"\n", r.stdout)
+	assert.Empty(t, r.stderr)
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -37,4 +38,34 @@ func TestMainWithBinary(m *testing.M, name string, bin *string) int {
 		}
 	}
 	return code
+}
+
+// VersionLine returns what "-version" must print for the binary bin named
+// prog, computed apart from the binary: from "go version -m bin", the
+// build information the toolchain embedded (module version, VCS revision
+// with "-modified" for a dirty tree, Go version; "unknown" when absent).
+func VersionLine(t testing.TB, bin, prog string) string {
+	t.Helper()
+	out, err := exec.Command("go", "version", "-m", bin).Output()
+	if err != nil {
+		t.Fatalf("go version -m %s: %v", bin, err)
+	}
+	version, revision, goVersion, modified := "unknown", "unknown", "unknown", false
+	for i, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case i == 0 && len(f) == 2: // "bin: go1.26.0"
+			goVersion = f[1]
+		case len(f) >= 3 && f[0] == "mod":
+			version = f[2]
+		case len(f) == 2 && f[0] == "build" && strings.HasPrefix(f[1], "vcs.revision="):
+			revision = strings.TrimPrefix(f[1], "vcs.revision=")
+		case len(f) == 2 && f[0] == "build" && f[1] == "vcs.modified=true":
+			modified = true
+		}
+	}
+	if modified && revision != "unknown" {
+		revision += "-modified"
+	}
+	return fmt.Sprintf("%s version %s, revision %s, built with %s", prog, version, revision, goVersion)
 }
