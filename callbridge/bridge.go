@@ -54,6 +54,10 @@ type bridgeState struct {
 	bg sync.WaitGroup
 
 	now func() time.Time // the clock of link lifetimes, outages and attempt spacing (tests play with it)
+
+	// downSince is when the last link was lost, zero while one is up or
+	// none was; guarded by mu. For the log line of the next link up.
+	downSince time.Time
 }
 
 // New validates cfg and returns a Bridge that has not connected yet. It
@@ -370,7 +374,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 	return err
 }
 
-// set updates the status and logs a state change.
+// set updates the status and logs a state change. So that an outage
+// reads one line per failed attempt ("xmpp server failed", or "xmpp
+// lookup failed"), the connection steps and the waits between cycles are
+// DEBUG; INFO are the link up ("xmpp link connected", with the outage's
+// length when it ends one), the stop, and WARN a link lost.
 func (b *Bridge) set(fn func(*Status)) {
 	ev, changed := b.hub.update(fn)
 	if !changed {
@@ -378,6 +386,17 @@ func (b *Bridge) set(fn func(*Status)) {
 	}
 	cfg, _ := b.current()
 	st := ev.Status
+	var outage time.Duration
+	b.mu.Lock()
+	switch {
+	case ev.From == Connected && st.State != Connected && st.State < Stopping:
+		b.downSince = st.Since
+	case st.State == Connected && ev.From != Connected && !b.downSince.IsZero():
+		outage = st.Since.Sub(b.downSince)
+		b.downSince = time.Time{}
+	}
+	b.mu.Unlock()
+	msg := "xmpp link " + st.State.String()
 	attrs := []any{"state", st.State.String(), "attempt", st.Attempt}
 	if st.Server != "" {
 		attrs = append(attrs, "server", st.Server)
@@ -385,23 +404,28 @@ func (b *Bridge) set(fn func(*Status)) {
 	if st.Addr != "" {
 		attrs = append(attrs, "addr", st.Addr)
 	}
-	if st.State == Connected {
+	level := slog.LevelDebug
+	switch {
+	case st.State == Connected:
+		level = slog.LevelInfo
 		attrs = append(attrs, "backup", st.Backup)
-	}
-	level := slog.LevelInfo
-	if st.State == BackingOff {
-		attrs = append(attrs, "backoff", st.Backoff)
-		level = slog.LevelWarn
-		if st.Permanent {
-			level = slog.LevelError // only an operator can fix it
+		if outage > 0 {
+			attrs = append(attrs, "outage", outage.Round(time.Millisecond))
 		}
+	case st.State == Resolving && ev.From == Connected && st.LastErr != nil:
+		level, msg = slog.LevelWarn, "xmpp link lost"
+	case st.State == BackingOff:
+		attrs = append(attrs, "backoff", st.Backoff)
+	case st.State == Idle, st.State >= Stopping:
+		level = slog.LevelInfo
 	}
 	// The error explains this line in these states; in the connection
 	// steps it would be another server's (logged as "xmpp server failed").
-	if st.LastErr != nil && (st.State == Resolving || st.State == BackingOff || st.State >= Stopping) {
+	// Run returns the error that stopped it: the stop lines do not repeat it.
+	if st.LastErr != nil && (st.State == Resolving || st.State == BackingOff) {
 		attrs = append(attrs, "err", st.LastErr.Error(), "kind", string(st.LastErrKind), "permanent", st.Permanent)
 	}
-	cfg.Logger.Log(context.Background(), level, "xmpp link "+st.State.String(), attrs...)
+	cfg.Logger.Log(context.Background(), level, msg, attrs...)
 }
 
 // failed records a failure in the status and stats.

@@ -225,6 +225,18 @@ func (b *Bridge) logServerFailed(cfg *resolved, a attempt, rest []discovery.Endp
 	cfg.Logger.Log(context.Background(), level, "xmpp server failed", attrs...)
 }
 
+// logLookupFailed writes the one line of a cycle whose lookup failed (no
+// server to try): ERROR when only an operator can fix it (no SRV
+// records, a bad address), else WARN.
+func (b *Bridge) logLookupFailed(cfg *resolved, err error) {
+	k := Classify(err)
+	level := slog.LevelWarn
+	if k.Permanent() {
+		level = slog.LevelError
+	}
+	cfg.Logger.Log(context.Background(), level, "xmpp lookup failed", "domain", cfg.Domain, "err", err.Error(), "kind", string(k), "permanent", k.Permanent())
+}
+
 // discard closes, in the background, a link that was never published.
 func (b *Bridge) discard(l *link) {
 	b.bg.Add(1)
@@ -351,8 +363,38 @@ func (cfg *resolved) linkConfig(mux *component.Mux) component.Config {
 		Secret:  cfg.secret,
 		Handler: mux,
 		Tuning:  cfg.Tuning, // unchanged: component applies the defaults
-		Logger:  cfg.Logger,
+		Logger:  slog.New(linkLogHandler{cfg.Logger.Handler()}),
 	}
+}
+
+// linkLogHandler passes a link's log lines to the bridge's logger, but
+// for those the bridge writes a line of its own about (the link up, down,
+// a failed handshake: "xmpp link connected", "xmpp link lost", "xmpp
+// server failed"), which it passes at DEBUG: one line per event.
+type linkLogHandler struct{ h slog.Handler }
+
+var bridgeSaysItToo = map[string]bool{"component link up": true, "component link down": true, "component handshake failed": true}
+
+func (l linkLogHandler) Enabled(ctx context.Context, level slog.Level) bool {
+	return l.h.Enabled(ctx, level)
+}
+
+func (l linkLogHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level > slog.LevelDebug && bridgeSaysItToo[r.Message] {
+		if !l.h.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		r.Level = slog.LevelDebug
+	}
+	return l.h.Handle(ctx, r)
+}
+
+func (l linkLogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return linkLogHandler{l.h.WithAttrs(attrs)}
+}
+
+func (l linkLogHandler) WithGroup(name string) slog.Handler {
+	return linkLogHandler{l.h.WithGroup(name)}
 }
 
 func (b *Bridge) tlsConfig(cfg *resolved, ep discovery.Endpoint) (*tls.Config, error) {

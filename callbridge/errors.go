@@ -43,6 +43,10 @@ func (e *ConnectError) Error() string {
 	if e.Step == TLS {
 		cause = strings.TrimPrefix(cause, "tls: ") // crypto/tls's own prefix: said once
 	}
+	// The step says where: no package prefix in the middle of the text.
+	for _, p := range []string{"component: ", "tlsverify: "} {
+		cause = strings.TrimPrefix(cause, p)
+	}
 	if isStall(e.Err) && e.Elapsed > 0 {
 		step += fmt.Sprintf(" stalled: no progress for %v", e.Elapsed.Round(time.Millisecond))
 	}
@@ -65,7 +69,7 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 type PermanentError struct{ Err error }
 
 func (e *PermanentError) Error() string {
-	return "callbridge: giving up: " + e.Err.Error()
+	return "callbridge: giving up: " + strings.TrimPrefix(e.Err.Error(), "callbridge: ")
 }
 
 func (e *PermanentError) Unwrap() error { return e.Err }

@@ -61,8 +61,9 @@ type gateHandler struct {
 	once    sync.Once
 }
 
+// The gate passes DEBUG: callbridge passes a link's "component link up" at DEBUG.
 func newGateHandler(msg string) *gateHandler {
-	return &gateHandler{Handler: slog.NewTextHandler(syncWriter{}, nil), msg: msg, reached: make(chan struct{}), release: make(chan struct{})}
+	return &gateHandler{Handler: slog.NewTextHandler(syncWriter{}, &slog.HandlerOptions{Level: slog.LevelDebug}), msg: msg, reached: make(chan struct{}), release: make(chan struct{})}
 }
 
 func (g *gateHandler) Handle(ctx context.Context, r slog.Record) error {

@@ -32,6 +32,7 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 		}
 		if err != nil {
 			b.failed(err)
+			b.logLookupFailed(cfg, err)
 			pace.lookupFailed(err)
 			if err := b.backOff(ctx, cfg, pace, err); err != nil {
 				return err

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -394,16 +395,28 @@ func TestInstallAsDocumented(t *testing.T) {
 }
 
 // TestPermanentErrorsLoggedAtError: a failure only an administrator can
-// fix (here a wrong secret) is logged at ERROR, with the bridge still
-// retrying (no -stop-on-permanent); a transient one (a server down) stays
-// at WARN. Both say whether they are permanent.
+// fix (a wrong secret, no SRV record) is logged at ERROR, with the bridge
+// still retrying (no -stop-on-permanent); a transient one (a server down)
+// stays at WARN. Both say whether they are permanent.
 func TestPermanentErrorsLoggedAtError(t *testing.T) {
 	t.Run("wrong secret", func(t *testing.T) {
 		l, ca := startLab(t)
 		p := startProc(t, []string{"CBLINK_SECRET=wrong-" + testSecret},
 			"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json")
 		p.waitLog(t, "xmpp server failed", "level", "ERROR", "kind", "auth", "permanent", "true")
-		p.waitLog(t, "xmpp link backoff", "level", "ERROR", "kind", "auth", "permanent", "true")
+	})
+	t.Run("no SRV record", func(t *testing.T) {
+		l, err := callbridgetest.Start(callbridgetest.Options{
+			Secret:  testSecret,
+			Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, Weight: 10}},
+			SRV:     callbridgetest.SRVNone,
+			Logf:    t.Logf,
+		})
+		require.NoError(t, err)
+		t.Cleanup(l.Close)
+		p := startProc(t, []string{"CBLINK_SECRET=" + testSecret},
+			"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-log-format", "json")
+		p.waitLog(t, "xmpp lookup failed", "level", "ERROR", "kind", "no-service", "permanent", "true")
 	})
 	t.Run("server down", func(t *testing.T) {
 		l, err := callbridgetest.Start(callbridgetest.Options{
@@ -418,7 +431,6 @@ func TestPermanentErrorsLoggedAtError(t *testing.T) {
 		p := startProc(t, []string{"CBLINK_SECRET=" + testSecret},
 			"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json")
 		p.waitLog(t, "xmpp server failed", "level", "WARN", "kind", "network", "permanent", "false")
-		p.waitLog(t, "xmpp link backoff", "level", "WARN", "kind", "network", "permanent", "false")
 	})
 }
 
@@ -461,8 +473,8 @@ func TestSIGHUPReloadsAndRetriesNow(t *testing.T) {
 			secret, ca := filepath.Join(dir, "secret"), filepath.Join(dir, "ca.pem")
 			tc.broken(t, secret, ca, l.RootPEM())
 			p := startProc(t, nil, "-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(),
-				"-ca", ca, "-secret-file", secret, "-log-format", "json")
-			p.waitLog(t, "xmpp link backoff", "kind", tc.kind, "permanent", "true", "backoff", "60")
+				"-ca", ca, "-secret-file", secret, "-log-format", "json", "-v")
+			p.waitLog(t, "xmpp link backoff", "level", "DEBUG", "kind", tc.kind, "permanent", "true", "backoff", "60")
 
 			// A reload that cannot read the secret keeps the settings in force.
 			require.NoError(t, os.Remove(secret))
@@ -651,4 +663,59 @@ func TestVersion(t *testing.T) {
 		FindStringSubmatch(httpGet(t, "http://"+addr+"/metrics"))
 	require.NotNil(t, m)
 	assert.Equal(t, want, fmt.Sprintf("cblink-callbridge version %s, revision %s, built with %s", m[3], m[2], m[1]))
+}
+
+// TestOutageLogs: through an outage of its only server the bridge logs
+// one line for the link lost, one line per failed attempt, and one line
+// when the link is back, with the outage's length; the link's own lines
+// (component link down, up) are not repeated at INFO; a permanent
+// error's last line carries no doubled package prefix.
+func TestOutageLogs(t *testing.T) {
+	l, ca := startLab(t)
+	p := startProc(t, []string{"CBLINK_SECRET=" + testSecret},
+		"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json",
+		"-backoff-max", "200ms")
+	p.waitLog(t, "xmpp link connected", "server", "xmpp1.example.com")
+	require.NoError(t, l.StopServer("xmpp1.example.com"))
+	p.waitCount(t, "xmpp server failed", 3)
+	require.NoError(t, l.StartServer("xmpp1.example.com"))
+	p.waitCount(t, "xmpp link connected", 2)
+
+	p.mu.Lock()
+	lines := slices.Clone(p.lines)
+	p.mu.Unlock()
+	var msgs []string
+	var back map[string]any
+	connected := 0
+	for _, m := range lines {
+		if connected == 1 {
+			msgs = append(msgs, fmt.Sprint(m["msg"]))
+		}
+		if m["msg"] == "xmpp link connected" {
+			connected++
+			back = m
+		}
+		if connected == 2 {
+			break
+		}
+	}
+	require.GreaterOrEqual(t, len(msgs), 5, "%v", msgs)
+	assert.Equal(t, "xmpp link lost", msgs[0], "%v", msgs)
+	assert.Equal(t, "xmpp link connected", msgs[len(msgs)-1], "%v", msgs)
+	for _, msg := range msgs[1 : len(msgs)-1] {
+		assert.Equal(t, "xmpp server failed", msg, "one line per failed attempt during the outage: %v", msgs)
+	}
+	assert.Equal(t, "INFO", back["level"])
+	outage, ok := back["outage"].(float64)
+	require.True(t, ok, "outage in seconds: %v", back)
+	assert.Greater(t, outage, 0.0)
+
+	// A wrong secret: one line per attempt, and the last line says it once.
+	code, _, stderr := runBin(t, []string{"CBLINK_SECRET=wrong-" + testSecret},
+		"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-stop-on-permanent")
+	assert.Equal(t, 1, code)
+	assert.Equal(t, 2, strings.Count(stderr, "wrong shared secret"), "said on the attempt's line and on the last:\n%s", stderr)
+	assert.NotContains(t, stderr, "handshake: component:", "package prefix in the middle of the text")
+	assert.NotContains(t, stderr, "callbridge: giving up: callbridge:")
+	assert.Contains(t, stderr, "callbridge: giving up: xmpp1.example.com")
 }
