@@ -51,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	stay := fs.Bool("stay", false, "with -demo: keep the servers and the bridge running after the scenario until interrupted, and print commands to try against them")
 	statusAddr := fs.String("status-addr", "", "serve GET /status (JSON), /metrics (Prometheus), /livez and /readyz on this `host:port`")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM or Ctrl-C, how long join requests in progress may take to finish before the rest are refused")
-	logFormat := fs.String("log-format", "text", "log format: `text` or json (durations in seconds)")
+	logFormat := fs.String("log-format", "text", "log format: `text` or json (durations in seconds, under keys ending in _seconds)")
 	verbose := fs.Bool("v", false, "debug logs: the DNS answers, the servers in the order to try, each server's certificate")
 	version := fs.Bool("version", false, "print the version (module version, VCS revision, Go version) and exit")
 	if code, ok := settings.ParseCommandLine(prog, fs, args, stderr); !ok {
@@ -163,7 +163,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // newLogger returns the logger of -log-format and -v. In JSON, durations
-// are numbers of seconds; in text, Go durations ("1.5s").
+// are numbers of seconds under a key ending in _seconds ("backoff":
+// "backoff_seconds"); in text, Go durations ("1.5s").
 func newLogger(format string, verbose bool, w io.Writer) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
 	if verbose {
@@ -175,7 +176,7 @@ func newLogger(format string, verbose bool, w io.Writer) (*slog.Logger, error) {
 	case "json":
 		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
 			if a.Value.Kind() == slog.KindDuration {
-				return slog.Float64(a.Key, a.Value.Duration().Seconds())
+				return slog.Float64(a.Key+"_seconds", a.Value.Duration().Seconds())
 			}
 			return a
 		}
@@ -185,8 +186,9 @@ func newLogger(format string, verbose bool, w io.Writer) (*slog.Logger, error) {
 }
 
 // startingAttrs are the attributes of the "starting" line: every
-// effective setting (defaults applied) but the secret, which is named by
-// its source only.
+// effective setting of a flag (defaults applied) but the secret, which is
+// named by its source only. server_name and sni are there when set (by
+// default each server's certificate must name the server dialled).
 func startingAttrs(s *settings.Settings, cfg callbridge.Config, statusAddr string, grace time.Duration) []any {
 	eff := cfg.WithDefaults()
 	server := eff.Server
@@ -203,18 +205,20 @@ func startingAttrs(s *settings.Settings, cfg callbridge.Config, statusAddr strin
 	if len(eff.NameServers) > 0 {
 		dns = strings.Join(eff.NameServers, ",")
 	}
-	return []any{
-		"name", eff.Name, "domain", eff.Domain, "server", server,
-		"server_name", or(eff.ServerName, "the SRV target or the -server host"), "sni", or(eff.SNI, eff.Domain),
+	attrs := []any{"name", eff.Name, "domain", eff.Domain, "server", server}
+	if eff.ServerName != "" {
+		attrs = append(attrs, "server_name", eff.ServerName)
+	}
+	return append(attrs, "sni", or(eff.SNI, eff.Domain),
 		"secret", s.SecretSource(), "ca", or(eff.RootCAFile, "system roots"), "dns", dns,
 		"dial_timeout", eff.DialTimeout, "handshake_timeout", eff.HandshakeTimeout,
 		"keepalive", eff.KeepaliveIdle, "ping_interval", eff.PingInterval, "ping_timeout", eff.PingTimeout,
 		"workers", eff.Workers, "queue_size", eff.QueueSize,
-		"backoff_base", eff.Backoff.Base, "backoff_max", eff.Backoff.Max, "backoff_transient_max", eff.Backoff.TransientMax,
+		"backoff_base", eff.Backoff.Base, "backoff_max", eff.Backoff.Max,
 		"fail_back", eff.FailBack, "fail_back_interval", eff.FailBackInterval,
 		"stop_on_permanent", eff.StopOnPermanentError,
 		"status_addr", or(statusAddr, "off"), "shutdown_grace", grace,
-	}
+	)
 }
 
 // serveStatus serves h on ln until the returned stop is called; stop

@@ -268,13 +268,24 @@ func TestRunAndSIGTERM(t *testing.T) {
 			p := startProc(t, env, args...)
 
 			starting := p.waitLog(t, "starting")
-			for _, k := range []string{"name", "domain", "server", "secret", "ca", "dns", "dial_timeout", "handshake_timeout",
-				"keepalive", "ping_interval", "ping_timeout", "workers", "queue_size", "backoff_base", "backoff_max",
-				"fail_back", "fail_back_interval", "stop_on_permanent", "status_addr", "shutdown_grace"} {
+			for _, k := range []string{"name", "domain", "server", "sni", "secret", "ca", "dns", "dial_timeout_seconds", "handshake_timeout_seconds",
+				"keepalive_seconds", "ping_interval_seconds", "ping_timeout_seconds", "workers", "queue_size", "backoff_base_seconds", "backoff_max_seconds",
+				"fail_back", "fail_back_interval_seconds", "stop_on_permanent", "status_addr", "shutdown_grace_seconds"} {
 				assert.Contains(t, starting, k, "the starting line lists every setting")
 			}
-			assert.Equal(t, 0.2, starting["ping_interval"], "durations in seconds in JSON")
-			assert.Equal(t, 10.0, starting["dial_timeout"], "the default applied")
+			usage := help(t)
+			for k := range starting {
+				switch k {
+				case "time", "level", "msg", "secret": // the secret has no flag, by design
+					continue
+				}
+				flag := strings.ReplaceAll(strings.TrimSuffix(k, "_seconds"), "_", "-")
+				assert.True(t, strings.Contains(usage, "\n  -"+flag+" ") || strings.Contains(usage, "\n  -"+flag+"\n"),
+					"the starting line's %s is the setting of no flag", k)
+			}
+			assert.NotContains(t, starting, "server_name", "not set: no sentence as a value")
+			assert.Equal(t, 0.2, starting["ping_interval_seconds"], "durations in seconds in JSON, the unit in the key")
+			assert.Equal(t, 10.0, starting["dial_timeout_seconds"], "the default applied")
 			assert.Equal(t, true, starting["fail_back"], "fail-back is on by default")
 			assert.Equal(t, "SRV _xmpp-component._tcp.example.com", starting["server"])
 			src := fmt.Sprint(starting["secret"])
@@ -378,4 +389,12 @@ func TestInvalidSettings(t *testing.T) {
 			assert.NotContains(t, out, testSecret)
 		})
 	}
+}
+
+// help returns the binary's -help text.
+func help(t *testing.T) string {
+	t.Helper()
+	code, _, stderr := runBin(t, nil, "-help")
+	require.Equal(t, 0, code)
+	return stderr
 }

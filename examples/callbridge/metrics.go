@@ -64,7 +64,7 @@ func newBridgeCollector(b bridgeView) *bridgeCollector {
 		backup:          d("cblink_on_backup", "1 while the XMPP link is up to a backup server: the preferred ones (lowest SRV priority) failed."),
 		linkStart:       d("cblink_link_start_time_seconds", "When the current XMPP link came up, in seconds since the Unix epoch; 0 while no link is up."),
 		server:          d("cblink_server_info", "1 for the XMPP server in use while the link is up (no series otherwise).", "server", "addr", "preferred"),
-		attempt:         d("cblink_attempt", "Failed connection cycles since the last successful connection."),
+		attempt:         d("cblink_failed_cycles", "Failed connection cycles (every server tried failed) since the link was last up."),
 		permanent:       d("cblink_permanent_error", "1 while the last failure is one an operator must fix (wrong secret, unknown name, certificate, no service, protocol, config)."),
 		connects:        d("cblink_connects_total", "Links brought up."),
 		disconnects:     d("cblink_disconnects_total", "Links that ended, by cause.", "kind"),
@@ -101,8 +101,8 @@ func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	byKind := func(d *prometheus.Desc, m map[callbridge.ErrorKind]uint64) {
-		kinds := callbridge.ErrorKinds()
+	byKind := func(d *prometheus.Desc, m map[callbridge.ErrorKind]uint64, never ...callbridge.ErrorKind) {
+		kinds := slices.DeleteFunc(callbridge.ErrorKinds(), func(k callbridge.ErrorKind) bool { return slices.Contains(never, k) })
 		for _, k := range slices.Sorted(maps.Keys(m)) { // a kind this binary does not know yet
 			if !slices.Contains(kinds, k) {
 				kinds = append(kinds, k)
@@ -130,7 +130,9 @@ func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.permanent, bool01(st.Permanent))
 	counter(c.connects, s.Connects)
 	byKind(c.disconnects, s.Disconnects)
-	byKind(c.connectFailures, s.ConnectFailures)
+	// An attempt is never failed by this side's close or by a fail-back:
+	// no series that can never move.
+	byKind(c.connectFailures, s.ConnectFailures, callbridge.KindClosed, callbridge.KindFailBack)
 	counter(c.stanzasIn, s.StanzasIn)
 	counter(c.stanzasOut, s.StanzasOut)
 	counter(c.joinsHandled, s.JoinsHandled)

@@ -36,7 +36,8 @@ type statusDoc struct {
 	Preferred *bool `json:"preferred"`
 	// Attempt counts failed connection cycles since the last success.
 	Attempt int `json:"attempt"`
-	// BackoffSeconds is the wait in progress in state backoff.
+	// BackoffSeconds is what remains of the wait in progress in state
+	// backoff.
 	BackoffSeconds *float64 `json:"backoff_seconds"`
 	// LastError is the latest failure since the link was last up, as
 	// text; LastErrorKind its kind (callbridge.ErrorKind); Permanent is
@@ -53,7 +54,7 @@ func newStatusDoc(st callbridge.Status, now time.Time) statusDoc {
 		Server:       nonEmpty(st.Server),
 		Addr:         nonEmpty(st.Addr),
 		Since:        st.Since,
-		StateSeconds: now.Sub(st.Since).Seconds(),
+		StateSeconds: seconds(now.Sub(st.Since)),
 		Attempt:      st.Attempt,
 		LastError:    nonEmpty(st.LastError()),
 		Permanent:    st.Permanent,
@@ -67,7 +68,7 @@ func newStatusDoc(st callbridge.Status, now time.Time) statusDoc {
 		d.Preferred = &p
 	}
 	if st.State == callbridge.BackingOff {
-		s := st.Backoff.Seconds()
+		s := seconds(max(st.Backoff-now.Sub(st.Since), 0))
 		d.BackoffSeconds = &s
 	}
 	if st.LastErrKind != callbridge.KindNone {
@@ -75,6 +76,10 @@ func newStatusDoc(st callbridge.Status, now time.Time) statusDoc {
 	}
 	return d
 }
+
+// seconds is d in seconds, to the millisecond: no float noise
+// (1.9999829839999999).
+func seconds(d time.Duration) float64 { return d.Round(time.Millisecond).Seconds() }
 
 func nonEmpty(s string) *string {
 	if s == "" {
