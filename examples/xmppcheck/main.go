@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/cblink/cblink/examples/internal/buildinfo"
@@ -38,6 +39,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var s settings.Settings
 	s.Register(fs)
+	ignored := acceptBridgeFlags(fs, &s)
 	asJSON := fs.Bool("json", false, "print the steps as a JSON array")
 	htmlFile := fs.String("html", "", "also write the steps to this `file` as a self-contained HTML page: a sequence diagram of what was observed")
 	strict := fs.Bool("strict", false, "for monitoring: succeed only if every server passes every step (default: if one does, as a Call Bridge needs only one)")
@@ -49,6 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, buildinfo.Read().String("cblink-"+prog))
 		return 0
 	}
+	noteIgnored(fs, ignored, stderr)
 
 	// The report's file is created first, so that a bad path is a usage
 	// error (exit 2) found before any network traffic, not taken for an
@@ -92,4 +95,46 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	return 1
+}
+
+// acceptBridgeFlags defines on fs every flag of the callbridge command but
+// -demo and -stay, so that a bridge's command line or environment
+// (CBLINK_<FLAG>, the unit's /etc/cblink/cblink.env) can be used as it
+// is. -ping-timeout applies (the check's ping waits as long as the
+// bridge's); the others do not apply to a one-off check: they are parsed
+// (a value that does not parse is still an error, exit 2), and their
+// names are returned, so that those set can be noted as ignored.
+func acceptBridgeFlags(fs *flag.FlagSet, s *settings.Settings) map[string]bool {
+	before := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { before[f.Name] = true })
+	s.RegisterBridge(fs)
+	const why = "ignored by the check: a setting of the running bridge"
+	fs.String("status-addr", "", why)
+	fs.String("log-format", "text", why)
+	fs.Duration("shutdown-grace", 0, why)
+	fs.Bool("v", false, why)
+	ignored := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) {
+		if !before[f.Name] && f.Name != "ping-timeout" {
+			ignored[f.Name] = true
+			if f.Usage != why {
+				f.Usage = why + "; " + f.Usage
+			}
+		}
+	})
+	return ignored
+}
+
+// noteIgnored prints one line naming the bridge's settings that were set
+// (flag or variable) but do not apply to the check.
+func noteIgnored(fs *flag.FlagSet, ignored map[string]bool, stderr io.Writer) {
+	var set []string
+	fs.Visit(func(f *flag.Flag) { // flags given, and those set from CBLINK_<FLAG>
+		if ignored[f.Name] {
+			set = append(set, "-"+f.Name)
+		}
+	})
+	if len(set) > 0 {
+		fmt.Fprintf(stderr, "%s: note: %s ignored: settings of the running bridge, not of a check\n", prog, strings.Join(set, ", "))
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -344,11 +345,10 @@ func TestConflictWithRunningBridge(t *testing.T) {
 	assert.Contains(t, s.Hint, "Prosody refuses a second one")
 }
 
-// TestUsageError: a command line that does not parse exits 2; the
-// bridge's liveness flags, meaningless for a one-shot check, are not
-// offered.
+// TestUsageError: a command line that does not parse exits 2 (the
+// bridge's flags are accepted: TestAcceptsTheBridgeSettings).
 func TestUsageError(t *testing.T) {
-	for _, flag := range []string{"-no-such-flag", "-keepalive", "-ping-interval", "-ping-timeout", "-timeout"} {
+	for _, flag := range []string{"-no-such-flag", "-timeout"} {
 		r := runCheck(t, nil, flag, "1s")
 		assert.Equal(t, 2, r.code, flag)
 		assert.Contains(t, r.stderr, "flag provided but not defined: "+flag, flag)
@@ -367,4 +367,47 @@ func TestVersion(t *testing.T) {
 	assert.Equal(t, 0, r.code)
 	assert.Equal(t, binarytest.VersionLine(t, bin, "cblink-xmppcheck")+"\n", r.stdout)
 	assert.Empty(t, r.stderr)
+}
+
+// flagNames returns the flags a binary's -help lists.
+func flagNames(t *testing.T, binary string) map[string]bool {
+	t.Helper()
+	out, _ := exec.Command(binary, "-help").CombinedOutput() // exit 0
+	names := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^  -([a-z-]+)`).FindAllStringSubmatch(string(out), -1) {
+		names[m[1]] = true
+	}
+	require.NotEmpty(t, names, "%s", out)
+	return names
+}
+
+// TestAcceptsTheBridgeSettings: every flag of the callbridge command but
+// -demo and -stay (README says so) is accepted, from the command line or
+// CBLINK_<FLAG>, as the bridge's unit file sets them; those that do not
+// apply to a check are named in one note on stderr; -ping-timeout (and
+// CBLINK_PING_TIMEOUT) sets how long the check's ping waits.
+func TestAcceptsTheBridgeSettings(t *testing.T) {
+	callbridge := filepath.Join(t.TempDir(), "callbridge")
+	out, err := exec.Command("go", "build", "-o", callbridge, "../callbridge").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	mine := flagNames(t, bin)
+	for name := range flagNames(t, callbridge) {
+		switch name {
+		case "demo", "stay": // the demo's own, listed in README.md
+			continue
+		}
+		assert.True(t, mine[name], "-%s of callbridge is not accepted by xmppcheck", name)
+	}
+
+	l, ca := startLab(t, callbridgetest.Options{Servers: twoServers()})
+	env := []string{"CBLINK_SECRET=" + testSecret, "CBLINK_NAME=cb1", "CBLINK_DOMAIN=example.com", "CBLINK_SERVER=",
+		"CBLINK_CA=" + ca, "CBLINK_STATUS_ADDR=127.0.0.1:9180", "CBLINK_LOG_FORMAT=json", "CBLINK_PING_TIMEOUT=3s"}
+	r := runCheck(t, env, "-dns", l.DNS.Addr(), "-backoff-max", "2m", "-v", "-json")
+	assert.Equal(t, 0, r.code)
+	assert.Equal(t, "xmppcheck: note: -backoff-max, -log-format, -status-addr, -v ignored: settings of the running bridge, not of a check\n", r.stderr)
+	steps := parseSteps(t, r.stdout)
+	assert.Contains(t, find(t, steps, "settings", "").Detail, "ping 3s")
+
+	r = runCheck(t, env, "-dns", l.DNS.Addr(), "-backoff-max", "soon")
+	assert.Equal(t, 2, r.code, "a value that does not parse is an error even where it is ignored")
 }
