@@ -183,7 +183,18 @@ func (c *checker) locate(ctx context.Context) []target {
 			}
 		}
 	}
+	var dnsErr *discovery.Error
 	switch {
+	case errors.As(err, &dnsErr) && dnsErr.Kind == discovery.KindRefused:
+		c.add(stepSRV, srvName, Fail, d, err.Error(),
+			c.checkDomain("the name servers ("+nameServers(c.s)+") refuse to answer for it, as a name server does for a domain it does not serve")+
+				"if it is right, check that they answer for "+c.domain)
+		return nil
+	case errors.Is(err, discovery.ErrNoSRV) && nxdomain(res, srvName):
+		c.add(stepSRV, srvName, Fail, d, err.Error(),
+			c.checkDomain("no name "+srvName+" exists (NXDOMAIN)")+
+				"if it is right, publish _xmpp-component._tcp."+c.domain+" SRV records or set -server")
+		return nil
 	case errors.Is(err, discovery.ErrNoService):
 		c.add(stepSRV, srvName, Fail, d, fmt.Sprintf("SRV answer %q: the single target \".\"", strings.Join(records, ", ")),
 			"the domain publishes that there is no XMPP component service: replace the \".\" record by _xmpp-component._tcp."+c.domain+" SRV records naming the XMPP servers, or set -server")
@@ -218,6 +229,23 @@ func (c *checker) locate(ctx context.Context) []target {
 	}
 	c.add(stepSRV, srvName, OK, d, detail, "")
 	return targets
+}
+
+// checkDomain starts a hint whose evidence points at the -domain setting
+// rather than at the server or the DNS: a typo there sends the
+// administrator to fix the wrong thing.
+func (c *checker) checkDomain(evidence string) string {
+	return "check -domain first: is " + c.domain + " the XMPP domain (as on the XMPP server and CMS's XMPP page)? " + evidence + "; "
+}
+
+// nxdomain reports whether the SRV query for name was answered NXDOMAIN.
+func nxdomain(res *discovery.Result, name string) bool {
+	for _, te := range traceOf(res) {
+		if te.Type == "SRV" && strings.TrimSuffix(te.Name, ".") == name && te.Rcode == "NXDOMAIN" {
+			return true
+		}
+	}
+	return false
 }
 
 func traceOf(res *discovery.Result) []discovery.TraceEntry {
@@ -320,6 +348,14 @@ func (c *checker) checkTLS(ctx context.Context, name string, ep *discovery.Endpo
 		case ctx.Err() != nil:
 			detail = fmt.Sprintf("TLS handshake stalled: no answer for %v (-handshake-timeout)", time.Since(start).Round(time.Millisecond))
 			hint = "the server accepted TCP but did not answer the TLS handshake: is port " + strconv.Itoa(int(ep.Port)) + " the direct-TLS component port, and is the server overloaded or frozen?"
+		case unrecognizedName(err) && c.s.SNI == "":
+			// The SNI is the domain: the server does not serve it.
+			served := "it does not say which it serves"
+			if names := c.servedNames(ctx, conn.RemoteAddr().String()); len(names) > 0 {
+				served = "the certificate it sends without SNI names " + strings.Join(names, ", ")
+			}
+			hint = c.checkDomain("the server does not serve "+c.domain+" (the SNI sent); "+served) +
+				"if it is right, the server must serve it (else set -sni to a host it serves)"
 		}
 		c.add(stepTLS, name, Fail, time.Since(start), detail, hint)
 		c.skipRest(name, stepTLS, "not reached: no TLS")
@@ -376,6 +412,31 @@ func (c *checker) checkTLS(ctx context.Context, name string, ep *discovery.Endpo
 	return tconn
 }
 
+// unrecognizedName reports whether the server refused the SNI with the
+// unrecognized_name alert (Prosody does for a name that is not one of its
+// hosts).
+func unrecognizedName(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil && oe.Err.Error() == "tls: unrecognized name"
+}
+
+// servedNames connects to addr again, without SNI, and returns the DNS
+// names of the certificate the server sends then: what it serves. Nil
+// when that fails. Bounded by ctx (the handshake timeout).
+func (c *checker) servedNames(ctx context.Context, addr string) []string {
+	d := net.Dialer{Timeout: c.dialTimeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil
+	}
+	defer conn.Close()
+	tconn := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}) // names only: nothing is trusted or sent
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		return nil
+	}
+	return tconn.ConnectionState().PeerCertificates[0].DNSNames
+}
+
 func chainHint(ce *tlsverify.ChainError) string {
 	switch {
 	case errors.Is(ce, tlsverify.ErrUnknownAuthority):
@@ -396,6 +457,13 @@ func (c *checker) sanHint(ne *tlsverify.NameError) string {
 		names[i] = r.Name
 	}
 	h := "reissue the XMPP server certificate with SANs " + strings.Join(names, " and ")
+	for _, m := range ne.Missing {
+		if m.Role&tlsverify.RoleDomain != 0 && len(ne.DNSNames) > 0 {
+			// It names another domain: the setting may be wrong, not it.
+			h = c.checkDomain("the certificate names "+strings.Join(ne.DNSNames, ", ")+", not "+c.domain) + "if it is right, " + h
+			break
+		}
+	}
 	for _, m := range ne.Missing {
 		if m.Role&tlsverify.RoleServerName != 0 && c.s.Server != "" && c.s.ServerName == "" {
 			h += " (or, for a combined server dialled by another name, set -server-name to the FQDN the certificate names)"

@@ -11,15 +11,19 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cblink/cblink/callbridge/callbridgetest"
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
+	"github.com/cblink/cblink/discovery/dnstest"
 	"github.com/cblink/cblink/internal/binarytest"
 	"github.com/cblink/cblink/internal/testhelp"
+	"github.com/cblink/cblink/internal/testpki"
 )
 
 const (
@@ -410,4 +414,84 @@ func TestAcceptsTheBridgeSettings(t *testing.T) {
 
 	r = runCheck(t, env, "-dns", l.DNS.Addr(), "-backoff-max", "soon")
 	assert.Equal(t, 2, r.code, "a value that does not parse is an error even where it is ignored")
+}
+
+// acmeServer is a TLS server for the XMPP domain acme.test only, as
+// Prosody is: an SNI that is not one of its hosts gets the
+// unrecognized_name alert; without SNI it sends its certificate. It
+// returns its address and the CA file.
+func acmeServer(t *testing.T) (addr, caFile string) {
+	t.Helper()
+	ca := testpki.MustCA(testpki.Template{CommonName: "acme CA"})
+	leaf := ca.MustIssue(testpki.Template{CommonName: "xmpp1.acme.test", DNSNames: []string{"acme.test", "xmpp1.acme.test"}})
+	served := &tls.Config{Certificates: []tls.Certificate{leaf.TLSCertificate(true)}}
+	conf := &tls.Config{GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+		switch hi.ServerName {
+		case "", "acme.test", "xmpp1.acme.test":
+			return served, nil
+		}
+		return &tls.Config{}, nil // no certificate: unrecognized_name
+	}}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", conf)
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() { // owned by this test: ends when ln is closed
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_ = c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, ca.RootPEM(), 0o600))
+	return ln.Addr().String(), caFile
+}
+
+// TestWrongDomainHints: where the evidence points at the -domain setting
+// (the server does not serve the domain sent as SNI, its certificate
+// names another domain, the name servers refuse the domain or know no
+// such name), the hint asks first whether -domain is right and says what
+// the server does serve, before suggesting -sni, a new certificate or DNS
+// work.
+func TestWrongDomainHints(t *testing.T) {
+	addr, ca := acmeServer(t)
+	args := []string{"-name", "cb1", "-domain", "example.com", "-server", addr, "-server-name", "xmpp1.acme.test", "-ca", ca, "-json"}
+	env := []string{"CBLINK_SECRET=" + testSecret}
+
+	r := runCheck(t, env, args...)
+	assert.Equal(t, 1, r.code)
+	s := find(t, parseSteps(t, r.stdout), stepTLS, addr)
+	assert.Equal(t, Fail, s.Status)
+	assert.Contains(t, s.Detail, "unrecognized name")
+	assert.True(t, strings.HasPrefix(s.Hint, "check -domain first: is example.com the XMPP domain"), s.Hint)
+	assert.Contains(t, s.Hint, "the certificate it sends without SNI names acme.test, xmpp1.acme.test")
+
+	// Following the -sni advice leads to the certificate: same question.
+	r = runCheck(t, env, append(args, "-sni", "acme.test")...)
+	assert.Equal(t, 1, r.code)
+	s = find(t, parseSteps(t, r.stdout), stepSAN, addr)
+	assert.Equal(t, Fail, s.Status)
+	assert.True(t, strings.HasPrefix(s.Hint, "check -domain first: is example.com the XMPP domain"), s.Hint)
+	assert.Contains(t, s.Hint, "the certificate names acme.test, xmpp1.acme.test, not example.com")
+	assert.Contains(t, s.Hint, "if it is right, reissue")
+
+	// A typo in the domain: no such name, or name servers refusing it.
+	l, _ := startLab(t, callbridgetest.Options{Servers: twoServers()})
+	r = runCheck(t, env, "-name", "cb1", "-domain", "acme.tset", "-dns", l.DNS.Addr(), "-json")
+	s = find(t, parseSteps(t, r.stdout), stepSRV, "acme.tset")
+	assert.Equal(t, Fail, s.Status)
+	assert.True(t, strings.HasPrefix(s.Hint, "check -domain first: is acme.tset the XMPP domain"), s.Hint)
+	assert.Contains(t, s.Hint, "NXDOMAIN")
+	l.DNS.SetFault("_xmpp-component._tcp.acme.tset.", dns.TypeSRV, dnstest.Fault{Rcode: dns.RcodeRefused})
+	r = runCheck(t, env, "-name", "cb1", "-domain", "acme.tset", "-dns", l.DNS.Addr(), "-json")
+	s = find(t, parseSteps(t, r.stdout), stepSRV, "acme.tset")
+	assert.Equal(t, Fail, s.Status)
+	assert.True(t, strings.HasPrefix(s.Hint, "check -domain first: is acme.tset the XMPP domain"), s.Hint)
+	assert.Contains(t, s.Hint, "refuse to answer for it")
 }
