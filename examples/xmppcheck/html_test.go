@@ -129,7 +129,46 @@ func TestHTMLReportInBrowser(t *testing.T) {
 	}
 	san := got["san xmpp1.example.com"]
 	assert.Equal(t, "fail", san.Status)
-	assert.Contains(t, san.Text, "hint: reissue the XMPP server certificate with SANs example.com and xmpp1.example.com")
+	assert.Contains(t, san.Text, "hint: reissue the XMPP server certificate with SANs example.com and")
+	assert.Contains(t, san.Text, "xmpp1.example.com")
+
+	// The technote's step numbers.
+	for key, n := range map[string]string{"srv _xmpp-component._tcp.example.com": "step 4 ", "address xmpp2.example.com": "step 5 ",
+		"tcp xmpp2.example.com": "step 6 ", "tls xmpp2.example.com": "step 7 ", "san xmpp2.example.com": "step 8 ",
+		"handshake xmpp2.example.com": "steps 9-10 ", "ping xmpp2.example.com": "steps 11-12 "} {
+		assert.Contains(t, got[key].Text, n, key)
+	}
+	type shape struct {
+		Step, Target, Status string
+		Requests, Replies    int
+		Local                bool
+		BoxFill              string
+	}
+	shapes, err := chromedp.Run(ctx, chromedp.Evaluate[[]shape](`[...document.querySelectorAll('g[data-step]')].map(g => {
+			const box = g.querySelector('rect.box');
+			return {Step: g.dataset.step, Target: g.dataset.target, Status: g.dataset.status,
+				Requests: g.querySelectorAll('line.request').length, Replies: g.querySelectorAll('line.reply').length,
+				Local: g.classList.contains('local'), BoxFill: box ? getComputedStyle(box).fill : ''};
+		})`))
+	require.NoError(t, err)
+	for _, sh := range shapes {
+		switch sh.Step {
+		case stepSAN:
+			assert.True(t, sh.Local, "the SAN check is drawn on the Call Bridge's lifeline, not as a message: %+v", sh)
+			assert.Zero(t, sh.Requests+sh.Replies, "%+v", sh)
+		case stepSettings, stepResult:
+			assert.Zero(t, sh.Requests+sh.Replies, "%+v", sh)
+		default:
+			assert.Equal(t, 1, sh.Requests, "%+v", sh)
+			if sh.Status != "skip" {
+				assert.Equal(t, 1, sh.Replies, "the answer is drawn back: %+v", sh)
+			}
+		}
+		if sh.Step == stepResult {
+			assert.Equal(t, "rgb(218, 251, 225)", sh.BoxFill, "an OK result is green")
+		}
+	}
+	assertNoTextClipped(ctx, t)
 	assert.Equal(t, "skip", got["handshake xmpp1.example.com"].Status)
 	assert.Equal(t, "ok", got["ping xmpp2.example.com"].Status)
 
@@ -142,6 +181,61 @@ func TestHTMLReportInBrowser(t *testing.T) {
 	} else {
 		require.NoError(t, os.WriteFile(filepath.Join(t.TempDir(), "report.png"), shot, 0o644))
 	}
+}
+
+// assertNoTextClipped checks that every text of the diagram lies inside
+// the SVG's box: none is cut off by its edge.
+func assertNoTextClipped(ctx context.Context, t *testing.T) {
+	t.Helper()
+	clipped, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`(() => {
+			const svg = document.getElementById('diagram').getBoundingClientRect();
+			return [...document.querySelectorAll('#diagram text')].filter(e => {
+				const b = e.getBoundingClientRect();
+				return b.left < svg.left - 0.5 || b.right > svg.right + 0.5 || b.top < svg.top - 0.5 || b.bottom > svg.bottom + 0.5;
+			}).map(e => e.textContent);
+		})()`))
+	require.NoError(t, err)
+	assert.Empty(t, clipped, "texts cut off by the diagram's edge")
+}
+
+// TestHTMLReportLongTextsInBrowser: with one server (the narrowest
+// diagram) and texts longer than a line (a DNS error, a CA path, a hint
+// with a long word), every text is wrapped inside the diagram, whole
+// words kept where they fit.
+func TestHTMLReportLongTextsInBrowser(t *testing.T) {
+	browser := chromiumPath(t)
+	long := "/etc/cblink/" + strings.Repeat("very-long-directory-name-", 8) + "ca.pem"
+	steps := []Step{
+		newStep(stepSettings, "", OK, time.Millisecond, "component cb1.example.com, server SRV _xmpp-component._tcp.example.com, secret from file /etc/cblink/secret (redacted), CA "+long+", DNS 127.0.0.1:53; timeouts: dial 10s, handshake 10s, ping 10s", ""),
+		newStep(stepSRV, "_xmpp-component._tcp.example.com", Fail, 2*time.Millisecond, `discovery: lookup SRV "_xmpp-component._tcp.example.com.": no SRV records (NXDOMAIN) `+strings.Repeat("and more words ", 20),
+			"check -domain first: is example.com the XMPP domain (as on the XMPP server and CMS's XMPP page)? no name _xmpp-component._tcp.example.com exists (NXDOMAIN); if it is right, publish _xmpp-component._tcp.example.com SRV records or set -server"),
+		newStep(stepAddress, "xmpp1.example.com:5223", OK, 0, "127.0.0.1", ""),
+		newStep(stepTCP, "xmpp1.example.com:5223", Fail, time.Millisecond, strings.Repeat("dial tcp 127.0.0.1:5223: connect: connection refused; ", 6), "check "+long),
+		newStep(stepResult, "", Fail, 0, "no server to connect to: a Call Bridge with these settings would not connect", ""),
+	}
+	page := filepath.Join(t.TempDir(), "long.html")
+	f, err := os.Create(page)
+	require.NoError(t, err)
+	require.NoError(t, writeHTML(f, steps, time.Now()))
+	require.NoError(t, f.Close())
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 900),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-quic", true))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate("file://"+page), chromedp.WaitVisible(chromedp.ID("diagram"))))
+	assertNoTextClipped(ctx, t)
+	lines, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#diagram text')].map(e => e.textContent)`))
+	require.NoError(t, err)
+	text := strings.Join(lines, " ")
+	assert.Contains(t, text, "no SRV records (NXDOMAIN)", "not cut mid-word")
+	assert.Contains(t, text, "publish _xmpp-component._tcp.example.com SRV records or set -server", "the whole hint")
 }
 
 func isRed(r, g, b uint32) bool   { return r > 0xb000 && g < 0x5000 && b < 0x6000 }
