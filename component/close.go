@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 
-	"mellium.im/xmpp/stanza"
-
 	"github.com/cblink/cblink/internal/xstream"
 )
 
@@ -201,7 +199,7 @@ func (s *Session) refuseJob(ctx context.Context, j *job) {
 
 // errClosing answers requests that arrive, or are still waiting, while the
 // session closes: the service may be back (on this or another link) soon.
-var errClosing = stanza.Error{Type: stanza.Wait, Condition: stanza.ServiceUnavailable}
+var errClosing = ErrRetryLater
 
 // closeConn closes the connection. After a clean close the TLS layer sends
 // its close_notify; otherwise the transport is closed directly, since

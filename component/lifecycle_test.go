@@ -874,3 +874,26 @@ func TestLargeJoinFloodMemory(t *testing.T) {
 	assert.LessOrEqual(t, st.Running, DefaultMaxQueuedBytes/size+1, "admitted requests stay within MaxQueuedBytes")
 	assert.LessOrEqual(t, held, int64(12<<20), "a flood of large joins holds at most about MaxQueuedBytes")
 }
+
+// TestRefusedCountsWhatWasSent: requests the server sends after the
+// client's closing tag are read but cannot be answered: they are not
+// counted as refused (answered service-unavailable).
+func TestRefusedCountsWhatWasSent(t *testing.T) {
+	cfg := testConfig(nil)
+	cfg.CloseTimeout = 5 * time.Second
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) { return nil, nil })
+	s, p := startSession(t, cfg)
+	go func() {
+		for range p.els { // until the client's closing tag
+		}
+		for i := range 5 {
+			p.write(reqIQ(fmt.Sprint("late", i)))
+		}
+		p.write("</stream:stream>")
+	}()
+	require.NoError(t, s.Close())
+	st := s.Stats()
+	assert.EqualValues(t, 5, st.StanzasIn, "the late requests were read")
+	assert.Zero(t, st.Refused, "nothing was answered after the closing tag")
+	assert.Zero(t, st.StanzasOut, "nothing was sent")
+}

@@ -109,8 +109,9 @@ type sessionState struct {
 	// Replies the reader writes itself (pings, errors) are batched here and
 	// queued in one Append when the reader is about to read again, so a
 	// burst of requests read at once is answered in one write.
-	rbatch []byte
-	rcount uint64
+	rbatch          []byte
+	rcount          uint64 // replies in rbatch
+	rshed, rrefused uint64 // of which resource-constraint, service-unavailable
 
 	stats counters
 }
