@@ -59,6 +59,18 @@ func (s *Session) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// StopAccepting makes the session refuse new requests from now on, as
+// Shutdown does first (they are answered service-unavailable, type wait;
+// new messages and presences are dropped), without waiting for anything:
+// the requests already taken go on. A supervisor calls it to stop taking
+// requests before it says so (a state, a readiness check), then Shutdown.
+// It is idempotent.
+func (s *Session) StopAccepting() {
+	if s.pool != nil {
+		s.pool.refuse()
+	}
+}
+
 // Abort ends the link at once without the closing handshake (for a
 // supervisor that has given up on it): nothing more is written, and it
 // waits like Close.

@@ -228,6 +228,13 @@ func (p *pool) exempt(j *job) {
 	p.notifyLocked()
 }
 
+// refuse makes push refuse every job from now on.
+func (p *pool) refuse() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+}
+
 // busyLocked counts the jobs a drain waits for: those running or waiting,
 // but for exempt ones and those waiting behind an exempt one.
 func (p *pool) busyLocked() int {
