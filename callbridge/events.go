@@ -146,7 +146,7 @@ const closeGrace = time.Second
 type subscription struct {
 	mu       sync.Mutex
 	queue    []Event
-	dropped  int // events dropped since the last one taken from queue
+	dropped  int           // events dropped since the last one taken from queue
 	finished bool          // no more events: close ch once the queue is drained
 	fin      chan struct{} // closed by finish
 	finOnce  sync.Once
