@@ -209,18 +209,10 @@ func TestCloseAnswersEveryRequest(t *testing.T) {
 	got := replies(t, out.rest(t))
 	assert.ErrorIs(t, out.endErr, xstream.ErrStreamEnd, "the replies come before the closing tag")
 	require.Len(t, got, 5, "every request answered: %v", got)
-	for i := 1; i < 5; i++ {
+	for i := range 5 { // r0's handler returned ctx.Err(): cut by the stop all the same
 		assert.Equal(t, "error:service-unavailable:wait", got[fmt.Sprint("r", i)])
 	}
-	assert.Contains(t, []string{"error:service-unavailable:wait", "error:internal-server-error"}, got["r0"])
-	assert.EqualValues(t, 4, s.Stats().Refused-boolToUint(got["r0"] == "error:service-unavailable:wait"), "%v %+v", got, s.Stats())
-}
-
-func boolToUint(b bool) uint64 {
-	if b {
-		return 1
-	}
-	return 0
+	assert.EqualValues(t, 5, s.Stats().Refused, "%v %+v", got, s.Stats())
 }
 
 // TestShutdownDrains: Shutdown lets queued and running requests finish
