@@ -388,6 +388,8 @@ func describe(ev callbridge.Event, l *callbridgetest.Lab, addr string) string {
 		return msg + "; XEP-0114 handshake as " + addr
 	case callbridge.Connected:
 		return fmt.Sprintf("Connected: to %s (%s) as %s; waiting for join requests", st.Server, st.Addr, addr)
+	case callbridge.Draining:
+		return fmt.Sprintf("Draining: new settings; the link to %s refuses new joins and finishes its own, then reconnects", st.Server)
 	case callbridge.BackingOff:
 		return fmt.Sprintf("BackingOff: every server failed (%s: %v); next try in %v", st.LastErrKind, st.LastErr, st.Backoff)
 	case callbridge.Stopping:
