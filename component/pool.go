@@ -74,6 +74,12 @@ type pool struct {
 	waiting int               // jobs waiting in lanes
 	lanes   map[string]*lane  // by sender, while its goroutine runs
 	changed chan struct{}     // closed at the next change; nil when nobody waits
+	// ready holds the jobs admitted whose goroutine has not taken them
+	// yet: push starts spawn, a func value built once, so that starting a
+	// goroutine allocates nothing (go p.work(j) would allocate a closure
+	// for every request).
+	ready []*job
+	spawn func()
 }
 
 // lane is the FIFO of one sender's jobs, served by one goroutine.
@@ -94,6 +100,7 @@ func newPool(limit, maxWait, maxBytes int, ordered bool, run func(*job) bool) *p
 		p.lanes = make(map[string]*lane)
 		p.laneWait = max(1, maxWait/limit, maxWait/laneShare)
 	}
+	p.spawn = p.workReady
 	return p
 }
 
@@ -146,7 +153,8 @@ func (p *pool) push(j *job) pushResult {
 	}
 	p.admitLocked(j)
 	p.running++
-	go p.work(j)
+	p.ready = append(p.ready, j)
+	go p.spawn()
 	return pushed
 }
 
@@ -154,6 +162,16 @@ func (p *pool) admitLocked(j *job) {
 	j.pool = p
 	p.jobs[j] = struct{}{}
 	p.bytes += j.size
+}
+
+// workReady takes a job from ready and works it.
+func (p *pool) workReady() {
+	p.mu.Lock()
+	j := p.ready[len(p.ready)-1]
+	p.ready[len(p.ready)-1] = nil
+	p.ready = p.ready[:len(p.ready)-1]
+	p.mu.Unlock()
+	p.work(j)
 }
 
 // work runs j, then the jobs that wait behind it in its lane.
