@@ -82,7 +82,6 @@ type sessionState struct {
 	err      error
 	mode     endMode
 	final    []byte // written before the closing tag (a local stream error)
-	cutJobs  []*job // taken out of the queue by fail, answered by the teardown
 
 	startOnce  sync.Once
 	readerDone chan struct{}
