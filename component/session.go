@@ -78,10 +78,12 @@ type sessionState struct {
 
 	quit     chan struct{} // closed by fail
 	quitOnce sync.Once
-	errMu    sync.Mutex
-	err      error
-	mode     endMode
-	final    []byte // written before the closing tag (a local stream error)
+	// errMu guards why and how the link ends (err, mode, final), set once
+	// by fail and read by the teardown and Err.
+	errMu sync.Mutex
+	err   error
+	mode  endMode
+	final []byte // written before the closing tag (a local stream error)
 
 	startOnce  sync.Once
 	readerDone chan struct{}
@@ -95,10 +97,11 @@ type sessionState struct {
 	// replyMu orders handler replies against the teardown: a handler
 	// queues its reply under the read lock; the teardown takes the write
 	// lock to answer, once, every request still unanswered and then seal
-	// the stream.
+	// the stream. It guards repliesClosed and every job's answered.
 	replyMu       sync.RWMutex
 	repliesClosed bool
 
+	// pmu guards the IQ requests of this side waiting for their replies.
 	pmu      sync.Mutex
 	pending  map[string]*pendingIQ
 	pendErr  error // set when pending requests were failed at the end
