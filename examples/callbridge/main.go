@@ -51,6 +51,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	statusAddr := fs.String("status-addr", "", "serve GET /status (JSON), /metrics (Prometheus), /livez and /readyz on this `host:port`")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM or Ctrl-C, how long join requests in progress may take to finish before the rest are refused")
 	logFormat := fs.String("log-format", "text", "log format: `text` or json (durations in seconds)")
+	webAddr := fs.String("web", "", "serve the join page (a web user joining a call over XMPP-over-WebSocket) on this `host:port`")
+	webWS := fs.String("web-ws", "", "the page's default XMPP-over-WebSocket `URL` (Prosody: ws://HOST:5280/xmpp-websocket); with -demo, the lab's own endpoint")
+	webDomain := fs.String("web-domain", "", "the page's default XMPP `domain` for the anonymous login (default: -domain)")
 	verbose := fs.Bool("v", false, "debug logs: the DNS answers, the servers in the order to try, each server's certificate")
 	if code, ok := settings.ParseCommandLine(prog, fs, args, stderr); !ok {
 		return code
@@ -80,11 +83,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer statusLn.Close()
 	}
 
+	var webLn net.Listener
+	if *webAddr != "" {
+		if webLn, err = net.Listen("tcp", *webAddr); err != nil {
+			return invalid("-web: " + err.Error())
+		}
+		defer webLn.Close()
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	if *demo {
-		if err := runDemo(ctx, stdout, demoOptions{stay: *stay, status: statusLn}); err != nil {
+		if err := runDemo(ctx, stdout, demoOptions{stay: *stay, status: statusLn, web: webLn}); err != nil {
 			fmt.Fprintf(stderr, "%s: demo: %v\n", prog, err)
 			return 1
 		}
@@ -110,6 +121,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if statusLn != nil {
 		log.Info("status server listening", "addr", statusLn.Addr().String())
 		stopStatus = serveStatus(statusLn, statusHandler(b), log)
+	}
+	if webLn != nil {
+		eff := cfg.WithDefaults()
+		wc := webConfig{WS: *webWS, Domain: *webDomain, Bridge: eff.Name + "." + eff.Domain}
+		if wc.Domain == "" {
+			wc.Domain = eff.Domain
+		}
+		log.Info("join page listening", "url", "http://"+webLn.Addr().String()+"/", "ws", wc.WS, "domain", wc.Domain, "bridge", wc.Bridge)
+		stopWeb := serveStatus(webLn, webHandler(wc, nil), log)
+		defer stopWeb()
 	}
 	// Run until the bridge stops by itself or a signal comes; then drain:
 	// join requests in progress finish (up to -shutdown-grace), new ones
