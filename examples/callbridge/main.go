@@ -53,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM or Ctrl-C, how long join requests in progress may take to finish before the rest are refused")
 	logFormat := fs.String("log-format", "text", "log format: `text` or json (durations in seconds)")
 	callsFile := fs.String("calls", "", "the call directory `file`: one call per line, 'CALL-ID PASSCODE [NAME]' (- for no passcode); joins to other calls are refused item-not-found, a wrong passcode forbidden (default: accept every join)")
-	webAddr := fs.String("web", "", "serve the join page (a web user joining a call over XMPP-over-WebSocket) on this `host:port`")
+	webAddr := fs.String("web", "", "serve the join page (a web user joining a call over XMPP-over-WebSocket) on this `host:port`; with -demo, once the scenario is over (-stay), the lab answering its WebSocket side")
 	webWS := fs.String("web-ws", "", "the page's default XMPP-over-WebSocket `URL` (Prosody: ws://HOST:5280/xmpp-websocket); with -demo, the lab's own endpoint")
 	webDomain := fs.String("web-domain", "", "the page's default XMPP `domain` for the anonymous login (default: -domain)")
 	verbose := fs.Bool("v", false, "debug logs: the DNS answers, the servers in the order to try, each server's certificate")

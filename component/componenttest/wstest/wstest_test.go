@@ -390,3 +390,31 @@ func TestCloseLeavesNothing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, busy.jid, st.To)
 }
+
+func TestUserToUser(t *testing.T) {
+	ws := startWS(t, wstest.Options{})
+	a, b := dial(t, ws.URL()), dial(t, ws.URL())
+	a.login()
+	b.login()
+	a.send("<message xmlns='jabber:client' to='" + b.jid + "' from='spoofed@example.com/x'><body>hi</body></message>")
+	b.expect("<body>hi</body>", "from='"+a.jid+"'")
+	a.send("<iq xmlns='jabber:client' type='get' id='q' to='nobody@example.com/x'><query xmlns='jabber:iq:version'/></iq>")
+	a.expect("id='q'", "<service-unavailable ")
+}
+
+// TestComponentLostDuringIQ: the component's link drops while a join
+// waits for its answer; the user gets remote-server-timeout at once.
+func TestComponentLostDuringIQ(t *testing.T) {
+	b := startBridge(t, true)
+	ws := startWS(t, wstest.Options{Servers: []*componenttest.Server{b.srv}})
+	c := dial(t, ws.URL())
+	c.login()
+	c.send(join("h", "hold", ""))
+	select {
+	case <-b.held:
+	case <-testCtx(t).Done():
+		t.Fatal("the join did not reach the component")
+	}
+	b.srv.CloseClientConnections()
+	c.expect("id='h'", "<remote-server-timeout ", "component unavailable")
+}
