@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,4 +116,19 @@ func TestJoinPageInBrowser(t *testing.T) {
 	cm, c90 := pagetest.Percentiles(clicks)
 	t.Logf("against the lab (20 joins, after the failover): click to answer median %v, p90 %v; join round trip in the page median %v, p90 %v", cm, c90, rm, r90)
 
+}
+
+// TestWebFlags: without -demo, -web serves the page configured by -web-ws
+// and -web-domain, next to a bridge with the usual settings.
+func TestWebFlags(t *testing.T) {
+	l, ca := startLab(t)
+	p := startProc(t, []string{"CBLINK_SECRET=" + testSecret}, "-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(),
+		"-ca", ca, "-log-format", "json", "-web", "127.0.0.1:0",
+		"-web-ws", "ws://127.0.0.1:5280/xmpp-websocket", "-web-domain", "guest.example.com")
+	line := p.waitLog(t, "join page listening")
+	page, _ := line["url"].(string)
+	require.True(t, strings.HasPrefix(page, "http://127.0.0.1:"), "%v", line)
+	assert.JSONEq(t, `{"ws":"ws://127.0.0.1:5280/xmpp-websocket","domain":"guest.example.com","bridge":"cb1.example.com","demo":false}`,
+		httpGet(t, page+"config.json"))
+	assert.Contains(t, httpGet(t, page), "<title>cblink: join a call as a web user</title>")
 }

@@ -76,6 +76,7 @@ type Server struct {
 	cancel    context.CancelFunc
 	serveDone chan struct{}
 	sessWG    sync.WaitGroup // session goroutines (the HTTP handlers)
+	connWG    sync.WaitGroup // net/http's connection goroutines, until closed or hijacked
 	closeOnce sync.Once
 	conns     atomic.Int64 // TCP connections open
 	seq       atomic.Uint64
@@ -131,7 +132,7 @@ func New(opts Options) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
 	mux.HandleFunc(Path, s.serveWS)
-	s.hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ConnState: s.connState}
 	for _, srv := range opts.Servers {
 		srv.SetRouter(s.fromComponent)
 	}
@@ -173,11 +174,24 @@ func (s *Server) Close() {
 		s.cancel()
 		_ = s.hs.Close()
 		<-s.serveDone
+		s.connWG.Wait()
 		s.sessWG.Wait()
 		for _, srv := range s.opts.Servers {
 			srv.SetRouter(nil)
 		}
 	})
+}
+
+// connState tracks net/http's goroutine of each connection: it exits
+// right after reporting StateClosed; a hijacked one became a session,
+// which sessWG tracks.
+func (s *Server) connState(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		s.connWG.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		s.connWG.Done()
+	}
 }
 
 // offersXMPP reports whether the request asks for the xmpp sub-protocol.
