@@ -82,8 +82,9 @@ func TestIntegrationJoinPage(t *testing.T) {
 	}
 	rm, r90 := pagetest.Percentiles(rtts)
 	cm, c90 := pagetest.Percentiles(clicks)
-	t.Logf("against Prosody (20 joins): %s; click to answer median %v, p90 %v; join round trip in the page median %v, p90 %v",
-		login, cm, c90, rm, r90)
+	bm, b90 := pagetest.Percentiles(pg.RoundTrips(50, "200", componentAddr))
+	t.Logf("against Prosody (20 joins; %s): click to answer median %v, p90 %v; join round trip in the page, clicked: median %v, p90 %v; back to back from the page's client (50, no click): median %v, p90 %v",
+		login, cm, c90, rm, r90, bm, b90)
 
 	// The bridge goes away (SIGTERM: it closes its stream): Prosody answers
 	// for it.

@@ -110,6 +110,31 @@ func (p *Page) Join(call, passcode, name string) Answer {
 	return Answer{Seq: p.seq, Outcome: v.Outcome, Text: v.Text, RTT: ms(v.RTT), Click: ms(v.Click)}
 }
 
+// RoundTrips sends n join IQs for call back to back from the page's
+// logged-in client (no click, no history row) and returns each round trip
+// as the page measured it: the join without the click and the page's
+// rendering. Join must have run once (the client is logged in).
+func (p *Page) RoundTrips(n int, call, bridge string) []time.Duration {
+	p.t.Helper()
+	args, _ := json.Marshal([]any{n, call, bridge})
+	ms := Eval[[]float64](p, `(async ([n, call, bridge]) => {
+		const out = [];
+		for (let i = 0; i < n; i++) {
+			const id = "rt-" + i, t0 = performance.now();
+			const el = await client.iq(id, "<iq xmlns='jabber:client' type='set' id='" + id + "' to='" + esc(bridge) +
+				"'><join xmlns='urn:cblink:join:0' call='" + esc(call) + "'/></iq>");
+			if (el.getAttribute("type") !== "result") throw new Error("join refused: " + new XMLSerializer().serializeToString(el));
+			out.push(performance.now() - t0);
+		}
+		return out;
+	})(`+string(args)+`)`)
+	ds := make([]time.Duration, len(ms))
+	for i, m := range ms {
+		ds[i] = time.Duration(m * float64(time.Millisecond))
+	}
+	return ds
+}
+
 // WaitFor waits until a JavaScript predicate is true in the page.
 func (p *Page) WaitFor(expr string) {
 	p.t.Helper()
