@@ -23,9 +23,11 @@
 //     unavailable"), to an unknown domain remote-server-not-found, as
 //     Prosody does; the server domain answers XEP-0199 pings.
 //
-// Anything else ends the session with a stream error (unsupported-stanza-type,
-// not-authorized before login, bad-format for a frame that is not one
-// element). Every resource is bounded: the frame size, the number of
+// Anything else ends the session with a stream error: not-authorized for
+// a stanza before the login, not-well-formed for a frame that is not one
+// element, unsupported-encoding for a binary frame,
+// unsupported-stanza-type, invalid-namespace, host-unknown for another
+// domain. Every resource is bounded: the frame size, the number of
 // sessions, the IQs a session may have waiting for a component, and the
 // stanzas queued to a session.
 //
