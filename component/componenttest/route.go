@@ -188,6 +188,9 @@ func (c *Conn) enqueue(el *xstream.Element) {
 		To:   el.AttrString("to"),
 		Raw:  bytes.Clone(el.Raw),
 	}
+	if r := c.s.currentRouter(); r != nil && r(st) {
+		return
+	}
 	c.mu.Lock()
 	if len(c.queue) >= c.s.opts.MaxQueued {
 		c.queue = c.queue[1:]

@@ -97,6 +97,7 @@ type Server struct {
 	next    []Fault // one-shot faults for the next connection
 	hasNext bool
 	faults  FaultFunc
+	router  func(Stanza) bool
 	changed chan struct{} // closed and replaced on every state change
 	stats   Stats
 }
@@ -480,6 +481,39 @@ func (s *Server) WaitConn(ctx context.Context, name string) (*Conn, error) {
 		}
 		return nil
 	})
+}
+
+// LiveConn returns the most recent live connection on which a component
+// with the given address completed the handshake, or nil when there is
+// none; unlike WaitConn it does not wait.
+func (s *Server) LiveConn(name string) *Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.conns) - 1; i >= 0; i-- {
+		c := s.conns[i]
+		if _, live := s.live[c]; live && c.outcome == HandshakeOK && c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// SetRouter sets a function offered every stanza a component sends that
+// the server does not consume itself (replies to SendIQ and Ping, IQs to
+// the server domain) before it is queued for Conn.Next; returning true
+// consumes it. It runs on the connection's read goroutine, so it must not
+// block; nil removes it. wstest uses it to deliver the components'
+// stanzas to its web users.
+func (s *Server) SetRouter(f func(Stanza) bool) {
+	s.mu.Lock()
+	s.router = f
+	s.mu.Unlock()
+}
+
+func (s *Server) currentRouter() func(Stanza) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.router
 }
 
 // WaitAccepted waits until the connection with the given accept index
