@@ -16,7 +16,7 @@ import (
 // A test of a Call Bridge program: two XMPP servers found by SRV, a join
 // answered, the preferred server crashing and the bridge failing over.
 func Example() {
-	lab, err := callbridgetest.Start(callbridgetest.Options{
+	lab, err := callbridgetest.NewLab(callbridgetest.Options{
 		Servers: []callbridgetest.Server{
 			{Name: "xmpp1.example.com", Priority: 10},
 			{Name: "xmpp2.example.com", Priority: 20},

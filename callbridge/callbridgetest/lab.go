@@ -6,7 +6,7 @@
 // in-process DNS server (dnstest) publishing their
 // _xmpp-component._tcp SRV records (RFC 2782).
 //
-//	lab, err := callbridgetest.Start(callbridgetest.Options{
+//	lab, err := callbridgetest.NewLab(callbridgetest.Options{
 //		Servers: []callbridgetest.Server{
 //			{Name: "xmpp1.example.com", Priority: 10},
 //			{Name: "xmpp2.example.com", Priority: 20},
@@ -58,9 +58,10 @@ type Lab struct {
 	*componenttest.Lab
 }
 
-// Start starts a lab. On error everything started is closed.
-func Start(opts Options) (*Lab, error) {
-	l, err := componenttest.StartLab(opts)
+// NewLab starts a lab, as httptest.NewServer starts a server. On error
+// everything started is closed.
+func NewLab(opts Options) (*Lab, error) {
+	l, err := componenttest.NewLab(opts)
 	if err != nil {
 		return nil, err
 	}

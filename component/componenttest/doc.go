@@ -44,7 +44,7 @@
 //
 // # Lab
 //
-// StartLab starts several servers that accept the same component, with
+// NewLab starts several servers that accept the same component, with
 // certificates from one in-memory CA naming the XMPP domain and each server,
 // behind a dnstest server publishing their _xmpp-component._tcp SRV records:
 // a whole deployment on loopback. Lab.Join plays a web user's join request

@@ -96,8 +96,10 @@ type Lab struct {
 	joins  atomic.Int64
 }
 
-// StartLab starts the lab's servers. On error everything started is closed.
-func StartLab(opts LabOptions) (l *Lab, err error) {
+// NewLab starts a lab, its servers and its DNS server, as
+// httptest.NewServer starts a server (LabServer.Down makes a server start
+// stopped). On error everything started is closed.
+func NewLab(opts LabOptions) (l *Lab, err error) {
 	if opts.Domain == "" {
 		opts.Domain = "example.com"
 	}
