@@ -56,6 +56,7 @@ const (
 // when done.
 type Lab struct {
 	*componenttest.Lab
+	bridges bridges
 }
 
 // NewLab starts a lab, as httptest.NewServer starts a server. On error
@@ -84,18 +85,27 @@ func (l *Lab) Config() callbridge.Config {
 	}
 }
 
-// WaitState waits until b is in state want, or ctx ends, and returns the
-// status it saw.
+// WaitState waits until b is in state want and returns the status it saw.
+// It fails with ErrStopped as soon as b has stopped in another state
+// (Stopped is final), and with ctx's error when ctx ends first.
 func WaitState(ctx context.Context, b *callbridge.Bridge, want callbridge.State) (callbridge.Status, error) {
 	return WaitStatus(ctx, b, func(st callbridge.Status) bool { return st.State == want })
 }
 
-// WaitStatus waits until ok(b.Status()) holds, or ctx ends.
+// WaitStatus waits until ok(b.Status()) holds. It fails with ErrStopped as
+// soon as b has stopped and ok does not hold for its final status, and
+// with ctx's error when ctx ends first.
 func WaitStatus(ctx context.Context, b *callbridge.Bridge, ok func(callbridge.Status) bool) (callbridge.Status, error) {
 	for {
 		st := b.Status()
 		if ok(st) {
 			return st, nil
+		}
+		if st.State == callbridge.Stopped {
+			if st.LastErr != nil {
+				return st, fmt.Errorf("%w (last error: %w)", ErrStopped, st.LastErr)
+			}
+			return st, ErrStopped
 		}
 		if !b.WaitForStateChange(ctx, st.State) {
 			return st, fmt.Errorf("callbridge: still %s on %q (last error: %v): %w", st.State, st.Server, st.LastErr, ctx.Err())
