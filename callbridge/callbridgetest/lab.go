@@ -13,12 +13,20 @@
 //		},
 //	})
 //	if err != nil { ... }
-//	defer lab.Close()
+//	defer lab.Close()                    // stops the bridge too
 //	b, _ := callbridge.New(lab.Config()) // SRV, TLS and the secret all set
 //	b.HandleJoin(myHandler)
-//	go b.Run(ctx)
+//	lab.StartBridge(b)                   // b.Run on a goroutine the lab owns
 //	st, _ := callbridgetest.WaitState(ctx, b, callbridge.Connected)
 //	res, err := lab.Join(ctx, st.Server, &component.JoinRequest{Call: "100"})
+//
+// Waits end early when nothing can come any more: WaitState and
+// WaitStatus as soon as the bridge has stopped, and the Lab's Join,
+// StartJoin and WaitLink once the bridges it started have stopped, with
+// ErrStopped and the reason. The rest of the Lab (StartJoin, WaitLink,
+// Inbox, AnswerIQs, StopServer...) is componenttest.Lab's.
+//
+// To unit-test a handler without a lab, use componenttest.Recorder.
 //
 // It imports no testing package, so a program's own demo mode can use it
 // too.
