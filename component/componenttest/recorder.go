@@ -27,9 +27,13 @@ import (
 //
 // What a handler sends after it returned (from a goroutine of its own) is
 // not recorded: the session is closed by then and such sends fail.
-// Handlers that need to send should use component.SessionFromContext(ctx)
-// rather than a *callbridge.Bridge they hold: the session is the link
-// that carried the request, and the one the recorder can give them.
+//
+// Handlers should send with component.SessionFromContext(ctx) rather than
+// through a *callbridge.Bridge they hold: the session is the link that
+// carried the request, and the one a Recorder can give them. A handler
+// that does use Bridge.Send is tested with the whole bridge instead:
+// callbridgetest's Lab runs it (StartBridge) on loopback, and Lab.Inbox
+// shows what it sent each web user.
 //
 // The zero value is ready to use, for the component cb1.example.com.
 // A Recorder is only configuration: it may be shared by concurrent calls.
