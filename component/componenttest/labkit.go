@@ -87,6 +87,7 @@ type PendingJoin struct {
 	c    *Conn
 	w    *waiter
 	once sync.Once
+	turn chan struct{} // one token: the Wait taking the reply
 	done chan struct{}
 	res  *component.JoinResult
 	err  error
@@ -97,6 +98,21 @@ type PendingJoin struct {
 // the link ended before an answer, and ctx's error when ctx ends first
 // (the request stays pending: a later Wait can still get the answer).
 func (p *PendingJoin) Wait(ctx context.Context) (*component.JoinResult, error) {
+	select {
+	case <-p.done: // answered: whatever ctx says
+		return p.res, p.err
+	default:
+	}
+	// One Wait at a time takes the reply, so that a concurrent one never
+	// mistakes a reply being settled for none.
+	select {
+	case p.turn <- struct{}{}:
+		defer func() { <-p.turn }()
+	case <-p.done:
+		return p.res, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	select {
 	case <-p.done:
 	case r := <-p.w.ch:
@@ -111,12 +127,12 @@ func (p *PendingJoin) Wait(ctx context.Context) (*component.JoinResult, error) {
 		}
 	case <-ctx.Done():
 		select {
-		case <-p.done:
+		case r := <-p.w.ch: // there all the same
+			p.settle(r, nil)
 		default:
 			return nil, ctx.Err()
 		}
 	}
-	<-p.done
 	return p.res, p.err
 }
 
@@ -155,5 +171,5 @@ func (l *Lab) StartJoin(ctx context.Context, server string, req *component.JoinR
 	if err != nil {
 		return nil, err
 	}
-	return &PendingJoin{ID: id, From: r.From, Server: server, c: conn, w: w, done: make(chan struct{})}, nil
+	return &PendingJoin{ID: id, From: r.From, Server: server, c: conn, w: w, turn: make(chan struct{}, 1), done: make(chan struct{})}, nil
 }

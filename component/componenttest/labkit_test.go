@@ -250,3 +250,37 @@ func TestLabServerOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestPendingJoinConcurrentWait: every Wait gets the one answer, whichever
+// took it off the link.
+func TestPendingJoinConcurrentWait(t *testing.T) {
+	l := newLab(t, componenttest.LabOptions{})
+	release := make(chan struct{})
+	mux := component.NewMux()
+	mux.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		<-release
+		return &component.JoinResult{Session: "s"}, nil
+	})
+	s, err := dialLab(t, l, l.Names[0], mux)
+	require.NoError(t, err)
+	ctx := recCtx(t)
+	p, err := l.StartJoin(ctx, l.Names[0], &component.JoinRequest{Call: "a"})
+	require.NoError(t, err)
+	results := make(chan *component.JoinResult, 4)
+	for range 4 {
+		go func() {
+			res, err := p.Wait(ctx)
+			assert.NoError(t, err)
+			results <- res
+		}()
+	}
+	close(release)
+	first := <-results
+	for range 3 {
+		assert.Same(t, first, <-results)
+	}
+	require.NoError(t, s.Close())
+	res, err := p.Wait(ctx)
+	require.NoError(t, err, "the answer outlives the link")
+	assert.Same(t, first, res)
+}
