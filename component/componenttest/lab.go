@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"strings"
 	"sync"
@@ -63,9 +64,9 @@ type LabOptions struct {
 
 	// ServerOptions are the Options of every server (AcceptDuplicates,
 	// timeouts, MaxStanzaSize, Faults, Plain, TLSConfig...), except what
-	// the lab sets itself: Domain, Addr, Components, the certificate
-	// (DNSNames, IPs, Certificate, CACert, CAKey) and Logf when Logf above
-	// is set.
+	// the lab sets itself: Domain, Addr, the certificate (DNSNames, IPs,
+	// Certificate, CACert, CAKey) and Logf when Logf above is set.
+	// Components are registered besides the lab's own component.
 	ServerOptions Options
 }
 
@@ -145,7 +146,11 @@ func NewLab(opts LabOptions) (l *Lab, err error) {
 	for _, s := range opts.Servers {
 		srvOpts := opts.ServerOptions
 		srvOpts.Domain, srvOpts.Addr = opts.Domain, ""
-		srvOpts.Components = map[string]string{l.Addr: opts.Secret}
+		srvOpts.Components = maps.Clone(srvOpts.Components)
+		if srvOpts.Components == nil {
+			srvOpts.Components = map[string]string{}
+		}
+		srvOpts.Components[l.Addr] = opts.Secret
 		srvOpts.DNSNames, srvOpts.IPs = nil, nil
 		srvOpts.Certificate, srvOpts.CACert, srvOpts.CAKey = nil, nil, nil
 		if opts.Logf != nil {

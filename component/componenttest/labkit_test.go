@@ -238,8 +238,10 @@ func TestLabServerOptions(t *testing.T) {
 		l := twoServerLab(t, componenttest.LabOptions{ServerOptions: componenttest.Options{
 			AcceptDuplicates: dup,
 			Domain:           "ignored.example", Addr: "127.0.0.1:1",
+			Components: map[string]string{"cb2.example.com": "other"},
 		}})
 		assert.Equal(t, "example.com", l.Servers[1].Domain())
+		assert.Equal(t, []string{"cb1.example.com", "cb2.example.com"}, l.Servers[0].Components())
 		_, err := dialLab(t, l, "xmpp2.example.com", nil)
 		require.NoError(t, err)
 		_, err = dialLab(t, l, "xmpp2.example.com", nil)
