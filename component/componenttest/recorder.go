@@ -26,7 +26,9 @@ import (
 // for before it returns.
 //
 // What a handler sends after it returned (from a goroutine of its own) is
-// not recorded: the session is closed by then and such sends fail.
+// not recorded: the session is closed by then and such sends fail. A
+// handler that ignores its ctx once the call is over holds the call until
+// Tuning.CloseTimeout, as it would hold Session.Close.
 //
 // Handlers should send with component.SessionFromContext(ctx) rather than
 // through a *callbridge.Bridge they hold: the session is the link that
