@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"mellium.im/xmpp/stanza"
+
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
 )
@@ -40,4 +42,32 @@ func ExampleRecorder() {
 	// session: s-100 <nil>
 	// sent: 1 message to guest@example.com/web
 	// refused: forbidden 0
+}
+
+// An IQ handler that asks the web user before it answers; the test plays
+// the user with AnswerIQs.
+func ExampleRecorder_IQ() {
+	h := func(ctx context.Context, iq *component.Stanza) (any, error) {
+		s, _ := component.SessionFromContext(ctx)
+		r, err := s.SendIQ(ctx, component.IQ{Type: stanza.GetIQ, To: iq.From, Payload: component.RawXML(`<consent xmlns='urn:example'/>`)})
+		if err != nil {
+			return nil, err
+		}
+		if name, _ := r.Payload(); name != "yes" {
+			return nil, stanza.Error{Type: stanza.Auth, Condition: stanza.Forbidden}
+		}
+		return component.RawXML(`<granted xmlns='urn:example'/>`), nil
+	}
+	rec := componenttest.Recorder{AnswerIQs: func(iq componenttest.Stanza) ([]byte, error) {
+		return []byte(`<yes xmlns='urn:example'/>`), nil
+	}}
+	got, err := rec.IQ(context.Background(), h, []byte(`<iq type='set' id='r1' from='alice@example.com/web' to='cb1.example.com'><record xmlns='urn:example'/></iq>`))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(got.Reply.Type, got.Err())
+	fmt.Println("asked:", got.Sent[0].To)
+	// Output:
+	// result <nil>
+	// asked: alice@example.com/web
 }
