@@ -60,13 +60,18 @@ func (c *Conn) handle(el *xstream.Element, dec *xstream.Decoder) bool {
 				return false
 			}
 		case "get", "set":
+			if c.answerIQ(el, toServer) {
+				return false
+			}
 			if toServer {
 				c.answerServerIQ(el, string(typ) == "get")
 				return false
 			}
 		}
 	}
-	c.enqueue(el)
+	if !c.toInbox(el) {
+		c.enqueue(el)
+	}
 	return false
 }
 

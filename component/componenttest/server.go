@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cblink/cblink/internal/testpki"
@@ -83,6 +84,7 @@ type Server struct {
 	pool    *x509.CertPool
 	rootPEM []byte
 	logf    func(string, ...any)
+	hooks   atomic.Pointer[hooks] // the test's IQ answers and inboxes
 
 	acceptWG sync.WaitGroup // accept loops
 	connWG   sync.WaitGroup // connection goroutines
@@ -302,32 +304,41 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			}
 			return
 		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			_ = nc.Close()
+		if s.adopt(nc, acceptedAt) == nil {
 			return
 		}
-		idx := len(s.conns)
-		faults := s.next
-		if s.hasNext {
-			s.next, s.hasNext = nil, false
-		} else if s.faults != nil {
-			f := s.faults
-			s.mu.Unlock()
-			faults = f(idx) // user code: never under the lock
-			s.mu.Lock()
-		}
-		c := newConn(s, nc, idx, faults)
-		c.timing.accepted = acceptedAt
-		s.conns = append(s.conns, c)
-		s.live[c] = struct{}{}
-		s.stats.Accepted++
-		s.connWG.Add(1)
-		s.notifyLocked()
-		s.mu.Unlock()
-		go c.serve()
 	}
+}
+
+// adopt serves nc as an accepted connection; it returns nil (and closes
+// nc) when the server is closed.
+func (s *Server) adopt(nc net.Conn, acceptedAt time.Time) *Conn {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return nil
+	}
+	idx := len(s.conns)
+	faults := s.next
+	if s.hasNext {
+		s.next, s.hasNext = nil, false
+	} else if s.faults != nil {
+		f := s.faults
+		s.mu.Unlock()
+		faults = f(idx) // user code: never under the lock
+		s.mu.Lock()
+	}
+	c := newConn(s, nc, idx, faults)
+	c.timing.accepted = acceptedAt
+	s.conns = append(s.conns, c)
+	s.live[c] = struct{}{}
+	s.stats.Accepted++
+	s.connWG.Add(1)
+	s.notifyLocked()
+	s.mu.Unlock()
+	go c.serve()
+	return c
 }
 
 func (s *Server) notifyLocked() {

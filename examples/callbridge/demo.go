@@ -77,7 +77,7 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 	} else {
 		p.printf("  certificates: from a fresh in-memory CA")
 	}
-	l, err := callbridgetest.Start(callbridgetest.Options{
+	l, err := callbridgetest.NewLab(callbridgetest.Options{
 		Certificate: cert,
 		CACert:      caCert,
 		Domain:      domain,

@@ -206,7 +206,7 @@ func TestSecretFromSystemdCredential(t *testing.T) {
 // and, with no fail-back flag given, moves back when the preferred server
 // returns; -v shows the DNS answer, the order to try and the certificates.
 func TestFailBackByDefault(t *testing.T) {
-	l, err := callbridgetest.Start(callbridgetest.Options{
+	l, err := callbridgetest.NewLab(callbridgetest.Options{
 		Secret: testSecret,
 		Servers: []callbridgetest.Server{
 			{Name: "xmpp1.example.com", Priority: 10, Weight: 10, Down: true},
