@@ -40,7 +40,7 @@ type bridgeState struct {
 	closed   bool               // Close or Shutdown was called, or Run returned
 	stopLoop context.CancelFunc // ends the connection cycle (any stop)
 	stopHard context.CancelFunc // cuts drains short (Close, Run's ctx, Shutdown's ctx)
-	drainErr error              // what the final drain of Shutdown returned
+	drainErr error              // a drain a stop cut short (the final one, or an Update's or fail-back's)
 	done     chan struct{}      // closed when Run returns
 	updated  chan struct{}      // cap 1: a new config is waiting
 
@@ -143,7 +143,8 @@ func (b *Bridge) WaitForStateChange(ctx context.Context, from State) bool {
 // Subscribe returns a channel receiving every state change in order, and a
 // function that ends the subscription (and waits for its goroutine). A
 // subscriber that does not keep up never slows the bridge: past 1024
-// queued events the oldest are dropped. The channel is closed after the
+// queued events the oldest are dropped, and the next event received says
+// how many (Event.Dropped). The channel is closed after the
 // Stopped event, or by cancel. Close and Run never wait for subscribers:
 // after the bridge stops, a subscription delivers what is still queued for
 // at most a second, then drops the rest and closes its channel.
@@ -313,15 +314,20 @@ func (b *Bridge) owns(s *component.Session) bool {
 // nothing to wait for).
 func (b *Bridge) stop() bool {
 	b.mu.Lock()
-	b.closed = true
+	b.closed = true // from now on no link is published
 	started, loop := b.started, b.stopLoop
+	live := b.live.Load() != nil
 	b.mu.Unlock()
 	if !started {
 		b.set(func(s *Status) { s.State = Stopped }) // never ran: final at once
 		b.hub.closeAll()
 		return false
 	}
-	b.set(func(s *Status) { s.State = Stopping })
+	if !live {
+		// No link takes requests: Stopping is true at once. Otherwise
+		// the connection cycle publishes it once the link refuses them.
+		b.set(func(s *Status) { s.State = Stopping })
+	}
 	loop()
 	return true
 }

@@ -146,7 +146,7 @@ const closeGrace = time.Second
 type subscription struct {
 	mu       sync.Mutex
 	queue    []Event
-	dropped  int
+	dropped  int           // events dropped since the last one taken from queue
 	finished bool          // no more events: close ch once the queue is drained
 	fin      chan struct{} // closed by finish
 	finOnce  sync.Once
@@ -210,6 +210,7 @@ func (s *subscription) run() {
 		}
 		ev := s.queue[0]
 		s.queue = s.queue[1:]
+		ev.Dropped, s.dropped = s.dropped, 0 // the gap is just before ev
 		s.mu.Unlock()
 		for sent := false; !sent; {
 			select {

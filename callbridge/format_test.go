@@ -14,16 +14,6 @@ import (
 	"github.com/cblink/cblink/internal/testhelp"
 )
 
-// assertNeverShown fails when any formatting of any of vs shows the secret.
-func assertNeverShown(t *testing.T, vs ...any) {
-	t.Helper()
-	for _, v := range vs {
-		for _, s := range testhelp.Formattings(v) {
-			assert.NotContains(t, s, testSecret, "%T", v)
-		}
-	}
-}
-
 // TestConfigNeverFormatted: the secret shows in no formatting of a Config,
 // of a program's struct holding one in an exported or an unexported field
 // (fmt prints unexported fields by reflection, without calling their
@@ -37,7 +27,7 @@ func TestConfigNeverFormatted(t *testing.T) {
 	link := component.Config{Name: "cb1", Domain: "example.com", Secret: c.Secret}
 	r, err := c.resolve()
 	require.NoError(t, err)
-	assertNeverShown(t, c, &c, struct{ Bridge Config }{c}, program{c, link}, &program{c, link}, r, *r)
+	testhelp.NeverShows(t, testSecret, c, &c, struct{ Bridge Config }{c}, program{c, link}, &program{c, link}, r, *r)
 }
 
 // TestLiveBridgeFormatting: printing a running Bridge, its live Session,
@@ -77,17 +67,17 @@ func TestLiveBridgeFormatting(t *testing.T) {
 		}
 	}()
 	for range 10 {
-		assertNeverShown(t, values...)
+		testhelp.NeverShows(t, testSecret, values...)
 	}
 	assert.Equal(t, "callbridge.Bridge(cb1.example.com, connected, server xmpp1.example.com)", fmt.Sprint(rb.Bridge))
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- rb.Close() }()
-	assertNeverShown(t, values...) // while it stops
+	testhelp.NeverShows(t, testSecret, values...) // while it stops
 	<-stopped
 	close(stop)
 	wg.Wait()
-	assertNeverShown(t, values...)
+	testhelp.NeverShows(t, testSecret, values...)
 	assert.Contains(t, fmt.Sprint(rb.Bridge), "callbridge.Bridge(cb1.example.com, stopped")
 	var none *Bridge
 	assert.Equal(t, "<nil>", fmt.Sprint(none))

@@ -79,7 +79,7 @@ func newRig(t *testing.T, prios ...int) *rig {
 	for i, p := range prios {
 		servers = append(servers, componenttest.LabServer{Name: fmt.Sprintf("xmpp%d.example.com", i+1), Priority: uint16(p), Weight: 10})
 	}
-	lab, err := componenttest.StartLab(componenttest.LabOptions{
+	lab, err := componenttest.NewLab(componenttest.LabOptions{
 		Domain: testDomain, Name: "cb1", Secret: testSecret, Servers: servers, Logf: t.Logf,
 	})
 	require.NoError(t, err)

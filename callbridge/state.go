@@ -12,15 +12,20 @@ import (
 // A cycle runs Resolving -> Connecting -> TLS -> Authenticating ->
 // Connected. A failure at any step moves to the next endpoint (back to
 // Connecting) or, when every endpoint failed, to BackingOff and then Resolving
-// again. Connected moves to Resolving when the link drops. Close, Shutdown or
-// the end of Run's context move any state to Stopping while the link is
-// taken down (queued requests drained or answered), then to Stopped when Run
-// returns; nothing leaves Stopping but Stopped, and Stopped is final.
+// again. Connected moves to Resolving when the link drops, and to Draining
+// when Update replaces it: the old link refuses new requests and finishes
+// those it has, then the cycle starts again with the new settings. Close,
+// Shutdown or the end of Run's context move any state to Stopping once the
+// link refuses new requests, while it is taken down (queued requests
+// drained or answered), then to Stopped when Run returns; nothing leaves
+// Stopping but Stopped, and Stopped is final. Only Connected takes
+// requests: it is the one state a readiness check should treat as ready.
 //
 //	Idle -> Resolving -> Connecting -> TLS -> Authenticating -> Connected
-//	            ^  ^          ^__________|______________|          |
-//	            |  |__ BackingOff <- (every endpoint failed)       |
-//	            |_____________ (link dropped) _____________________|
+//	            ^  ^          ^__________|______________|          |  |
+//	            |  |__ BackingOff <- (every endpoint failed)       |  |
+//	            |_____________ (link dropped) _____________________|  |
+//	            |_____________ Draining <- (Update) __________________|
 //	any state -> Stopping -> Stopped
 type State int
 
@@ -38,6 +43,10 @@ const (
 	Authenticating
 	// Connected: the link is up and join requests are being handled.
 	Connected
+	// Draining: Update is replacing the link; the old one refuses new
+	// requests (service-unavailable, type wait) and finishes those it has,
+	// within Config.DrainTimeout. Not ready.
+	Draining
 	// BackingOff: every endpoint failed; waiting before the next cycle.
 	BackingOff
 	// Stopping: Close, Shutdown or the end of Run's context is taking the
@@ -47,7 +56,7 @@ const (
 	Stopped
 )
 
-var stateNames = [...]string{"idle", "resolving", "connecting", "tls", "authenticating", "connected", "backoff", "stopping", "stopped"}
+var stateNames = [...]string{"idle", "resolving", "connecting", "tls", "authenticating", "connected", "draining", "backoff", "stopping", "stopped"}
 
 // States lists every State in order, for metrics and status pages.
 func States() []State {
@@ -187,6 +196,10 @@ func (s Status) LastError() string {
 type Event struct {
 	From, To State
 	Status   Status // the status right after the change
+	// Dropped counts the events this subscriber lost just before this
+	// one because it fell behind (see Bridge.Subscribe): From is then not
+	// the To of the event received before.
+	Dropped int
 }
 
 func (e Event) String() string {

@@ -8,8 +8,11 @@ import (
 	"github.com/cblink/cblink/component"
 )
 
-// Stats counts what the bridge has done since New. Counters of stanzas
-// include the current link.
+// Stats counts what the bridge has done since New. Every counter only
+// grows, whatever links come and go: those of stanzas and requests include
+// every link that has been live and not yet ended (the live one, and one
+// draining after an Update or a fail-back) as they stand now, and the
+// final counts of the links that ended.
 type Stats struct {
 	Connects uint64 `json:"connects"`
 	// Disconnects counts links that ended, by cause (an ErrorKind).
@@ -25,8 +28,8 @@ type Stats struct {
 	// service-unavailable because their link was closing.
 	RequestsShed    uint64 `json:"requests_shed"`
 	RequestsRefused uint64 `json:"requests_refused"`
-	// Queued and Running are the live link's stanzas waiting for a
-	// handler and handlers running, now.
+	// Queued and Running are the stanzas waiting for a handler and the
+	// handlers running now, on the live link and any link draining.
 	Queued  int `json:"queued"`
 	Running int `json:"running"`
 	// LastKeepaliveRTT is the round trip of the last XEP-0199 ping to the
@@ -39,7 +42,12 @@ type statsCounters struct {
 	connects        uint64
 	disconnects     map[ErrorKind]uint64
 	connectFailures map[ErrorKind]uint64
-	// totals of finished sessions; the live one is added on read
+	// links are the sessions published and not yet ended: their counts
+	// are added on read. A session leaves links and its final counts join
+	// the totals in one step (sessionEnded), so a read counts each link
+	// exactly once.
+	links map[*component.Session]struct{}
+	// totals of ended sessions
 	in, out      uint64
 	shed, refsd  uint64
 	lastRTT      time.Duration
@@ -48,7 +56,7 @@ type statsCounters struct {
 }
 
 func newStatsCounters() *statsCounters {
-	return &statsCounters{disconnects: map[ErrorKind]uint64{}, connectFailures: map[ErrorKind]uint64{}}
+	return &statsCounters{disconnects: map[ErrorKind]uint64{}, connectFailures: map[ErrorKind]uint64{}, links: map[*component.Session]struct{}{}}
 }
 
 func (s *statsCounters) connectFailed(k ErrorKind) {
@@ -57,15 +65,24 @@ func (s *statsCounters) connectFailed(k ErrorKind) {
 	s.mu.Unlock()
 }
 
-func (s *statsCounters) connected() {
+// connected counts a link published, whose counts are read live from now.
+func (s *statsCounters) connected(sess *component.Session) {
 	s.mu.Lock()
 	s.connects++
+	s.links[sess] = struct{}{}
 	s.mu.Unlock()
 }
 
-// sessionEnded folds a finished session's counters into the totals.
-func (s *statsCounters) sessionEnded(st component.Stats, k ErrorKind) {
+// sessionEnded folds a published session's final counters into the totals
+// once it has ended (its goroutines gone: the counts no longer move).
+func (s *statsCounters) sessionEnded(sess *component.Session, k ErrorKind) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.links[sess]; !ok {
+		return // folded already
+	}
+	delete(s.links, sess)
+	st := sess.Stats()
 	s.disconnects[k]++
 	s.in += st.StanzasIn
 	s.out += st.StanzasOut
@@ -74,7 +91,6 @@ func (s *statsCounters) sessionEnded(st component.Stats, k ErrorKind) {
 	if st.LastPingRTT > 0 {
 		s.lastRTT = st.LastPingRTT
 	}
-	s.mu.Unlock()
 }
 
 func (s *statsCounters) join(refused bool) {
@@ -87,8 +103,11 @@ func (s *statsCounters) join(refused bool) {
 	s.mu.Unlock()
 }
 
+// snapshot reads the totals and the links not yet ended under one lock,
+// so that successive snapshots never go back.
 func (s *statsCounters) snapshot(live *component.Session) Stats {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	st := Stats{
 		Connects:         s.connects,
 		Disconnects:      maps.Clone(s.disconnects),
@@ -101,15 +120,15 @@ func (s *statsCounters) snapshot(live *component.Session) Stats {
 		RequestsRefused:  s.refsd,
 		LastKeepaliveRTT: s.lastRTT,
 	}
-	s.mu.Unlock()
-	if live != nil {
-		ls := live.Stats()
+	for sess := range s.links {
+		ls := sess.Stats()
 		st.StanzasIn += ls.StanzasIn
 		st.StanzasOut += ls.StanzasOut
 		st.RequestsShed += ls.Shed
 		st.RequestsRefused += ls.Refused
-		st.Queued, st.Running = ls.Queued, ls.Running
-		if ls.LastPingRTT > 0 {
+		st.Queued += ls.Queued
+		st.Running += ls.Running
+		if sess == live && ls.LastPingRTT > 0 {
 			st.LastKeepaliveRTT = ls.LastPingRTT
 		}
 	}

@@ -123,7 +123,11 @@ const (
 // that link, any probe and its link are closed when serve returns (but for
 // a fail-back's old link, which drains in the background under b.bg).
 func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res Resolver, l *link) (endReason, *link, error) {
-	b.publish(l)
+	if !b.publish(l) {
+		// The bridge stopped as the link came up: it was never published.
+		l.sess.Close()
+		return stopped, l, nil
+	}
 	l.sess.Start()
 	var (
 		tick   <-chan time.Time
@@ -152,11 +156,10 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res Resolver, l
 	// checked first on every round.
 	stop := func() (endReason, *link, error) {
 		endProbe()
+		// Stopping is published once the link refuses new requests.
+		l.sess.StopAccepting()
 		b.set(func(s *Status) { s.State = Stopping })
-		err := l.sess.Shutdown(hard)
-		b.mu.Lock()
-		b.drainErr = err
-		b.mu.Unlock()
+		b.drained(l.sess.Shutdown(hard), hard)
 		b.ended(l, KindClosed)
 		return stopped, l, nil
 	}
@@ -177,6 +180,10 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res Resolver, l
 			}
 			cfg.Logger.Info("xmpp settings changed: reconnecting", "server", l.ep.Target)
 			endProbe()
+			// The old link refuses new requests while it drains: not
+			// Connected (not ready) until the new link is up.
+			l.sess.StopAccepting()
+			b.set(func(s *Status) { s.State = Draining; s.ConnectedSince = time.Time{} })
 			b.drain(hard, cfg, l)
 			b.ended(l, KindClosed)
 			return reconfigured, l, nil
@@ -243,22 +250,42 @@ func (b *Bridge) drain(hard context.Context, cfg *resolved, l *link) {
 	}
 	b.draining[l.sess] = true
 	b.mu.Unlock()
-	_ = l.sess.Shutdown(ctx)
+	b.drained(l.sess.Shutdown(ctx), hard)
 	b.mu.Lock()
 	delete(b.draining, l.sess)
 	b.mu.Unlock()
 }
 
+// drained records a drain that a stop cut short (hard ended: Close, Run's
+// ctx, or Shutdown's ctx), whatever link it was, so that Shutdown reports
+// it. A drain cut by DrainTimeout alone is not the stop's doing.
+func (b *Bridge) drained(err error, hard context.Context) {
+	if err == nil || hard.Err() == nil {
+		return
+	}
+	b.mu.Lock()
+	b.drainErr = err
+	b.mu.Unlock()
+}
+
 // publish makes l the live link (Session, Send, Status) before its first
-// stanza is dispatched.
-func (b *Bridge) publish(l *link) {
+// stanza is dispatched. It returns false, publishing nothing, once the
+// bridge is stopping: a link published is one the stop takes down.
+func (b *Bridge) publish(l *link) bool {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
+	}
 	b.live.Store(l)
-	b.stats.connected()
+	b.mu.Unlock()
+	b.stats.connected(l.sess)
 	b.set(func(s *Status) {
 		s.State, s.Server, s.Addr = Connected, l.ep.Target, l.addr.String()
 		s.ConnectedSince, s.Attempt, s.LastErr, s.LastErrKind, s.Permanent, s.Backoff = l.up, 0, nil, KindNone, false, 0
 		s.Backup = l.backup
 	})
+	return true
 }
 
 // ended retires a link that has ended or been closed.
@@ -266,7 +293,7 @@ func (b *Bridge) ended(l *link, k ErrorKind) {
 	if b.live.CompareAndSwap(l, nil) {
 		b.set(func(s *Status) { s.ConnectedSince, s.Backup = time.Time{}, false })
 	}
-	b.stats.sessionEnded(l.sess.Stats(), k)
+	b.stats.sessionEnded(l.sess, k)
 }
 
 // swap moves from old to a better link without a gap: the new link is
@@ -274,7 +301,7 @@ func (b *Bridge) ended(l *link, k ErrorKind) {
 // (owned by Run through b.bg) and closes cleanly.
 func (b *Bridge) swap(hard context.Context, cfg *resolved, old, l *link) {
 	b.live.Store(l)
-	b.stats.connected()
+	b.stats.connected(l.sess)
 	b.set(func(s *Status) {
 		s.Server, s.Addr, s.ConnectedSince, s.Backup = l.ep.Target, l.addr.String(), l.up, l.backup
 	})
@@ -284,7 +311,7 @@ func (b *Bridge) swap(hard context.Context, cfg *resolved, old, l *link) {
 	go func() {
 		defer b.bg.Done()
 		b.drain(hard, cfg, old)
-		b.stats.sessionEnded(old.sess.Stats(), KindFailBack)
+		b.stats.sessionEnded(old.sess, KindFailBack)
 	}()
 }
 

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 
-	"mellium.im/xmpp/stanza"
-
 	"github.com/cblink/cblink/internal/xstream"
 )
 
@@ -61,6 +59,18 @@ func (s *Session) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// StopAccepting makes the session refuse new requests from now on, as
+// Shutdown does first (they are answered service-unavailable, type wait;
+// new messages and presences are dropped), without waiting for anything:
+// the requests already taken go on. A supervisor calls it to stop taking
+// requests before it says so (a state, a readiness check), then Shutdown.
+// It is idempotent.
+func (s *Session) StopAccepting() {
+	if s.pool != nil {
+		s.pool.refuse()
+	}
+}
+
 // Abort ends the link at once without the closing handshake (for a
 // supervisor that has given up on it): nothing more is written, and it
 // waits like Close.
@@ -73,14 +83,9 @@ func (s *Session) Abort() {
 // teardown; it never blocks.
 func (s *Session) fail(err error, mode endMode, final []byte) {
 	s.quitOnce.Do(func() {
-		// Take the queued work out first: no handler may start once the
-		// link is ending (the teardown answers these).
-		var queued []*job
-		if s.pool != nil {
-			queued = s.pool.cut()
-		}
+		s.StopAccepting() // no request is admitted once the link starts to end
 		s.errMu.Lock()
-		s.err, s.mode, s.final, s.cutJobs = err, mode, final, queued
+		s.err, s.mode, s.final = err, mode, final
 		s.errMu.Unlock()
 		close(s.quit)
 		s.cancel()
@@ -113,8 +118,7 @@ func (s *Session) downErr() error {
 // context, which is logged and left behind).
 func (s *Session) teardown() {
 	s.errMu.Lock()
-	mode, final, queued := s.mode, s.final, s.cutJobs
-	s.cutJobs = nil
+	mode, final := s.mode, s.final
 	s.errMu.Unlock()
 	s.failPending(s.downErr())
 	closeCtx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
@@ -123,15 +127,17 @@ func (s *Session) teardown() {
 	// Answer once every request that has no reply yet, while the stream
 	// can carry one, then seal it. First wait for the reader to be between
 	// stanzas and queue the replies it has batched; then answer the
-	// requests fail took out of the queue and those whose handlers are
-	// still running.
+	// requests waiting behind their sender's (no handler starts once the
+	// link is ending: runJob checks) and those whose handlers run or
+	// returned without their answer out.
 	s.routeMu.Lock()
 	if mode == endGraceful {
 		s.flushRepliesCtx(closeCtx)
 	}
 	s.replyMu.Lock()
-	var unsettled []*job
+	var queued, unsettled []*job
 	if s.pool != nil {
+		queued = s.pool.cut()
 		unsettled = s.pool.unsettled()
 	}
 	s.repliesClosed = true
@@ -201,7 +207,7 @@ func (s *Session) refuseJob(ctx context.Context, j *job) {
 
 // errClosing answers requests that arrive, or are still waiting, while the
 // session closes: the service may be back (on this or another link) soon.
-var errClosing = stanza.Error{Type: stanza.Wait, Condition: stanza.ServiceUnavailable}
+var errClosing = ErrRetryLater
 
 // closeConn closes the connection. After a clean close the TLS layer sends
 // its close_notify; otherwise the transport is closed directly, since

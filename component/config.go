@@ -69,33 +69,31 @@ type Tuning struct {
 	MaxStanzaSize int
 	// MaxDepth bounds the nesting depth of incoming stanzas. Default 32.
 	MaxDepth int
-	// Workers bounds the goroutines running handlers (default 256). They
-	// start as stanzas arrive, one for every stanza that finds no idle
-	// worker (so a quick request never waits behind a slow one while a
-	// worker could start), and exit after 30s without work, so an idle
-	// link runs none. As with net/http's goroutine per request, a handler
-	// may block on a backend: the bound is there for a server that floods
-	// the link, not to make requests wait for each other. A handler
-	// waiting 10ms serves Workers/10ms requests per second at most
-	// (25,600/s by default).
-	Workers int
-	// QueueSize bounds the stanzas waiting for a worker. When it is full a
-	// stanza is shed at once: an IQ request is answered with
+	// Workers bounds the handlers running at once (default 256). Each
+	// stanza for a handler gets a goroutine of its own, as with net/http's
+	// goroutine per request, so a quick request never waits behind a slow
+	// one and an idle link runs none. A stanza that arrives while Workers
+	// handlers run is shed at once: an IQ request is answered with
 	// resource-constraint (type wait), other stanzas are dropped
-	// (Stats.Shed, Stats.Dropped). The reader never waits for a worker, so
-	// the server's pongs and the replies handlers wait for keep flowing.
-	// Default 256.
+	// (Stats.Shed, Stats.Dropped). The reader never waits for a handler,
+	// so the server's pongs and the replies handlers wait for keep
+	// flowing. A handler waiting 10ms serves Workers/10ms requests per
+	// second at most (25,600/s by default).
+	Workers int
+	// QueueSize bounds, with OrderPerSender, the stanzas waiting behind a
+	// running one of the same sender; past it, or past an eighth of it for
+	// one sender (QueueSize/Workers if that is more), a stanza is shed as
+	// above. Without OrderPerSender nothing waits. Default 256.
 	QueueSize int
-	// MaxQueuedBytes bounds the bytes of the stanzas waiting for a worker,
-	// together: past it a stanza is shed as for a full queue, so a server
-	// sending large stanzas cannot make a link hold QueueSize times
-	// MaxStanzaSize. A stanza always fits an empty queue. Default 4 MiB.
+	// MaxQueuedBytes bounds the bytes of the stanzas held for handlers,
+	// running or waiting, together: past it a stanza is shed as above, so
+	// a server sending large stanzas cannot make a link hold Workers times
+	// MaxStanzaSize. A stanza is always taken when none is held. Default
+	// 4 MiB.
 	MaxQueuedBytes int
-	// OrderPerSender makes stanzas from the same sender run in arrival
-	// order, by hashing the sender to one worker. Each worker's stanzas
-	// may then take at most QueueSize/Workers of the queue, or an eighth
-	// of it if that is more, so that a sender whose handler blocks cannot
-	// fill the queue for the others.
+	// OrderPerSender makes stanzas from the same sender (the same from)
+	// run in arrival order, one at a time: a stanza whose sender has one
+	// running waits behind it (see QueueSize); the others run at once.
 	OrderPerSender bool
 	// MaxPendingIQ bounds the IQ requests waiting for replies. Default 1024.
 	MaxPendingIQ int

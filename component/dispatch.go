@@ -47,7 +47,7 @@ func (s *Session) enqueue(j *job, a *rawAttrs) {
 		s.stats.dropped.Add(1)
 		s.log.Warn("handlers overloaded: stanza shed", slog.String("kind", j.st.Kind.String()), slog.String("from", j.st.fromRaw))
 		if j.iq != nil {
-			s.stats.shed.Add(1)
+			s.rshed++ // counted once sent
 			s.replyErrorRaw(a, stanza.Error{Type: stanza.Wait, Condition: stanza.ResourceConstraint})
 		}
 	case refusedDraining:
@@ -55,7 +55,7 @@ func (s *Session) enqueue(j *job, a *rawAttrs) {
 			s.stats.dropped.Add(1)
 			return
 		}
-		s.stats.refused.Add(1)
+		s.rrefused++ // counted once sent
 		s.replyErrorRaw(a, errClosing)
 		// Answer at once rather than at the next read: the stream is
 		// about to close.

@@ -54,11 +54,15 @@
 // write.
 //
 // Incoming stanzas go to a Mux: IQ get/set by payload name and namespace,
-// messages and presences by kind. Handlers run on a bounded pool of
-// workers (Config.Workers, Config.QueueSize, optionally in order per
-// sender), so a slow handler never stalls the reader: a stanza that finds
-// no idle worker starts one, up to the bound, and one that finds the
-// queue full is shed at once (resource-constraint). Unhandled IQs get
+// messages and presences by kind. Each stanza for a handler runs on a
+// goroutine of its own, up to Config.Workers at once and Config.MaxQueuedBytes
+// held (optionally one at a time per sender, the others waiting behind
+// it, up to Config.QueueSize), so a slow handler never stalls the reader:
+// a stanza that finds no room is shed at once (resource-constraint). A
+// handler's ctx is cancelled when the link ends; a handler whose ctx
+// ended, or that returns an error wrapping context.Canceled or
+// context.DeadlineExceeded, is answered service-unavailable (type wait),
+// whatever it returns. Unhandled IQs get
 // service-unavailable, handler errors become stanza errors, panics are
 // recovered. XEP-0199 pings from the server are answered on the reader
 // itself, without allocating.

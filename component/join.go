@@ -38,6 +38,12 @@ var (
 	errJoinBadRequest  = stanza.Error{Type: stanza.Modify, Condition: stanza.BadRequest}
 )
 
+// ErrRetryLater is the answer that says "not now, try again": the stanza
+// error service-unavailable, type wait. A handler returns it when a
+// backend it needs is down for a while; the session answers every request
+// a stop cuts short with it (see IQHandler).
+var ErrRetryLater = stanza.Error{Type: stanza.Wait, Condition: stanza.ServiceUnavailable}
+
 // JoinRequest is a decoded join request.
 type JoinRequest struct {
 	From        jid.JID // the web user's address

@@ -10,13 +10,18 @@ import (
 // IQHandler answers an IQ get or set. It returns the payload of the result
 // (nil for an empty result; RawXML or a value encoding/xml marshals) or an
 // error: a stanza.Error in the error's chain is sent as is (for example
-// stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound}); any
-// other error is logged and answered with internal-server-error, without
-// its text. A panic is recovered, logged and answered the same way.
+// stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound});
+// ErrRetryLater, or an error wrapping context.Canceled or
+// context.DeadlineExceeded, is answered service-unavailable (type wait:
+// retry later); any other error is logged and answered with
+// internal-server-error, without its text. A panic is recovered, logged
+// and answered the same way.
 //
-// Handlers run on the session's worker goroutines, never on the reader, so
-// they may block, send with SessionFromContext(ctx), and even wait for
-// SendIQ replies. ctx is cancelled when the link ends.
+// Handlers run on goroutines of their own, never on the reader, so they
+// may block, send with SessionFromContext(ctx), and even wait for SendIQ
+// replies. ctx is cancelled when the link ends; a request whose ctx has
+// ended is answered service-unavailable (type wait), whatever the
+// handler returns, as is every request a stop cuts short.
 type IQHandler func(ctx context.Context, iq *Stanza) (result any, err error)
 
 // StanzaHandler receives a message or presence stanza; see IQHandler for

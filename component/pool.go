@@ -19,8 +19,7 @@ type job struct {
 	pool         *pool
 
 	// Guarded by pool.mu:
-	lane     *lane // its sender's queue (OrderPerSender), else nil
-	next     *job  // the job after it in lane
+	lane     *lane // its sender's jobs (OrderPerSender), else nil
 	done     bool  // its handler returned (or never ran) without an answer out
 	stopping bool  // Shutdown was called with ctx: drains do not wait for it
 
@@ -63,9 +62,9 @@ type pool struct {
 	ordered  bool                      // Config.OrderPerSender
 	maxWait  int                       // Config.QueueSize: jobs waiting in lanes
 	laneWait int                       // jobs waiting in one lane
+	spawn    func()                    // p.workReady, as a func value built once
 
-	// mu guards the fields below and the jobs' lane, next, done and
-	// stopping.
+	// mu guards the fields below and the jobs' lane, done and stopping.
 	mu      sync.Mutex
 	closed  bool              // refusing new jobs (Shutdown's drain, or the teardown)
 	running int               // handler goroutines alive
@@ -73,15 +72,17 @@ type pool struct {
 	jobs    map[*job]struct{} // admitted and not yet settled: running, waiting, or done
 	waiting int               // jobs waiting in lanes
 	lanes   map[string]*lane  // by sender, while its goroutine runs
-	changed chan struct{}     // closed at the next change; nil when nobody waits
+	// ready holds the jobs whose goroutine has started but not taken them
+	// yet: go p.spawn() allocates nothing, where go p.work(j) would
+	// allocate a closure for every request.
+	ready   []*job
+	changed chan struct{} // closed at the next change; nil when nobody waits
 }
 
-// lane is the FIFO of one sender's jobs, served by one goroutine.
+// lane holds one sender's jobs: the one running, and those waiting.
 type lane struct {
-	key        string
-	cur        *job // running
-	head, tail *job // waiting
-	n          int
+	cur  *job
+	wait []*job
 }
 
 // laneShare is the part of QueueSize one sender may take, at least: a
@@ -94,6 +95,7 @@ func newPool(limit, maxWait, maxBytes int, ordered bool, run func(*job) bool) *p
 		p.lanes = make(map[string]*lane)
 		p.laneWait = max(1, maxWait/limit, maxWait/laneShare)
 	}
+	p.spawn = p.workReady
 	return p
 }
 
@@ -111,49 +113,42 @@ const (
 func (p *pool) push(j *job) pushResult {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	switch l := p.lanes[j.from]; {
+	case p.closed:
 		return refusedDraining
-	}
-	if p.bytes > 0 && p.bytes+j.size > p.maxBytes {
-		return refusedFull // a job always fits when nothing else is held
-	}
-	var l *lane
-	if p.ordered {
-		if l = p.lanes[j.from]; l != nil {
-			if p.waiting >= p.maxWait || l.n >= p.laneWait {
-				return refusedFull
-			}
-			j.lane = l
-			if l.tail == nil {
-				l.head = j
-			} else {
-				l.tail.next = j
-			}
-			l.tail = j
-			l.n++
-			p.waiting++
-			p.admitLocked(j)
-			return pushed
-		}
-	}
-	if p.running >= p.limit {
+	case p.bytes > 0 && p.bytes+j.size > p.maxBytes: // one job always fits
 		return refusedFull
-	}
-	if p.ordered {
-		l = &lane{key: j.from, cur: j}
-		p.lanes[j.from] = l
+	case l != nil: // its sender's job runs: wait behind it
+		if p.waiting >= p.maxWait || len(l.wait) >= p.laneWait {
+			return refusedFull
+		}
+		l.wait = append(l.wait, j)
 		j.lane = l
+		p.waiting++
+	case p.running >= p.limit:
+		return refusedFull
+	default:
+		if p.ordered {
+			j.lane = &lane{cur: j}
+			p.lanes[j.from] = j.lane
+		}
+		p.running++
+		p.ready = append(p.ready, j)
+		go p.spawn()
 	}
-	p.admitLocked(j)
-	p.running++
-	go p.work(j)
-	return pushed
-}
-
-func (p *pool) admitLocked(j *job) {
 	j.pool = p
 	p.jobs[j] = struct{}{}
 	p.bytes += j.size
+	return pushed
+}
+
+// workReady takes a job from ready and works it.
+func (p *pool) workReady() {
+	p.mu.Lock()
+	j := p.ready[len(p.ready)-1]
+	p.ready = p.ready[:len(p.ready)-1]
+	p.mu.Unlock()
+	p.work(j)
 }
 
 // work runs j, then the jobs that wait behind it in its lane.
@@ -167,33 +162,19 @@ func (p *pool) work(j *job) {
 		} else {
 			j.done = true // the teardown answers it
 		}
-		j = p.nextLocked(j.lane)
-		if j == nil {
+		if l := j.lane; l != nil && len(l.wait) > 0 {
+			j, l.cur, l.wait = l.wait[0], l.wait[0], l.wait[1:]
+			p.waiting--
+		} else {
+			if l != nil {
+				delete(p.lanes, j.from)
+			}
+			j = nil
 			p.running--
 		}
 		p.notifyLocked()
 		p.mu.Unlock()
 	}
-}
-
-// nextLocked takes the next job of lane l, or retires l when it has none.
-func (p *pool) nextLocked(l *lane) *job {
-	if l == nil {
-		return nil
-	}
-	j := l.head
-	if j == nil {
-		delete(p.lanes, l.key)
-		return nil
-	}
-	l.head, j.next = j.next, nil
-	if l.head == nil {
-		l.tail = nil
-	}
-	l.n--
-	p.waiting--
-	l.cur = j
-	return j
 }
 
 // notifyLocked wakes whoever waits for a change.
@@ -204,12 +185,30 @@ func (p *pool) notifyLocked() {
 	}
 }
 
-// waitLocked returns a channel closed at the next change.
-func (p *pool) waitLocked() <-chan struct{} {
-	if p.changed == nil {
-		p.changed = make(chan struct{})
+// idleLocked waits, with p.mu held, until no job is busy (it returns
+// true) or a or b is closed (false).
+func (p *pool) idleLocked(a, b <-chan struct{}) bool {
+	for len(p.busyLocked()) > 0 {
+		select {
+		case <-a:
+			return false
+		case <-b:
+			return false
+		default:
+		}
+		if p.changed == nil {
+			p.changed = make(chan struct{})
+		}
+		ch := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-a:
+		case <-b:
+		}
+		p.mu.Lock()
 	}
-	return p.changed
+	return true
 }
 
 // depth returns the jobs waiting and the handlers running.
@@ -217,6 +216,13 @@ func (p *pool) depth() (waiting, running int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.waiting, p.running
+}
+
+// refuse makes push refuse every job from now on.
+func (p *pool) refuse() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
 }
 
 // exempt marks j as one whose handler waits for the session to stop: no
@@ -228,22 +234,22 @@ func (p *pool) exempt(j *job) {
 	p.notifyLocked()
 }
 
-// busyLocked counts the jobs a drain waits for: those running or waiting,
-// but for exempt ones and those waiting behind an exempt one.
-func (p *pool) busyLocked() int {
-	n := 0
+// busyLocked returns the jobs a drain or the teardown waits for: those
+// running or waiting, but for exempt ones and those waiting behind one.
+func (p *pool) busyLocked() []*job {
+	var busy []*job
 	for j := range p.jobs {
 		switch {
 		case j.done:
-		case j.lane == nil || j.lane.cur == j:
+		case j.lane == nil || j.lane.cur == j: // running
 			if !j.stopping {
-				n++
+				busy = append(busy, j)
 			}
-		case !j.lane.cur.stopping:
-			n++
+		case !j.lane.cur.stopping: // waiting
+			busy = append(busy, j)
 		}
 	}
-	return n
+	return busy
 }
 
 // drain refuses new jobs and waits until every job admitted has finished
@@ -251,20 +257,11 @@ func (p *pool) busyLocked() int {
 // closed.
 func (p *pool) drain(ctx context.Context, stop <-chan struct{}) error {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.closed = true
-	for p.busyLocked() > 0 {
-		ch := p.waitLocked()
-		p.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-stop:
-			return nil
-		}
-		p.mu.Lock()
+	if !p.idleLocked(ctx.Done(), stop) {
+		return ctx.Err() // nil when stop was closed
 	}
-	p.mu.Unlock()
 	return nil
 }
 
@@ -275,12 +272,12 @@ func (p *pool) cut() (waiting []*job) {
 	defer p.mu.Unlock()
 	p.closed = true
 	for _, l := range p.lanes {
-		for j := l.head; j != nil; j = j.next {
+		for _, j := range l.wait {
 			waiting = append(waiting, j)
 			delete(p.jobs, j)
 			p.bytes -= j.size
 		}
-		l.head, l.tail, l.n = nil, nil, 0
+		l.wait = nil
 	}
 	p.waiting = 0
 	return waiting
@@ -299,43 +296,12 @@ func (p *pool) unsettled() []*job {
 	return js
 }
 
-// stop waits until every handler goroutine has exited, but for those of
-// exempt jobs (they wait for the session to stop), or until deadline; it
-// then returns the jobs whose handlers still run. Call it after cut.
-func (p *pool) stop(deadline <-chan struct{}) []*job {
+// stop waits, after cut, until every handler has returned but for exempt
+// ones (their goroutines wait for the session to stop), or until deadline;
+// it returns the jobs whose handlers still run then.
+func (p *pool) stop(deadline <-chan struct{}) (stuck []*job) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for {
-		stuck, self := p.runningLocked()
-		if p.running == self {
-			return nil
-		}
-		ch := p.waitLocked()
-		p.mu.Unlock()
-		select {
-		case <-ch:
-			p.mu.Lock()
-		case <-deadline:
-			p.mu.Lock()
-			if stuck, self = p.runningLocked(); p.running == self {
-				return nil
-			}
-			return stuck
-		}
-	}
-}
-
-// runningLocked returns the jobs whose handlers run, leaving out and
-// counting the exempt ones.
-func (p *pool) runningLocked() (running []*job, exempt int) {
-	for j := range p.jobs {
-		switch {
-		case j.done:
-		case j.stopping:
-			exempt++
-		default:
-			running = append(running, j)
-		}
-	}
-	return running, exempt
+	p.idleLocked(deadline, nil)
+	return p.busyLocked()
 }

@@ -59,13 +59,15 @@ func (s *Session) flushRepliesCtx(ctx context.Context) {
 	err := s.w.Append(ctx, func(b []byte) []byte { return append(b, s.rbatch...) })
 	if err == nil {
 		s.stats.out.Add(s.rcount)
+		s.stats.shed.Add(s.rshed)
+		s.stats.refused.Add(s.rrefused)
 	} else if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		// The wait for room was cut short (the link is closing), but the
 		// stream can still carry these replies: keep them for the
 		// teardown, which queues them before its closing tag.
 		return
 	}
-	s.rbatch, s.rcount = s.rbatch[:0], 0
+	s.rbatch, s.rcount, s.rshed, s.rrefused = s.rbatch[:0], 0, 0, 0
 	if cap(s.rbatch) > maxReplyBatch {
 		s.rbatch = nil
 	}

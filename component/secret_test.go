@@ -16,16 +16,6 @@ import (
 	"github.com/cblink/cblink/internal/testhelp"
 )
 
-// assertNeverShown fails when any formatting of any of vs shows the secret.
-func assertNeverShown(t *testing.T, vs ...any) {
-	t.Helper()
-	for _, v := range vs {
-		for _, s := range testhelp.Formattings(v) {
-			assert.NotContains(t, s, secret, "%T", v)
-		}
-	}
-}
-
 // TestSecretNeverFormatted: the secret shows in no formatting of a Secret
 // or a Config, value or pointer, nor of a program's struct holding either
 // in an exported or an unexported field (fmt prints unexported fields by
@@ -37,7 +27,7 @@ func TestSecretNeverFormatted(t *testing.T) {
 		link   component.Config
 		secret component.Secret
 	}
-	assertNeverShown(t, cfg.Secret, &cfg.Secret, cfg, &cfg,
+	testhelp.NeverShows(t, secret, cfg.Secret, &cfg.Secret, cfg, &cfg,
 		struct{ Link component.Config }{cfg}, program{cfg, cfg.Secret}, &program{cfg, cfg.Secret},
 		[]component.Config{cfg}, map[string]component.Secret{"cb1": cfg.Secret})
 
@@ -79,18 +69,18 @@ func TestLiveSessionFormatting(t *testing.T) {
 		}
 	}()
 	for range 20 {
-		assertNeverShown(t, values...)
+		testhelp.NeverShows(t, secret, values...)
 	}
 	assert.Equal(t, "component.Session(cb1.example.com, up)", fmt.Sprint(s))
 
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
-	assertNeverShown(t, values...) // while it closes
+	testhelp.NeverShows(t, secret, values...) // while it closes
 	require.NoError(t, <-closed)
 	<-s.Done()
 	close(stop)
 	wg.Wait()
-	assertNeverShown(t, values...)
+	testhelp.NeverShows(t, secret, values...)
 	assert.Equal(t, "component.Session(cb1.example.com, ended: component: session closed)", fmt.Sprint(s))
 	var none *component.Session
 	assert.Equal(t, "<nil>", fmt.Sprint(none))

@@ -22,16 +22,20 @@ import (
 //
 // A Session owns its connection and every goroutine it starts: the reader,
 // the writer, the housekeeping loop (keepalives, pings, teardown) and the
-// handler workers. Handshake starts the writer and the housekeeping loop,
-// Start the reader; workers start as stanzas arrive. Close, Shutdown and
-// Abort stop all of them and return only once they have exited; when the
-// link ends by itself, Done is closed once they have. The one exception is
-// a handler that ignores its cancelled context: nothing can stop it, so
-// the teardown stops waiting for it after Config.CloseTimeout (its request
-// has been answered by then), logs it, and lets its worker exit when it
-// returns. A handler that calls Close, Shutdown or Abort on its own
-// session is not waited for either: the call returns once everything else
-// has stopped.
+// handlers' goroutines. Handshake starts the writer and the housekeeping
+// loop, Start the reader; a handler's goroutine starts with its stanza and
+// ends with its handler. Close, Shutdown and Abort stop all of them and
+// return only once they have exited; when the link ends by itself, Done
+// is closed once they have. The one exception is a handler that ignores
+// its cancelled context: nothing can stop it, so the teardown stops
+// waiting for it after Config.CloseTimeout (its request has been answered
+// by then) and logs it; its goroutine ends when it returns.
+//
+// A handler stops its own session with Shutdown and its ctx (or a context
+// derived from it): Shutdown then does not wait for that handler. Close
+// and Abort, which take no context, wait for every handler, the caller
+// included, until CloseTimeout: from a handler, call them on another
+// goroutine (go s.Close()).
 //
 // # Requests are answered exactly once
 //
@@ -74,11 +78,12 @@ type sessionState struct {
 
 	quit     chan struct{} // closed by fail
 	quitOnce sync.Once
-	errMu    sync.Mutex
-	err      error
-	mode     endMode
-	final    []byte // written before the closing tag (a local stream error)
-	cutJobs  []*job // taken out of the queue by fail, answered by the teardown
+	// errMu guards why and how the link ends (err, mode, final), set once
+	// by fail and read by the teardown and Err.
+	errMu sync.Mutex
+	err   error
+	mode  endMode
+	final []byte // written before the closing tag (a local stream error)
 
 	startOnce  sync.Once
 	readerDone chan struct{}
@@ -92,10 +97,11 @@ type sessionState struct {
 	// replyMu orders handler replies against the teardown: a handler
 	// queues its reply under the read lock; the teardown takes the write
 	// lock to answer, once, every request still unanswered and then seal
-	// the stream.
+	// the stream. It guards repliesClosed and every job's answered.
 	replyMu       sync.RWMutex
 	repliesClosed bool
 
+	// pmu guards the IQ requests of this side waiting for their replies.
 	pmu      sync.Mutex
 	pending  map[string]*pendingIQ
 	pendErr  error // set when pending requests were failed at the end
@@ -105,8 +111,9 @@ type sessionState struct {
 	// Replies the reader writes itself (pings, errors) are batched here and
 	// queued in one Append when the reader is about to read again, so a
 	// burst of requests read at once is answered in one write.
-	rbatch []byte
-	rcount uint64
+	rbatch          []byte
+	rcount          uint64 // replies in rbatch
+	rshed, rrefused uint64 // of which resource-constraint, service-unavailable
 
 	stats counters
 }
@@ -131,7 +138,7 @@ type Stats struct {
 	Dropped       uint64        // stanzas dropped (no handler, bad address, unknown reply, no room)
 	Shed          uint64        // requests answered resource-constraint: the queue was full
 	Refused       uint64        // requests answered service-unavailable: the session was closing
-	Queued        int           // stanzas waiting for a worker now
+	Queued        int           // stanzas waiting behind their sender's (OrderPerSender) now
 	Running       int           // handlers running now
 	LastPingRTT   time.Duration // round trip of the last successful ping, 0 if none
 	LastWrite     time.Time     // when the last write to the connection completed

@@ -6,19 +6,27 @@
 // in-process DNS server (dnstest) publishing their
 // _xmpp-component._tcp SRV records (RFC 2782).
 //
-//	lab, err := callbridgetest.Start(callbridgetest.Options{
+//	lab, err := callbridgetest.NewLab(callbridgetest.Options{
 //		Servers: []callbridgetest.Server{
 //			{Name: "xmpp1.example.com", Priority: 10},
 //			{Name: "xmpp2.example.com", Priority: 20},
 //		},
 //	})
 //	if err != nil { ... }
-//	defer lab.Close()
+//	defer lab.Close()                    // stops the bridge too
 //	b, _ := callbridge.New(lab.Config()) // SRV, TLS and the secret all set
 //	b.HandleJoin(myHandler)
-//	go b.Run(ctx)
+//	lab.StartBridge(b)                   // b.Run on a goroutine the lab owns
 //	st, _ := callbridgetest.WaitState(ctx, b, callbridge.Connected)
 //	res, err := lab.Join(ctx, st.Server, &component.JoinRequest{Call: "100"})
+//
+// Waits end early when nothing can come any more: WaitState and
+// WaitStatus as soon as the bridge has stopped, and the Lab's Join,
+// StartJoin and WaitLink once the bridges it started have stopped, with
+// ErrStopped and the reason. The rest of the Lab (StartJoin, WaitLink,
+// Inbox, AnswerIQs, StopServer...) is componenttest.Lab's.
+//
+// To unit-test a handler without a lab, use componenttest.Recorder.
 //
 // It imports no testing package, so a program's own demo mode can use it
 // too.
@@ -56,11 +64,13 @@ const (
 // when done.
 type Lab struct {
 	*componenttest.Lab
+	bridges bridges
 }
 
-// Start starts a lab. On error everything started is closed.
-func Start(opts Options) (*Lab, error) {
-	l, err := componenttest.StartLab(opts)
+// NewLab starts a lab, as httptest.NewServer starts a server. On error
+// everything started is closed.
+func NewLab(opts Options) (*Lab, error) {
+	l, err := componenttest.NewLab(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -83,18 +93,27 @@ func (l *Lab) Config() callbridge.Config {
 	}
 }
 
-// WaitState waits until b is in state want, or ctx ends, and returns the
-// status it saw.
+// WaitState waits until b is in state want and returns the status it saw.
+// It fails with ErrStopped as soon as b has stopped in another state
+// (Stopped is final), and with ctx's error when ctx ends first.
 func WaitState(ctx context.Context, b *callbridge.Bridge, want callbridge.State) (callbridge.Status, error) {
 	return WaitStatus(ctx, b, func(st callbridge.Status) bool { return st.State == want })
 }
 
-// WaitStatus waits until ok(b.Status()) holds, or ctx ends.
+// WaitStatus waits until ok(b.Status()) holds. It fails with ErrStopped as
+// soon as b has stopped and ok does not hold for its final status, and
+// with ctx's error when ctx ends first.
 func WaitStatus(ctx context.Context, b *callbridge.Bridge, ok func(callbridge.Status) bool) (callbridge.Status, error) {
 	for {
 		st := b.Status()
 		if ok(st) {
 			return st, nil
+		}
+		if st.State == callbridge.Stopped {
+			if st.LastErr != nil {
+				return st, fmt.Errorf("%w (last error: %w)", ErrStopped, st.LastErr)
+			}
+			return st, ErrStopped
 		}
 		if !b.WaitForStateChange(ctx, st.State) {
 			return st, fmt.Errorf("callbridge: still %s on %q (last error: %v): %w", st.State, st.Server, st.LastErr, ctx.Err())

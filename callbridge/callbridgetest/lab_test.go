@@ -26,7 +26,7 @@ func TestLabWithFixturePKI(t *testing.T) {
 	_, _, err = callbridgetest.LoadPKI(dir+"server.pem", dir+"server-key.pem", dir+"server-key.pem")
 	require.Error(t, err, "a key is not a CA certificate")
 
-	l, err := callbridgetest.Start(callbridgetest.Options{
+	l, err := callbridgetest.NewLab(callbridgetest.Options{
 		Certificate: cert, CACert: ca,
 		Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10}, {Name: "xmpp2.example.com", Priority: 20}},
 	})

@@ -13,7 +13,24 @@
 // address, policy-violation beyond the stanza size limit,
 // connection-timeout on the handshake and idle deadlines). XEP-0199 pings
 // to the server domain are answered; other IQ get/set to it get
-// service-unavailable. Whitespace keepalives are accepted.
+// service-unavailable (unless the test answers them: AnswerIQs).
+// Whitespace keepalives are accepted.
+//
+// # Recorder: handlers without a network
+//
+// Recorder is the httptest.ResponseRecorder of this package: it calls a
+// component.JoinHandler or IQHandler as a live link would and records its
+// reply and every stanza it sent, with no socket at all (a real
+// component.Session over net.Pipe, against this package's server):
+//
+//	var rec componenttest.Recorder
+//	got, err := rec.Join(ctx, myHandler, &component.JoinRequest{Call: "100"})
+//	res, err := got.JoinResult() // or got.Err(): the stanza error sent
+//	got.Sent                     // what the handler sent, in order
+//
+// The handler's ctx carries the session (component.SessionFromContext),
+// which is how a handler should send: the recorder cannot give it a
+// *callbridge.Bridge. Recorder.AnswerIQs answers the handler's own SendIQ.
 //
 // # Use
 //
@@ -44,12 +61,17 @@
 //
 // # Lab
 //
-// StartLab starts several servers that accept the same component, with
+// NewLab starts several servers that accept the same component, with
 // certificates from one in-memory CA naming the XMPP domain and each server,
 // behind a dnstest server publishing their _xmpp-component._tcp SRV records:
-// a whole deployment on loopback. Lab.Join plays a web user's join request
-// through a server. Package callbridge/callbridgetest adds a ready
-// callbridge.Config on top.
+// a whole deployment on loopback; LabOptions.ServerOptions sets the
+// servers' Options. Lab.Join plays a web user's join request through a
+// server; Lab.StartJoin sends one and returns at once (its id now, its
+// answer from PendingJoin.Wait). Lab.WaitLink waits for a link newer than
+// the one that was up (a reconnection), on any server. Lab.Inbox collects
+// what the component sends one web user, and Lab.AnswerIQs answers the
+// component's own IQs. Package callbridge/callbridgetest adds a ready
+// callbridge.Config on top, and runs the bridge.
 //
 // # Restart
 //

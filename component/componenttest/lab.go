@@ -8,11 +8,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
-
-	"mellium.im/xmpp/jid"
 
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery/dnstest"
@@ -61,6 +61,13 @@ type LabOptions struct {
 	// not used. Use it to run a lab whose CA file a user already has.
 	Certificate *tls.Certificate
 	CACert      *x509.Certificate
+
+	// ServerOptions are the Options of every server (AcceptDuplicates,
+	// timeouts, MaxStanzaSize, Faults, Plain, TLSConfig...), except what
+	// the lab sets itself: Domain, Addr, the certificate (DNSNames, IPs,
+	// Certificate, CACert, CAKey) and Logf when Logf above is set.
+	// Components are registered besides the lab's own component.
+	ServerOptions Options
 }
 
 // SRVMode selects the SRV record set a Lab publishes.
@@ -91,13 +98,18 @@ type Lab struct {
 	Names   []string
 
 	secret string
+	users  *inboxes
 	ca     *testpki.CA // Key is nil with LabOptions.Certificate
 	certs  []*x509.Certificate
 	joins  atomic.Int64
+
+	closeOnce sync.Once
 }
 
-// StartLab starts the lab's servers. On error everything started is closed.
-func StartLab(opts LabOptions) (l *Lab, err error) {
+// NewLab starts a lab, its servers and its DNS server, as
+// httptest.NewServer starts a server (LabServer.Down makes a server start
+// stopped). On error everything started is closed.
+func NewLab(opts LabOptions) (l *Lab, err error) {
 	if opts.Domain == "" {
 		opts.Domain = "example.com"
 	}
@@ -112,7 +124,7 @@ func StartLab(opts LabOptions) (l *Lab, err error) {
 	if opts.Servers == nil {
 		opts.Servers = []LabServer{{Name: "xmpp1." + opts.Domain, Priority: 10}}
 	}
-	l = &Lab{Domain: opts.Domain, Name: opts.Name, Addr: opts.Name + "." + opts.Domain, secret: opts.Secret}
+	l = &Lab{Domain: opts.Domain, Name: opts.Name, Addr: opts.Name + "." + opts.Domain, secret: opts.Secret, users: newInboxes()}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -132,10 +144,17 @@ func StartLab(opts LabOptions) (l *Lab, err error) {
 		zone.WriteString("_xmpp-component._tcp IN SRV 0 0 0 .\n")
 	}
 	for _, s := range opts.Servers {
-		srvOpts := Options{
-			Domain:     opts.Domain,
-			Components: map[string]string{l.Addr: opts.Secret},
-			Logf:       opts.Logf,
+		srvOpts := opts.ServerOptions
+		srvOpts.Domain, srvOpts.Addr = opts.Domain, ""
+		srvOpts.Components = maps.Clone(srvOpts.Components)
+		if srvOpts.Components == nil {
+			srvOpts.Components = map[string]string{}
+		}
+		srvOpts.Components[l.Addr] = opts.Secret
+		srvOpts.DNSNames, srvOpts.IPs = nil, nil
+		srvOpts.Certificate, srvOpts.CACert, srvOpts.CAKey = nil, nil, nil
+		if opts.Logf != nil {
+			srvOpts.Logf = opts.Logf
 		}
 		var leafCert *x509.Certificate
 		if fixed {
@@ -152,6 +171,7 @@ func StartLab(opts LabOptions) (l *Lab, err error) {
 		if err != nil {
 			return nil, err
 		}
+		srv.setHooks(func(h *hooks) { h.users = l.users })
 		l.Servers = append(l.Servers, srv)
 		l.certs = append(l.certs, leafCert)
 		l.Names = append(l.Names, s.Name)
@@ -264,28 +284,21 @@ func (l *Lab) StartServer(name string) error {
 // Join sends a join request through the server with the given FQDN, as a
 // web user on that server would (From defaults to guest@<domain>/web, ID
 // to a fresh one), and returns the bridge's answer: a result, or the
-// refusal as a stanza.Error. The bridge must be connected to that server.
+// refusal as a stanza.Error. It waits (until ctx ends) for the component
+// to have a link to that server. StartJoin does not wait for the answer.
 func (l *Lab) Join(ctx context.Context, server string, req *component.JoinRequest) (*component.JoinResult, error) {
-	s, err := l.Server(server)
+	p, err := l.StartJoin(ctx, server, req)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := s.WaitConn(ctx, l.Addr)
-	if err != nil {
-		return nil, err
+	res, err := p.Wait(ctx)
+	if ctx.Err() != nil && err == ctx.Err() {
+		if r, ok := p.c.abandon(p.ID, p.w); ok { // answered meanwhile
+			p.settle(r, nil)
+			return p.res, p.err
+		}
 	}
-	r := *req
-	if r.From.Domainpart() == "" {
-		r.From = jid.MustParse("guest@" + l.Domain + "/web")
-	}
-	if r.ID == "" {
-		r.ID = fmt.Sprintf("lab-join-%d", l.joins.Add(1))
-	}
-	raw, err := conn.SendIQ(ctx, component.MarshalJoinIQ(&r, jid.MustParse(l.Addr)))
-	if err != nil {
-		return nil, err
-	}
-	return component.ParseJoinResponse(raw)
+	return res, err
 }
 
 // Close stops every server and waits for their goroutines. It is
@@ -297,4 +310,5 @@ func (l *Lab) Close() {
 	if l.DNS != nil {
 		l.DNS.Close()
 	}
+	l.closeOnce.Do(func() { close(l.users.closed) })
 }

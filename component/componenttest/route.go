@@ -60,13 +60,18 @@ func (c *Conn) handle(el *xstream.Element, dec *xstream.Decoder) bool {
 				return false
 			}
 		case "get", "set":
+			if c.answerIQ(el, toServer) {
+				return false
+			}
 			if toServer {
 				c.answerServerIQ(el, string(typ) == "get")
 				return false
 			}
 		}
 	}
-	c.enqueue(el)
+	if !c.toInbox(el) {
+		c.enqueue(el)
+	}
 	return false
 }
 
@@ -187,6 +192,9 @@ func (c *Conn) enqueue(el *xstream.Element) {
 		From: el.AttrString("from"),
 		To:   el.AttrString("to"),
 		Raw:  bytes.Clone(el.Raw),
+	}
+	if r := c.s.currentRouter(); r != nil && r(st) {
+		return
 	}
 	c.mu.Lock()
 	if len(c.queue) >= c.s.opts.MaxQueued {

@@ -96,33 +96,9 @@ func (c *Conn) SendRaw(ctx context.Context, raw []byte) error {
 // and waits for the IQ of type result or error with the same id, which it
 // returns as raw bytes (an error reply is not a Go error).
 func (c *Conn) SendIQ(ctx context.Context, raw []byte) ([]byte, error) {
-	if err := c.ready(); err != nil {
-		return nil, err
-	}
-	el, err := parseOne(raw)
+	id, w, err := c.startIQ(ctx, raw)
 	if err != nil {
 		return nil, err
-	}
-	typ := el.AttrString("type")
-	if string(el.Name()) != "iq" || (typ != "get" && typ != "set") {
-		return nil, fmt.Errorf("%w: not an IQ get or set", ErrBadStanza)
-	}
-	id := el.AttrString("id")
-	if id == "" {
-		return nil, fmt.Errorf("%w: IQ without id", ErrBadStanza)
-	}
-	w := &waiter{ch: make(chan reply, 1), wantRaw: true}
-	c.mu.Lock()
-	if _, dup := c.pending[id]; dup {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("%w: id %q already pending", ErrBadStanza, id)
-	}
-	c.pending[id] = w
-	c.mu.Unlock()
-	c.stanzasOut.Add(1)
-	if err := c.writeBytes(ctx, raw); err != nil {
-		c.unregister(id, w)
-		return nil, c.writeErr(err)
 	}
 	select {
 	case r := <-w.ch:
@@ -138,6 +114,40 @@ func (c *Conn) SendIQ(ctx context.Context, raw []byte) ([]byte, error) {
 		return r.raw, nil
 	}
 	return nil, err
+}
+
+// startIQ sends an IQ get or set and registers the waiter its reply will
+// be delivered to.
+func (c *Conn) startIQ(ctx context.Context, raw []byte) (string, *waiter, error) {
+	if err := c.ready(); err != nil {
+		return "", nil, err
+	}
+	el, err := parseOne(raw)
+	if err != nil {
+		return "", nil, err
+	}
+	typ := el.AttrString("type")
+	if string(el.Name()) != "iq" || (typ != "get" && typ != "set") {
+		return "", nil, fmt.Errorf("%w: not an IQ get or set", ErrBadStanza)
+	}
+	id := el.AttrString("id")
+	if id == "" {
+		return "", nil, fmt.Errorf("%w: IQ without id", ErrBadStanza)
+	}
+	w := &waiter{ch: make(chan reply, 1), wantRaw: true}
+	c.mu.Lock()
+	if _, dup := c.pending[id]; dup {
+		c.mu.Unlock()
+		return "", nil, fmt.Errorf("%w: id %q already pending", ErrBadStanza, id)
+	}
+	c.pending[id] = w
+	c.mu.Unlock()
+	c.stanzasOut.Add(1)
+	if err := c.writeBytes(ctx, raw); err != nil {
+		c.unregister(id, w)
+		return "", nil, c.writeErr(err)
+	}
+	return id, w, nil
 }
 
 // abandon removes a waiter; when its reply was delivered meanwhile, it

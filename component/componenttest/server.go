@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cblink/cblink/internal/testpki"
@@ -83,6 +84,7 @@ type Server struct {
 	pool    *x509.CertPool
 	rootPEM []byte
 	logf    func(string, ...any)
+	hooks   atomic.Pointer[hooks] // the test's IQ answers and inboxes
 
 	acceptWG sync.WaitGroup // accept loops
 	connWG   sync.WaitGroup // connection goroutines
@@ -97,6 +99,7 @@ type Server struct {
 	next    []Fault // one-shot faults for the next connection
 	hasNext bool
 	faults  FaultFunc
+	router  func(Stanza) bool
 	changed chan struct{} // closed and replaced on every state change
 	stats   Stats
 }
@@ -301,32 +304,41 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			}
 			return
 		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			_ = nc.Close()
+		if s.adopt(nc, acceptedAt) == nil {
 			return
 		}
-		idx := len(s.conns)
-		faults := s.next
-		if s.hasNext {
-			s.next, s.hasNext = nil, false
-		} else if s.faults != nil {
-			f := s.faults
-			s.mu.Unlock()
-			faults = f(idx) // user code: never under the lock
-			s.mu.Lock()
-		}
-		c := newConn(s, nc, idx, faults)
-		c.timing.accepted = acceptedAt
-		s.conns = append(s.conns, c)
-		s.live[c] = struct{}{}
-		s.stats.Accepted++
-		s.connWG.Add(1)
-		s.notifyLocked()
-		s.mu.Unlock()
-		go c.serve()
 	}
+}
+
+// adopt serves nc as an accepted connection; it returns nil (and closes
+// nc) when the server is closed.
+func (s *Server) adopt(nc net.Conn, acceptedAt time.Time) *Conn {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return nil
+	}
+	idx := len(s.conns)
+	faults := s.next
+	if s.hasNext {
+		s.next, s.hasNext = nil, false
+	} else if s.faults != nil {
+		f := s.faults
+		s.mu.Unlock()
+		faults = f(idx) // user code: never under the lock
+		s.mu.Lock()
+	}
+	c := newConn(s, nc, idx, faults)
+	c.timing.accepted = acceptedAt
+	s.conns = append(s.conns, c)
+	s.live[c] = struct{}{}
+	s.stats.Accepted++
+	s.connWG.Add(1)
+	s.notifyLocked()
+	s.mu.Unlock()
+	go c.serve()
+	return c
 }
 
 func (s *Server) notifyLocked() {
@@ -480,6 +492,39 @@ func (s *Server) WaitConn(ctx context.Context, name string) (*Conn, error) {
 		}
 		return nil
 	})
+}
+
+// LiveConn returns the most recent live connection on which a component
+// with the given address completed the handshake, or nil when there is
+// none; unlike WaitConn it does not wait.
+func (s *Server) LiveConn(name string) *Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.conns) - 1; i >= 0; i-- {
+		c := s.conns[i]
+		if _, live := s.live[c]; live && c.outcome == HandshakeOK && c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// SetRouter sets a function offered every stanza a component sends that
+// the server does not consume itself (replies to SendIQ and Ping, IQs to
+// the server domain) before it is queued for Conn.Next; returning true
+// consumes it. It runs on the connection's read goroutine, so it must not
+// block; nil removes it. wstest uses it to deliver the components'
+// stanzas to its web users.
+func (s *Server) SetRouter(f func(Stanza) bool) {
+	s.mu.Lock()
+	s.router = f
+	s.mu.Unlock()
+}
+
+func (s *Server) currentRouter() func(Stanza) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.router
 }
 
 // WaitAccepted waits until the connection with the given accept index

@@ -24,6 +24,7 @@ import (
 	"github.com/cblink/cblink/callbridge/callbridgetest"
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/component/componenttest"
+	"github.com/cblink/cblink/component/componenttest/wstest"
 	"github.com/cblink/cblink/discovery"
 	"github.com/cblink/cblink/tlsverify"
 )
@@ -52,6 +53,9 @@ type demoOptions struct {
 	// status, when set, serves the bridge's /status, /metrics, /livez and
 	// /readyz.
 	status net.Listener
+	// web, when set, serves the join page with -stay, the lab answering
+	// its XMPP-over-WebSocket side.
+	web net.Listener
 }
 
 // runDemo runs the self-contained scenario: two XMPP servers and a DNS
@@ -73,7 +77,7 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 	} else {
 		p.printf("  certificates: from a fresh in-memory CA")
 	}
-	l, err := callbridgetest.Start(callbridgetest.Options{
+	l, err := callbridgetest.NewLab(callbridgetest.Options{
 		Certificate: cert,
 		CACert:      caCert,
 		Domain:      domain,
@@ -269,6 +273,23 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 		p.printf("  check the connection as a Call Bridge would (another name than cb1, which this bridge holds):")
 		p.printf("    go run ./examples/xmppcheck -name cb2 -domain %s -dns %s -ca %s -secret-file %s -strict",
 			domain, l.DNS.Addr(), caFile, secretFile)
+		if opts.web != nil {
+			ws, err := wstest.New(wstest.Options{Domain: domain, Servers: l.Servers})
+			if err != nil {
+				finish()
+				return err
+			}
+			defer ws.Close()
+			stopWeb := serveStatus(opts.web, webHandler(webConfig{WS: ws.URL(), Domain: domain, Bridge: addr, Demo: true},
+				&webDemo{l: l, b: b, p: p}), slog.New(slog.DiscardHandler))
+			defer stopWeb()
+			p.printf("  join a call as a web user, and crash the server in use to watch a failover, in a browser:")
+			p.printf("    http://%s/", opts.web.Addr())
+			p.printf("  the lab's XMPP-over-WebSocket endpoint (RFC 7395, anonymous login, domain %s), for other clients:", domain)
+			p.printf("    %s", ws.URL())
+		} else {
+			p.printf("  (add -web 127.0.0.1:8080 to serve a join page for a browser)")
+		}
 		if opts.status != nil {
 			a := opts.status.Addr().String()
 			p.printf("  read the bridge's status:")
@@ -388,6 +409,8 @@ func describe(ev callbridge.Event, l *callbridgetest.Lab, addr string) string {
 		return msg + "; XEP-0114 handshake as " + addr
 	case callbridge.Connected:
 		return fmt.Sprintf("Connected: to %s (%s) as %s; waiting for join requests", st.Server, st.Addr, addr)
+	case callbridge.Draining:
+		return fmt.Sprintf("Draining: new settings; the link to %s refuses new joins and finishes its own, then reconnects", st.Server)
 	case callbridge.BackingOff:
 		return fmt.Sprintf("BackingOff: every server failed (%s: %v); next try in %v", st.LastErrKind, st.LastErr, st.Backoff)
 	case callbridge.Stopping:

@@ -1,7 +1,9 @@
 // Command callbridge is a Call Bridge process built on cblink: it keeps the
 // XEP-0114 component link to the XMPP server up, logs every state change,
-// answers XEP-0199 pings and disco#info, accepts every join request with a
-// log line, and serves its status and metrics over HTTP.
+// answers XEP-0199 pings and disco#info, answers join requests (every one
+// accepted, or with -calls FILE only those to a listed call with its
+// passcode) with a log line, serves its status and metrics over HTTP, and
+// with -web ADDR a join page for a web user.
 //
 // Settings come from flags, each also readable from CBLINK_<FLAG>; the
 // shared secret comes from -secret-file or CBLINK_SECRET only, never from
@@ -22,7 +24,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,6 +53,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	statusAddr := fs.String("status-addr", "", "serve GET /status (JSON), /metrics (Prometheus), /livez and /readyz on this `host:port`")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM or Ctrl-C, how long join requests in progress may take to finish before the rest are refused")
 	logFormat := fs.String("log-format", "text", "log format: `text` or json (durations in seconds, under keys ending in _seconds)")
+	callsFile := fs.String("calls", "", "the call directory `file`: one call per line, 'CALL-ID PASSCODE [NAME]' (- for no passcode); joins to other calls are refused item-not-found, a wrong passcode forbidden (default: accept every join)")
+	webAddr := fs.String("web", "", "serve the join page (a web user joining a call over XMPP-over-WebSocket) on this `host:port`; with -demo, once the scenario is over (-stay), the lab answering its WebSocket side")
+	webWS := fs.String("web-ws", "", "the page's default XMPP-over-WebSocket `URL` (Prosody: ws://HOST:5280/xmpp-websocket); with -demo, the lab's own endpoint")
+	webDomain := fs.String("web-domain", "", "the page's default XMPP `domain` for the anonymous login (default: -domain)")
 	verbose := fs.Bool("v", false, "debug logs: the DNS answers, the servers in the order to try, each server's certificate")
 	version := fs.Bool("version", false, "print the version (module version, VCS revision, Go version) and exit")
 	if code, ok := settings.ParseCommandLine(prog, fs, args, stderr); !ok {
@@ -78,6 +83,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *grace < 0 {
 		return invalid("-shutdown-grace: must not be negative")
 	}
+	var calls callDirectory
+	if *callsFile != "" {
+		if calls, err = loadCalls(*callsFile); err != nil {
+			return invalid("-calls: " + err.Error())
+		}
+	}
 	var statusLn net.Listener
 	if *statusAddr != "" {
 		if statusLn, err = net.Listen("tcp", *statusAddr); err != nil {
@@ -86,13 +97,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer statusLn.Close()
 	}
 
+	var webLn net.Listener
+	if *webAddr != "" {
+		if webLn, err = net.Listen("tcp", *webAddr); err != nil {
+			return invalid("-web: " + err.Error())
+		}
+		defer webLn.Close()
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := notifyHUP() // from here on SIGHUP never kills the process
 	defer signal.Stop(hup)
 
 	if *demo {
-		if err := runDemo(ctx, stdout, demoOptions{stay: *stay, status: statusLn}); err != nil {
+		if err := runDemo(ctx, stdout, demoOptions{stay: *stay, status: statusLn, web: webLn}); err != nil {
 			fmt.Fprintf(stderr, "%s: demo: %v\n", prog, err)
 			return 1
 		}
@@ -105,19 +124,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return invalid(settings.Problems(err)...)
 	}
-	var sessions atomic.Uint64
-	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
-		id := fmt.Sprintf("%s-%d", s.Name, sessions.Add(1))
-		log.Info("join request accepted", "caller", req.From.String(), "call", req.Call, "display_name", req.DisplayName, "session", id)
-		return &component.JoinResult{Session: id}, nil
-	})
+	b.HandleJoin(joinHandler(s.Name, calls, log))
 	b.HandleIQ("query", nsDiscoInfo, discoInfo)
 
 	log.Info("starting", startingAttrs(&s, cfg, *statusAddr, *grace)...)
+	if calls != nil {
+		log.Info("call directory loaded: joins to other calls are refused", "file", *callsFile, "calls", len(calls))
+	} else {
+		log.Info("no call directory (-calls): every join is accepted")
+	}
 	stopStatus := func() {}
 	if statusLn != nil {
 		log.Info("status server listening", "addr", statusLn.Addr().String())
 		stopStatus = serveStatus(statusLn, statusHandler(b), log)
+	}
+	if webLn != nil {
+		eff := cfg.WithDefaults()
+		wc := webConfig{WS: *webWS, Domain: *webDomain, Bridge: eff.Name + "." + eff.Domain}
+		if wc.Domain == "" {
+			wc.Domain = eff.Domain
+		}
+		log.Info("join page listening", "url", "http://"+webLn.Addr().String()+"/", "ws", wc.WS, "domain", wc.Domain, "bridge", wc.Bridge)
+		stopWeb := serveStatus(webLn, webHandler(wc, nil), log)
+		defer stopWeb()
 	}
 	// Run until the bridge stops by itself or SIGINT/SIGTERM comes (SIGHUP
 	// reloads the secret and the CA file and retries at once); then drain:

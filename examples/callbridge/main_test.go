@@ -218,7 +218,7 @@ func cleanEnv() []string {
 
 func startLab(t *testing.T) (*callbridgetest.Lab, string) {
 	t.Helper()
-	l, err := callbridgetest.Start(callbridgetest.Options{
+	l, err := callbridgetest.NewLab(callbridgetest.Options{
 		Secret:  testSecret,
 		Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, Weight: 10}},
 		Logf:    t.Logf,

@@ -218,7 +218,7 @@ func TestSecretFromSystemdCredential(t *testing.T) {
 // and, with no fail-back flag given, moves back when the preferred server
 // returns; -v shows the DNS answer, the order to try and the certificates.
 func TestFailBackByDefault(t *testing.T) {
-	l, err := callbridgetest.Start(callbridgetest.Options{
+	l, err := callbridgetest.NewLab(callbridgetest.Options{
 		Secret: testSecret,
 		Servers: []callbridgetest.Server{
 			{Name: "xmpp1.example.com", Priority: 10, Weight: 10, Down: true},
@@ -415,7 +415,7 @@ func TestPermanentErrorsLoggedAtError(t *testing.T) {
 		p.waitLog(t, "xmpp server failed", "level", "ERROR", "kind", "auth", "permanent", "true")
 	})
 	t.Run("no SRV record", func(t *testing.T) {
-		l, err := callbridgetest.Start(callbridgetest.Options{
+		l, err := callbridgetest.NewLab(callbridgetest.Options{
 			Secret:  testSecret,
 			Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, Weight: 10}},
 			SRV:     callbridgetest.SRVNone,
@@ -428,7 +428,7 @@ func TestPermanentErrorsLoggedAtError(t *testing.T) {
 		p.waitLog(t, "xmpp lookup failed", "level", "ERROR", "kind", "no-service", "permanent", "true")
 	})
 	t.Run("server down", func(t *testing.T) {
-		l, err := callbridgetest.Start(callbridgetest.Options{
+		l, err := callbridgetest.NewLab(callbridgetest.Options{
 			Secret:  testSecret,
 			Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, Weight: 10, Down: true}},
 			Logf:    t.Logf,
@@ -563,7 +563,7 @@ func (p *proc) waitCount(t *testing.T, msg string, n int) int {
 // one every ten minutes), not one per probe. When the preferred server
 // returns, all of it says preferred again.
 func TestRunningOnBackup(t *testing.T) {
-	l, err := callbridgetest.Start(callbridgetest.Options{
+	l, err := callbridgetest.NewLab(callbridgetest.Options{
 		Secret: testSecret,
 		Servers: []callbridgetest.Server{
 			{Name: "xmpp1.example.com", Priority: 10, Weight: 10, Down: true},

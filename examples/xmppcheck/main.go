@@ -113,6 +113,10 @@ func acceptBridgeFlags(fs *flag.FlagSet, s *settings.Settings) map[string]bool {
 	fs.String("log-format", "text", why)
 	fs.Duration("shutdown-grace", 0, why)
 	fs.Bool("v", false, why)
+	fs.String("calls", "", why)
+	fs.String("web", "", why)
+	fs.String("web-ws", "", why)
+	fs.String("web-domain", "", why)
 	ignored := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) {
 		if !before[f.Name] && f.Name != "ping-timeout" {

@@ -44,7 +44,7 @@ func startLab(t *testing.T, opts callbridgetest.Options) (*callbridgetest.Lab, s
 		opts.Secret = testSecret // cb1.example.com is registered with it
 	}
 	opts.Logf = t.Logf
-	l, err := callbridgetest.Start(opts)
+	l, err := callbridgetest.NewLab(opts)
 	require.NoError(t, err)
 	t.Cleanup(l.Close)
 	ca := filepath.Join(t.TempDir(), "ca.pem")

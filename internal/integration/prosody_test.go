@@ -54,7 +54,13 @@ type prosodyOptions struct {
 	Users map[string]string
 	// Debug logs at Prosody's debug level (every stanza) instead of info.
 	Debug bool
+	// WebSocket also serves XMPP over WebSocket (RFC 7395, mod_websocket)
+	// on HTTPPort, with the anonymous host guestDomain for web users.
+	WebSocket bool
 }
+
+// guestDomain is the anonymous host of a prosodyOptions.WebSocket instance.
+const guestDomain = "guest." + domain
 
 // prosody is a running (or stopped) Prosody instance. Its addresses and ports
 // stay the same across Stop and Start, for failover tests.
@@ -74,6 +80,8 @@ type prosody struct {
 	debug                           bool
 	// StartupTime is how long the last Start took until every port accepted.
 	StartupTime time.Duration
+	// HTTPPort serves XMPP over WebSocket; 0 unless WebSocket was set.
+	HTTPPort uint16
 
 	bin string
 	log *logBuffer
@@ -128,9 +136,13 @@ func newProsody(t testing.TB, opts prosodyOptions) *prosody {
 		t: t, FQDN: opts.FQDN, IP: opts.IP, PKI: opts.PKI, Cert: opts.Cert,
 		Secrets: opts.Components, debug: opts.Debug, bin: bin, log: &logBuffer{},
 	}
+	ports := []*uint16{&p.C2SPort, &p.ComponentPort, &p.TLSPort}
+	if opts.WebSocket {
+		ports = append(ports, &p.HTTPPort)
+	}
 	ip := p.IP.String()
 	var err error
-	for _, port := range []*uint16{&p.C2SPort, &p.ComponentPort, &p.TLSPort} {
+	for _, port := range ports {
 		*port, err = freePort(ip, false)
 		require.NoError(t, err, "loopback address %s must be usable (Linux routes all of 127/8 to lo)", ip)
 	}
@@ -213,12 +225,26 @@ func (p *prosody) config(certDir string) string {
 	fmt.Fprintf(&b, "ssl_interfaces = { %s }\n", ip)
 	fmt.Fprintf(&b, "ssl_ports = { %d } -- direct TLS, demultiplexed by net_multiplex\n", p.TLSPort)
 	fmt.Fprintf(&b, "ssl = %s\n", ssl)
-	b.WriteString(`modules_enabled = { "disco"; "saslauth"; "tls"; "ping"; "net_multiplex" }` + "\n")
+	if p.HTTPPort != 0 {
+		// XMPP over WebSocket for web users (the pitfalls, each seen: plain
+		// ws:// logins get no stream features without
+		// consider_websocket_secure; mod_http binds local_interfaces unless
+		// http_interfaces is set, and opens https on 5281 unless
+		// https_ports is empty).
+		b.WriteString(`modules_enabled = { "disco"; "saslauth"; "tls"; "ping"; "net_multiplex"; "websocket" }` + "\n")
+		fmt.Fprintf(&b, "http_interfaces = { %s }\nhttp_ports = { %d }\nhttps_ports = { }\n", ip, p.HTTPPort)
+		b.WriteString("consider_websocket_secure = true\n")
+	} else {
+		b.WriteString(`modules_enabled = { "disco"; "saslauth"; "tls"; "ping"; "net_multiplex" }` + "\n")
+	}
 	b.WriteString(`modules_disabled = { "s2s"; "offline" }` + "\n")
 	b.WriteString(`authentication = "internal_hashed"` + "\n")
 	b.WriteString(`storage = "internal"` + "\n\n")
 	// The TLS SNI must name this host: Prosody refuses others.
 	fmt.Fprintf(&b, "VirtualHost %s\n  ssl = %s\n\n", lua(domain), ssl)
+	if p.HTTPPort != 0 {
+		fmt.Fprintf(&b, "VirtualHost %s\n  authentication = \"anonymous\"\n  ssl = %s\n\n", lua(guestDomain), ssl)
+	}
 	addrs := make([]string, 0, len(p.Secrets))
 	for a := range p.Secrets {
 		addrs = append(addrs, a)
@@ -235,6 +261,14 @@ func (p *prosody) TLSAddr() string { return p.hostPort(p.TLSPort) }
 
 // ComponentAddr is the plain TCP XEP-0114 address.
 func (p *prosody) ComponentAddr() string { return p.hostPort(p.ComponentPort) }
+
+// WebSocketURL is the XMPP-over-WebSocket URL; "" unless WebSocket was set.
+func (p *prosody) WebSocketURL() string {
+	if p.HTTPPort == 0 {
+		return ""
+	}
+	return "ws://" + p.hostPort(p.HTTPPort) + "/xmpp-websocket"
+}
 
 // C2SAddr is the client-to-server address (STARTTLS).
 func (p *prosody) C2SAddr() string { return p.hostPort(p.C2SPort) }
@@ -257,7 +291,11 @@ func (p *prosody) Start() {
 	proc, err := startChild("prosody "+p.FQDN, cmd, p.log, p.ConfigFile)
 	require.NoError(p.t, err)
 	p.proc = proc
-	err = waitAccepting(proc, 10*time.Second, p.TLSAddr(), p.C2SAddr(), p.ComponentAddr())
+	addrs := []string{p.TLSAddr(), p.C2SAddr(), p.ComponentAddr()}
+	if p.HTTPPort != 0 {
+		addrs = append(addrs, p.hostPort(p.HTTPPort))
+	}
+	err = waitAccepting(proc, 10*time.Second, addrs...)
 	p.StartupTime = time.Since(begin)
 	require.NoError(p.t, err)
 	p.t.Logf("prosody %s on %s started in %v (pid %d)", p.FQDN, p.IP, p.StartupTime.Round(time.Millisecond), cmd.Process.Pid)

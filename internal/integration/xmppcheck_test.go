@@ -29,9 +29,17 @@ var built struct {
 	out  []byte
 }
 
-// xmppcheckBinary builds examples/xmppcheck into a temporary directory the
-// first time it is asked for, and returns its path.
-func xmppcheckBinary(t *testing.T) string {
+// xmppcheckBinary returns the path of examples/xmppcheck, built for this
+// run.
+func xmppcheckBinary(t *testing.T) string { return exampleBinary(t, "xmppcheck") }
+
+// callbridgeBinary returns the path of examples/callbridge, built for this
+// run.
+func callbridgeBinary(t *testing.T) string { return exampleBinary(t, "callbridge") }
+
+// exampleBinary builds the example binaries into a temporary directory the
+// first time one is asked for, and returns the path of the named one.
+func exampleBinary(t *testing.T, name string) string {
 	t.Helper()
 	built.once.Do(func() {
 		built.dir, built.err = os.MkdirTemp("", "cblink-integration-bin")
@@ -40,11 +48,12 @@ func xmppcheckBinary(t *testing.T) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(built.dir, "xmppcheck"), "github.com/cblink/cblink/examples/xmppcheck")
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", built.dir+string(filepath.Separator),
+			"github.com/cblink/cblink/examples/xmppcheck", "github.com/cblink/cblink/examples/callbridge")
 		built.out, built.err = cmd.CombinedOutput()
 	})
-	require.NoError(t, built.err, "go build examples/xmppcheck: %s", built.out)
-	return filepath.Join(built.dir, "xmppcheck")
+	require.NoError(t, built.err, "go build examples/xmppcheck examples/callbridge: %s", built.out)
+	return filepath.Join(built.dir, name)
 }
 
 // removeBuilt deletes the binaries built for this run.

@@ -6,6 +6,8 @@ import (
 	"encoding/xml"
 	"fmt"
 	"log/slog"
+	"strings"
+	"testing"
 )
 
 // Formattings renders v every way a program might print or encode it: fmt
@@ -33,4 +35,16 @@ func Formattings(v any) []string {
 		out = append(out, b.String())
 	}
 	return out
+}
+
+// NeverShows fails t when any formatting of any of vs shows secret.
+func NeverShows(t testing.TB, secret string, vs ...any) {
+	t.Helper()
+	for _, v := range vs {
+		for _, s := range Formattings(v) {
+			if strings.Contains(s, secret) {
+				t.Errorf("a formatting of %T shows the secret: %s", v, s)
+			}
+		}
+	}
 }

@@ -1,0 +1,250 @@
+package callbridge
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/component/componenttest"
+)
+
+// counters lists every counter of Stats by name.
+func counters(st Stats) map[string]uint64 {
+	m := map[string]uint64{
+		"connects": st.Connects, "stanzas_in": st.StanzasIn, "stanzas_out": st.StanzasOut,
+		"joins_handled": st.JoinsHandled, "joins_refused": st.JoinsRefused,
+		"requests_shed": st.RequestsShed, "requests_refused": st.RequestsRefused,
+	}
+	for k, v := range st.Disconnects {
+		m["disconnects_"+string(k)] = v
+	}
+	for k, v := range st.ConnectFailures {
+		m["connect_failures_"+string(k)] = v
+	}
+	return m
+}
+
+// sampler reads Stats in a tight loop and records every counter that
+// went back.
+type sampler struct {
+	stop, done chan struct{}
+	mu         sync.Mutex
+	backwards  []string
+	samples    int
+}
+
+func sample(b *Bridge) *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		prev := counters(b.Stats())
+		for {
+			select {
+			case <-s.stop:
+				return
+			default:
+			}
+			cur := counters(b.Stats())
+			s.mu.Lock()
+			s.samples++
+			for k, v := range prev {
+				if cur[k] < v {
+					s.backwards = append(s.backwards, fmt.Sprintf("%s %d -> %d", k, v, cur[k]))
+				}
+			}
+			s.mu.Unlock()
+			prev = cur
+		}
+	}()
+	return s
+}
+
+func (s *sampler) end() (backwards []string, samples int) {
+	close(s.stop)
+	<-s.done
+	return s.backwards, s.samples
+}
+
+// TestStatsNeverGoBack: every counter of Stats only grows, sampled
+// without pause across a fail-back (the old link draining), an Update,
+// a dropped link and Close.
+func TestStatsNeverGoBack(t *testing.T) {
+	r := newRig(t, 10, 20)
+	r.servers[0].Stop()
+	cfg := r.config()
+	cfg.FailBack = true
+	cfg.FailBackInterval = 20 * time.Millisecond
+	cfg.DrainTimeout = 200 * time.Millisecond
+	rb := r.start(cfg)
+	rb.waitConnectedTo(t, r.names[1], 10*time.Second)
+	s := sample(rb.Bridge)
+	for i := range 3 {
+		assert.Contains(t, join(t, r.servers[1], fmt.Sprint("b", i), "1234"), "joined")
+	}
+	require.NoError(t, r.servers[0].Start())
+	rb.waitConnectedTo(t, r.names[0], 10*time.Second) // fail-back: xmpp2's link drains
+	assert.Contains(t, join(t, r.servers[0], "f", "1234"), "joined")
+	require.NoError(t, rb.Update(cfg))
+	rb.waitEvent(t, 10*time.Second, func(ev Event) bool { return ev.From == Draining })
+	rb.waitState(t, Connected, 10*time.Second)
+	assert.Contains(t, join(t, r.servers[0], "u", "1234"), "joined")
+	r.servers[0].CloseClientConnections() // dropped
+	rb.waitEvent(t, 10*time.Second, func(ev Event) bool { return ev.From == Connected && ev.To == Resolving })
+	rb.waitState(t, Connected, 10*time.Second)
+	assert.Contains(t, join(t, r.servers[0], "d", "1234"), "joined")
+	require.NoError(t, rb.Close())
+	backwards, n := s.end()
+	t.Logf("%d samples", n)
+	assert.Empty(t, backwards, "counters went back")
+	st := rb.Stats()
+	assert.EqualValues(t, 6, st.JoinsHandled)
+	assert.GreaterOrEqual(t, st.StanzasIn, uint64(6))
+	assert.GreaterOrEqual(t, st.StanzasOut, uint64(6))
+	assert.Equal(t, 0, st.Running)
+}
+
+// blockingJoins runs a bridge whose join handler blocks until release is
+// closed or its ctx ends (then it returns ctx's error, as a cooperative
+// handler does), connected to the rig's first server.
+func blockingJoins(t *testing.T, r *rig, cfg Config, release <-chan struct{}) (*Bridge, func() error, *componenttest.Conn, chan string) {
+	t.Helper()
+	b, err := New(cfg)
+	require.NoError(t, err)
+	started := make(chan string, 16)
+	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		started <- req.ID
+		select {
+		case <-release:
+			return &component.JoinResult{Session: "s-" + req.ID}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	wait, conn := runConnected(t, r, b)
+	return b, wait, conn, started
+}
+
+// TestUpdateDrainIsNotConnected: while Update's old link finishes its
+// requests the state is Draining (not ready) and the link refuses new
+// joins; waiting for Connected then means the new link.
+func TestUpdateDrainIsNotConnected(t *testing.T) {
+	r := newRig(t, 10)
+	cfg := r.config()
+	cfg.DrainTimeout = time.Minute
+	release := make(chan struct{})
+	b, _, conn, started := blockingJoins(t, r, cfg, release)
+	replies := sendJoins(conn, "j1")
+	<-started
+	require.NoError(t, b.Update(cfg))
+	awaitStatus(t, b, 10*time.Second, "draining", func(st Status) bool { return st.State == Draining })
+	late := collect(t, sendJoins(conn, "late"), 1)
+	assert.Contains(t, late["late"], "service-unavailable", "a draining link refuses new joins")
+	assert.Equal(t, Draining, b.Status().State, "still draining: j1 runs")
+	close(release)
+	assert.Contains(t, collect(t, replies, 1)["j1"], "s-j1", "j1 finished on the old link")
+	awaitStatus(t, b, 10*time.Second, "connected", func(st Status) bool { return st.State == Connected })
+	c, err := r.servers[0].WaitConn(context.Background(), testAddr)
+	require.NoError(t, err)
+	assert.NotSame(t, conn, c, "Connected again means the new link")
+}
+
+// TestShutdownReportsCutUpdateDrain: a Shutdown whose ctx ends while an
+// Update's old link still drains cuts that drain short and says so.
+func TestShutdownReportsCutUpdateDrain(t *testing.T) {
+	r := newRig(t, 10)
+	cfg := r.config()
+	cfg.DrainTimeout = time.Minute
+	release := make(chan struct{})
+	defer close(release)
+	b, _, conn, started := blockingJoins(t, r, cfg, release)
+	replies := sendJoins(conn, "j1")
+	<-started
+	require.NoError(t, b.Update(cfg))
+	awaitStatus(t, b, 10*time.Second, "draining", func(st Status) bool { return st.State == Draining })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, b.Shutdown(ctx), context.DeadlineExceeded, "the deadline cut j1 short")
+	assert.Contains(t, collect(t, replies, 1)["j1"], "service-unavailable")
+}
+
+// TestStoppingRefusesAtOnce: once Stopping is published, a join that
+// arrives is refused (service-unavailable), never run.
+func TestStoppingRefusesAtOnce(t *testing.T) {
+	for round := range 10 {
+		r := newRig(t, 10)
+		release := make(chan struct{})
+		b, _, conn, started := blockingJoins(t, r, r.config(), release)
+		replies := sendJoins(conn, "j1")
+		<-started
+		shut := make(chan error, 1)
+		go func() { shut <- b.Shutdown(context.Background()) }()
+		awaitStatus(t, b, 10*time.Second, "stopping", func(st Status) bool { return st.State == Stopping })
+		late := collect(t, sendJoins(conn, "late"), 1)
+		assert.Contains(t, late["late"], "service-unavailable", "round %d: a join after Stopping is refused", round)
+		close(release)
+		require.NoError(t, <-shut)
+		assert.Contains(t, collect(t, replies, 1)["j1"], "s-j1", "j1 drained")
+		select {
+		case id := <-started:
+			t.Fatalf("round %d: %s ran after Stopping", round, id)
+		default:
+		}
+	}
+}
+
+// TestHandlerCutByCloseIsRetryLater: a cooperative handler that returns
+// its ctx's error (or wraps it) when Close cuts it is answered
+// service-unavailable, type wait, never internal-server-error.
+func TestHandlerCutByCloseIsRetryLater(t *testing.T) {
+	for _, wrap := range []bool{false, true} {
+		t.Run(fmt.Sprint("wrapped=", wrap), func(t *testing.T) {
+			r := newRig(t, 10)
+			b, err := New(r.config())
+			require.NoError(t, err)
+			started := make(chan struct{})
+			b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+				close(started)
+				<-ctx.Done()
+				if wrap {
+					return nil, fmt.Errorf("backend call: %w", ctx.Err())
+				}
+				return nil, ctx.Err()
+			})
+			_, conn := runConnected(t, r, b)
+			replies := sendJoins(conn, "j1")
+			<-started
+			require.NoError(t, b.Close())
+			got := collect(t, replies, 1)["j1"]
+			assert.Contains(t, got, "service-unavailable")
+			assert.Contains(t, got, "type='wait'")
+		})
+	}
+}
+
+// TestSlowSubscriberToldOfGap: a subscriber that falls behind more than
+// the queue holds learns how many events it lost, in the event after the
+// gap.
+func TestSlowSubscriberToldOfGap(t *testing.T) {
+	h := newHub()
+	events, cancel := h.subscribe()
+	defer cancel()
+	states := []State{Resolving, Connecting}
+	const n = maxQueued + 100
+	for i := range n {
+		h.update(func(s *Status) { s.State = states[i%2] })
+	}
+	h.update(func(s *Status) { s.State = Stopped })
+	got, dropped := 0, 0
+	for ev := range events {
+		got++
+		dropped += ev.Dropped
+	}
+	assert.Equal(t, n+1, got+dropped, "every event received or counted as dropped")
+	assert.Positive(t, dropped)
+}

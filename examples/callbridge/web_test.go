@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cblink/cblink/internal/pagetest"
+)
+
+// TestJoinPageSelfContained: the page fetches nothing from elsewhere (no
+// src, href or import; a CSP that allows only itself and WebSockets) and
+// says what is modelled; /config.json carries the settings.
+func TestJoinPageSelfContained(t *testing.T) {
+	srv := httptest.NewServer(webHandler(webConfig{WS: "ws://127.0.0.1:5280/xmpp-websocket", Domain: "guest.example.com", Bridge: "cb1.example.com"}, nil))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, pageCSP, resp.Header.Get("Content-Security-Policy"))
+	page := string(joinPage)
+	for _, attr := range []string{"src=", "href=", "@import", "url(", "http://", "https://"} {
+		assert.NotContains(t, page, attr, "nothing fetched from elsewhere")
+	}
+	assert.Contains(t, page, "simplification")
+	assert.Contains(t, page, "urn:cblink:join:0")
+	assert.JSONEq(t, `{"ws":"ws://127.0.0.1:5280/xmpp-websocket","domain":"guest.example.com","bridge":"cb1.example.com","demo":false}`,
+		httpGet(t, srv.URL+"/config.json"))
+	resp, err = http.Post(srv.URL+"/demo/crash", "text/plain", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "no crash control without the demo")
+}
+
+var pageURL = regexp.MustCompile(`(?m)^\s+(http://127\.0\.0\.1:\d+/)$`)
+var wsURL = regexp.MustCompile(`(?m)^\s+(ws://127\.0\.0\.1:\d+/xmpp-websocket)$`)
+
+// TestJoinPageInBrowser opens the page of `-demo -stay -web` in headless
+// Chromium: it loads with the lab's endpoint, shows accepted, forbidden,
+// item-not-found and bad-request as such, and after "crash the server in
+// use" the bridge fails over and the next join is accepted. It logs the
+// click-to-answer time and the join round trip inside the page (median,
+// p90). CBLINK_SCREENSHOT=FILE keeps the screenshot (the README's is made
+// so).
+func TestJoinPageInBrowser(t *testing.T) {
+	pagetest.ChromiumPath(t)
+	p := startProc(t, nil, "-demo", "-stay", "-web", "127.0.0.1:0")
+	out := p.waitOutput(t, "/xmpp-websocket")
+	page := pageURL.FindStringSubmatch(out)
+	ws := wsURL.FindStringSubmatch(out)
+	require.NotNil(t, page, out)
+	require.NotNil(t, ws, out)
+
+	pg := pagetest.Open(t, page[1])
+	assert.Equal(t, ws[1], pagetest.Eval[string](pg, `document.getElementById('ws').value`))
+	assert.Equal(t, "cb1.example.com", pagetest.Eval[string](pg, `document.getElementById('bridge').value`))
+	pg.WaitFor(`document.getElementById('server-in-use').textContent === 'xmpp2.example.com'`)
+
+	for _, tc := range []struct {
+		name, call, passcode, outcome, text string
+	}{
+		{"accepted", "100", "1234", "accepted", "session s-100-"},
+		{"forbidden", "100", "0000", "forbidden", "wrong passcode"},
+		{"item-not-found", "300", "", "item-not-found", "unknown call"},
+		{"bad-request", "", "", "bad-request", "malformed"},
+	} {
+		a := pg.Join(tc.call, tc.passcode, "Ann "+tc.name)
+		assert.Equal(t, tc.outcome, a.Outcome, tc.name)
+		assert.Contains(t, a.Text, tc.text, tc.name)
+	}
+
+	// Failover between two joins: crash xmpp2 (in use); xmpp1 is up.
+	pg.Click("#crash")
+	pg.WaitFor(`document.getElementById('server-in-use').textContent === 'xmpp1.example.com' && document.getElementById('state').textContent === 'connected'`)
+	a := pg.Join("100", "1234", "After failover")
+	assert.Equal(t, "accepted", a.Outcome, a.Text)
+	assert.Contains(t, pagetest.Eval[string](pg, `document.querySelector('#history tbody tr').textContent`), "xmpp1.example.com")
+	p.waitOutput(t, "web: xmpp2.example.com crashed from the page")
+	p.waitOutput(t, "[bridge] Connected: to xmpp1.example.com")
+	shot := pg.Screenshot()
+	dst := os.Getenv("CBLINK_SCREENSHOT")
+	if dst == "" {
+		dst = filepath.Join(t.TempDir(), "join-page.png")
+	}
+	require.NoError(t, os.WriteFile(dst, shot, 0o644))
+	img, err := png.Decode(bytes.NewReader(shot))
+	require.NoError(t, err)
+	green := 0 // the accepted answer's background, #d8f5d8
+	for y := img.Bounds().Min.Y; y < img.Bounds().Max.Y; y++ {
+		for x := img.Bounds().Min.X; x < img.Bounds().Max.X; x++ {
+			if r, g, b, _ := img.At(x, y).RGBA(); r>>8 == 0xd8 && g>>8 == 0xf5 && b>>8 == 0xd8 {
+				green++
+			}
+		}
+	}
+	assert.Greater(t, green, 1000, "the accepted answer is drawn on green")
+
+	var rtts, clicks []time.Duration
+	for range 20 {
+		a := pg.Join("200", "", "Timed")
+		require.Equal(t, "accepted", a.Outcome, a.Text)
+		rtts = append(rtts, a.RTT)
+		clicks = append(clicks, a.Click)
+	}
+	rm, r90 := pagetest.Percentiles(rtts)
+	cm, c90 := pagetest.Percentiles(clicks)
+	bm, b90 := pagetest.Percentiles(pg.RoundTrips(50, "200", "cb1.example.com"))
+	t.Logf("against the lab (20 joins, after the failover): click to answer median %v, p90 %v; join round trip in the page, clicked: median %v, p90 %v; back to back from the page's client (50, no click): median %v, p90 %v",
+		cm, c90, rm, r90, bm, b90)
+
+}
+
+// TestWebFlags: without -demo, -web serves the page configured by -web-ws
+// and -web-domain, next to a bridge with the usual settings.
+func TestWebFlags(t *testing.T) {
+	l, ca := startLab(t)
+	p := startProc(t, []string{"CBLINK_SECRET=" + testSecret}, "-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(),
+		"-ca", ca, "-log-format", "json", "-web", "127.0.0.1:0",
+		"-web-ws", "ws://127.0.0.1:5280/xmpp-websocket", "-web-domain", "guest.example.com")
+	line := p.waitLog(t, "join page listening")
+	page, _ := line["url"].(string)
+	require.True(t, strings.HasPrefix(page, "http://127.0.0.1:"), "%v", line)
+	assert.JSONEq(t, `{"ws":"ws://127.0.0.1:5280/xmpp-websocket","domain":"guest.example.com","bridge":"cb1.example.com","demo":false}`,
+		httpGet(t, page+"config.json"))
+	assert.Contains(t, httpGet(t, page), "<title>cblink: join a call as a web user</title>")
+}
