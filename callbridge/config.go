@@ -145,7 +145,13 @@ type Config struct {
 	FailBack         bool
 	FailBackInterval time.Duration
 
-	// Logger receives one line per state change and problem; nil discards.
+	// Logger receives one line per event; nil discards. INFO: the link up
+	// ("xmpp link connected", with the outage's length after one) and the
+	// stop; WARN: a link lost, a transient failure of an attempt or a
+	// lookup ("xmpp server failed", "xmpp lookup failed"), a backup in use
+	// while the preferred server fails (at most every ten minutes); ERROR:
+	// a failure only an operator can fix (ErrorKind.Permanent). The
+	// connection steps, the waits and the links' own lines are DEBUG.
 	Logger *slog.Logger
 }
 
