@@ -369,7 +369,8 @@ func TestInstallAsDocumented(t *testing.T) {
 	require.NoError(t, exec.Command("cp", "-a", "/usr/lib/systemd/system", sys).Run())
 	require.NoError(t, os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755))
 	require.NoError(t, os.Symlink("usr/bin", filepath.Join(root, "bin")))
-	require.NoError(t, exec.Command("cp", "/usr/bin/kill", filepath.Join(root, "usr/bin/kill")).Run())
+	// ExecReload's /bin/kill (Debian's procps, priority important).
+	require.NoError(t, exec.Command("cp", "/bin/kill", filepath.Join(root, "usr/bin/kill")).Run(), "/bin/kill: apt-get install procps")
 	verify := exec.CommandContext(ctx, analyze, "verify", "--root="+root, "/etc/systemd/system/cblink.service")
 	out, err = verify.CombinedOutput()
 	assert.NoError(t, err, "systemd-analyze verify: %s", out)
