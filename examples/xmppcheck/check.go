@@ -434,7 +434,10 @@ func (c *checker) servedNames(ctx context.Context, addr string) []string {
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		return nil
 	}
-	return tconn.ConnectionState().PeerCertificates[0].DNSNames
+	if certs := tconn.ConnectionState().PeerCertificates; len(certs) > 0 {
+		return certs[0].DNSNames
+	}
+	return nil
 }
 
 func chainHint(ce *tlsverify.ChainError) string {
