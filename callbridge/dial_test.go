@@ -74,7 +74,14 @@ func TestRaceDial(t *testing.T) {
 			if f.delay == nil {
 				f.delay = map[string]time.Duration{}
 			}
-			conn, got, err := raceDial(context.Background(), f.dial, []netip.AddrPort{a, b, c}, 10*time.Millisecond)
+			// The next address starts after a stagger only when one is
+			// slow: where none is, an hour, so that a busy machine's
+			// scheduling cannot start it.
+			stagger := time.Hour
+			if len(tc.delay) > 0 {
+				stagger = 10 * time.Millisecond
+			}
+			conn, got, err := raceDial(context.Background(), f.dial, []netip.AddrPort{a, b, c}, stagger)
 			require.NoError(t, err)
 			defer conn.Close()
 			assert.Equal(t, tc.want, got)
