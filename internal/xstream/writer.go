@@ -42,10 +42,11 @@ type Writer struct {
 	pend    []byte
 	spare   []byte        // the buffer of the last write, for the next queue
 	busy    bool          // a write is in progress (the goroutine's or Flush's)
+	parked  bool          // the goroutine waits on wake; cleared by whoever wakes it
 	err     error         // sticky: first write error, or ErrWriterClosed
 	closing bool          // no more Appends; drain then stop
 	drained chan struct{} // closed when pend is taken; nil until someone waits
-	wake    chan struct{} // wakes the goroutine: it may have work
+	wake    chan struct{} // wakes the parked goroutine
 	done    chan struct{}
 
 	lastWrite atomic.Int64 // unix nanoseconds of the last completed write
@@ -116,16 +117,16 @@ func (w *Writer) waitRoom(ctx context.Context) error {
 	return nil
 }
 
-// appendLocked queues what encode appends, and wakes the goroutine if it
-// may be waiting for it (wake); w.mu is held, and released. During a write
-// no wake-up is needed: the goroutine looks at the queue again after its
-// own write, and Flush wakes it after its write if something is queued.
+// appendLocked queues what encode appends, and wakes the goroutine if
+// wake and it waits for this; w.mu is held, and released. It does not
+// wait for this when something was queued already: it was woken for that,
+// or AppendDeferred queued it and Flush writes it.
 func (w *Writer) appendLocked(encode func([]byte) []byte, wake bool) error {
 	if err := w.errLocked(); err != nil {
 		w.mu.Unlock()
 		return err
 	}
-	wake = wake && len(w.pend) == 0 && !w.busy
+	wake = wake && len(w.pend) == 0 && w.wakeLocked()
 	w.pend = encode(w.pend)
 	w.mu.Unlock()
 	if wake {
@@ -168,6 +169,19 @@ func (w *Writer) Flush() {
 	}
 }
 
+// wakeLocked reports whether the goroutine must be woken (signal, once
+// w.mu is released) for a change that may give it work: it is parked and
+// no write is in progress. During a write, whoever writes looks at the
+// queue after it: the goroutine itself, or Flush, which wakes it then.
+// w.mu is held.
+func (w *Writer) wakeLocked() bool {
+	if !w.parked || w.busy {
+		return false
+	}
+	w.parked = false
+	return true
+}
+
 // Pending returns the number of bytes queued and not yet handed to the
 // connection.
 func (w *Writer) Pending() int {
@@ -186,6 +200,8 @@ func (w *Writer) errLocked() error {
 	return nil
 }
 
+// signal wakes the goroutine, after wakeLocked. It never blocks: wake
+// has room for one wake-up, and wakeLocked grants one per parking.
 func (w *Writer) signal() {
 	select {
 	case w.wake <- struct{}{}:
@@ -236,8 +252,11 @@ func (w *Writer) Seal(final []byte) {
 		w.pend = append(w.pend, final...)
 		w.closing = true
 	}
+	wake := w.wakeLocked()
 	w.mu.Unlock()
-	w.signal()
+	if wake {
+		w.signal()
+	}
 }
 
 // Abort stops the writer at once, dropping what is queued. When the
@@ -258,6 +277,7 @@ func (w *Writer) Abort(cause error) {
 		close(w.drained)
 		w.drained = nil
 	}
+	wake := w.wakeLocked()
 	w.mu.Unlock()
 	// Interrupt a write in progress. The loop checks aborted after setting
 	// each write's deadline, so whichever runs last, the write ends.
@@ -265,7 +285,9 @@ func (w *Writer) Abort(cause error) {
 	if dl, ok := w.w.(deadliner); ok {
 		_ = dl.SetWriteDeadline(time.Unix(1, 0))
 	}
-	w.signal()
+	if wake {
+		w.signal()
+	}
 }
 
 func (w *Writer) loop() {
@@ -273,6 +295,7 @@ func (w *Writer) loop() {
 	for {
 		w.mu.Lock()
 		for w.busy || (len(w.pend) == 0 && w.err == nil && !w.closing) {
+			w.parked = true
 			w.mu.Unlock()
 			<-w.wake
 			w.mu.Lock()
@@ -309,9 +332,9 @@ func (w *Writer) takeLocked() []byte {
 
 // write writes out, which takeLocked took, to the connection within the
 // write timeout, and ends the write in progress. It reports whether the
-// goroutine has work: something was queued meanwhile, the writer is
-// closing, or it failed.
-func (w *Writer) write(out []byte) (more bool) {
+// goroutine must be woken (signal): it is parked, and something was queued
+// meanwhile, the writer is closing, or it failed.
+func (w *Writer) write(out []byte) (wake bool) {
 	if dl, ok := w.w.(deadliner); ok {
 		_ = dl.SetWriteDeadline(time.Now().Add(w.writeTimeout))
 		if w.aborted.Load() {
@@ -335,5 +358,5 @@ func (w *Writer) write(out []byte) (more bool) {
 	if err != nil && w.err == nil {
 		w.err = err
 	}
-	return len(w.pend) > 0 || w.closing || w.err != nil
+	return (len(w.pend) > 0 || w.closing || w.err != nil) && w.wakeLocked()
 }
