@@ -248,3 +248,43 @@ func TestWriterAppendDeferredWaitsForRoom(t *testing.T) {
 	close(c.release)
 	require.NoError(t, w.Close(ctx, nil))
 }
+
+// notifyConn tells of each write on written.
+type notifyConn struct{ written chan int }
+
+func (c *notifyConn) Write(p []byte) (int, error) {
+	c.written <- len(p)
+	return len(p), nil
+}
+
+// BenchmarkWriterReplies: a goroutine queues a batch of replies and then
+// waits for the next request, which comes once the batch is written (as
+// the reader does; here the wait is for the write itself). wake: Append,
+// the writer's goroutine writes; flush: AppendDeferred and Flush, the
+// caller writes.
+func BenchmarkWriterReplies(b *testing.B) {
+	batch := bytes.Repeat([]byte("<iq type='result' id='flood-123456' from='cb1.example.com' to='example.com'/>"), 64)
+	add := func(p []byte) []byte { return append(p, batch...) }
+	for _, mode := range []string{"wake", "flush"} {
+		b.Run(mode, func(b *testing.B) {
+			c := &notifyConn{written: make(chan int, 1)}
+			w := NewWriter(c, 0, 0)
+			defer w.Abort(nil)
+			ctx := context.Background()
+			b.SetBytes(int64(len(batch)))
+			for b.Loop() {
+				if mode == "wake" {
+					if err := w.Append(ctx, add); err != nil {
+						b.Fatal(err)
+					}
+				} else {
+					if err := w.AppendDeferred(ctx, add); err != nil {
+						b.Fatal(err)
+					}
+					w.Flush()
+				}
+				<-c.written
+			}
+		})
+	}
+}
