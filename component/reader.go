@@ -18,16 +18,17 @@ import (
 // also counts reads, which prove the server alive.
 type deadlineReader struct {
 	conn    net.Conn
-	flush   func()        // called before blocking, to send the replies batched so far
-	timeout time.Duration // 0: no deadline (handshake, or disabled)
+	flush   func(full bool) // called before each read, to send the replies batched so far
+	timeout time.Duration   // 0: no deadline (handshake, or disabled)
 	margin  time.Duration
 	last    time.Time
+	full    bool          // the last read filled its buffer: more is probably waiting
 	reads   atomic.Uint64 // reads that returned data
 }
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
 	if r.flush != nil {
-		r.flush()
+		r.flush(r.full)
 	}
 	if r.timeout > 0 {
 		if now := time.Now(); now.Sub(r.last) >= r.margin {
@@ -39,24 +40,50 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 	if n > 0 {
 		r.reads.Add(1)
 	}
+	r.full = n == len(p)
 	return n, err
 }
 
 // flushReplies queues the reader's batched replies; s.routeMu is held.
 func (s *Session) flushReplies() { s.flushRepliesCtx(s.ctx) }
 
-// flushBeforeRead flushes the reply batch before the reader blocks.
-func (s *Session) flushBeforeRead() {
+// flushBeforeRead sends the reply batch before the reader reads again.
+// The batch is queued under routeMu, as every flush is (the teardown
+// answers what the reader routed before it seals the stream). When the
+// last read filled its buffer (full), the next one probably returns more
+// at once: the writer's goroutine is woken, as for any Append, and writes
+// what is queued when it runs, with what the reader adds meanwhile.
+// Otherwise the reader is probably about to block, and it writes the
+// queue itself once routeMu is released, unless a write is in progress:
+// this saves a hand-off between goroutines per batch. That write is the
+// writer's (Writer.Flush): bounded by WriteTimeout, interrupted by Abort,
+// and a failure of it ends the link as any write error does.
+func (s *Session) flushBeforeRead(full bool) {
 	s.routeMu.Lock()
-	s.flushReplies()
+	queued := s.queueReplies(s.ctx, !full)
 	s.routeMu.Unlock()
+	if queued && !full {
+		s.w.Flush()
+	}
 }
 
 func (s *Session) flushRepliesCtx(ctx context.Context) {
+	s.queueReplies(ctx, false)
+}
+
+// queueReplies queues the reader's batched replies, with AppendDeferred
+// when deferred (the caller then calls Flush), and reports whether it
+// queued any; s.routeMu is held.
+func (s *Session) queueReplies(ctx context.Context, deferred bool) bool {
 	if len(s.rbatch) == 0 {
-		return
+		return false
 	}
-	err := s.w.Append(ctx, func(b []byte) []byte { return append(b, s.rbatch...) })
+	var err error
+	if deferred {
+		err = s.w.AppendDeferred(ctx, s.appendBatch)
+	} else {
+		err = s.w.Append(ctx, s.appendBatch)
+	}
 	if err == nil {
 		s.stats.out.Add(s.rcount)
 		s.stats.shed.Add(s.rshed)
@@ -65,13 +92,16 @@ func (s *Session) flushRepliesCtx(ctx context.Context) {
 		// The wait for room was cut short (the link is closing), but the
 		// stream can still carry these replies: keep them for the
 		// teardown, which queues them before its closing tag.
-		return
+		return false
 	}
 	s.rbatch, s.rcount, s.rshed, s.rrefused = s.rbatch[:0], 0, 0, 0
 	if cap(s.rbatch) > maxReplyBatch {
 		s.rbatch = nil
 	}
+	return err == nil
 }
+
+func (s *Session) appendBatch(b []byte) []byte { return append(b, s.rbatch...) }
 
 // maxReplyBatch bounds the reader's reply batch.
 const maxReplyBatch = 64 << 10

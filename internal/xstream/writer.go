@@ -27,7 +27,12 @@ type deadliner interface {
 // queue and one goroutine drains the queue into the connection, writing all
 // that is queued in one call. Stanzas queued together therefore leave
 // together (one TLS record and one syscall for many), and nothing waits for
-// a timer. It is safe for concurrent use.
+// a timer. A caller that is about to block anyway (the reader, before it
+// reads) may write what it queued itself when that goroutine is idle
+// (AppendDeferred, then Flush), which saves waking it. Whoever writes holds
+// the connection (busy) and takes the whole queue, so writes never overlap
+// and nothing overtakes what was queued before it. It is safe for
+// concurrent use.
 type Writer struct {
 	w            io.Writer
 	maxPending   int
@@ -35,10 +40,13 @@ type Writer struct {
 
 	mu      sync.Mutex
 	pend    []byte
+	spare   []byte        // the buffer of the last write, for the next queue
+	busy    bool          // a write is in progress (the goroutine's or Flush's)
+	parked  bool          // the goroutine waits on wake; cleared by whoever wakes it
 	err     error         // sticky: first write error, or ErrWriterClosed
 	closing bool          // no more Appends; drain then stop
 	drained chan struct{} // closed when pend is taken; nil until someone waits
-	wake    chan struct{}
+	wake    chan struct{} // wakes the parked goroutine
 	done    chan struct{}
 
 	lastWrite atomic.Int64 // unix nanoseconds of the last completed write
@@ -71,6 +79,26 @@ func NewWriter(w io.Writer, maxPending int, writeTimeout time.Duration) *Writer 
 // writer's lock: it must only append bytes and return. Append waits while
 // the queue is over its bound, until ctx ends or the writer fails.
 func (w *Writer) Append(ctx context.Context, encode func([]byte) []byte) error {
+	if err := w.waitRoom(ctx); err != nil {
+		return err
+	}
+	return w.appendLocked(encode, true)
+}
+
+// AppendDeferred is Append without waking the writer's goroutine: the
+// caller must call Flush next, once it has released the locks it holds
+// (Flush may write, which may take up to the write timeout). Until then
+// what it queued waits, as does what others queue behind it.
+func (w *Writer) AppendDeferred(ctx context.Context, encode func([]byte) []byte) error {
+	if err := w.waitRoom(ctx); err != nil {
+		return err
+	}
+	return w.appendLocked(encode, false)
+}
+
+// waitRoom waits while the queue is over its bound, and returns with w.mu
+// held, or with an error and w.mu released.
+func (w *Writer) waitRoom(ctx context.Context) error {
 	w.mu.Lock()
 	for w.err == nil && !w.closing && len(w.pend) >= w.maxPending {
 		if w.drained == nil {
@@ -86,19 +114,22 @@ func (w *Writer) Append(ctx context.Context, encode func([]byte) []byte) error {
 		}
 		w.mu.Lock()
 	}
-	return w.appendLocked(encode)
+	return nil
 }
 
-// appendLocked queues what encode appends; w.mu is held, and released.
-func (w *Writer) appendLocked(encode func([]byte) []byte) error {
+// appendLocked queues what encode appends, and wakes the goroutine if
+// wake and it waits for this; w.mu is held, and released. It does not
+// wait for this when something was queued already: it was woken for that,
+// or AppendDeferred queued it and Flush writes it.
+func (w *Writer) appendLocked(encode func([]byte) []byte, wake bool) error {
 	if err := w.errLocked(); err != nil {
 		w.mu.Unlock()
 		return err
 	}
-	wasEmpty := len(w.pend) == 0
+	wake = wake && len(w.pend) == 0 && w.wakeLocked()
 	w.pend = encode(w.pend)
 	w.mu.Unlock()
-	if wasEmpty {
+	if wake {
 		w.signal()
 	}
 	return nil
@@ -115,7 +146,40 @@ func (w *Writer) Write(ctx context.Context, p []byte) error {
 // only once the writer has stopped or is closing.
 func (w *Writer) AppendControl(encode func([]byte) []byte) error {
 	w.mu.Lock()
-	return w.appendLocked(encode)
+	return w.appendLocked(encode, true)
+}
+
+// Flush writes what is queued from the calling goroutine, unless a write
+// is in progress (the writer then writes it next) or the writer has
+// stopped. It returns once its write is done: within the write timeout,
+// or sooner when Abort interrupts it. A write error stops the writer as
+// one of its goroutine's does (Err, Done). Afterwards it wakes the
+// goroutine if something more was queued meanwhile, or the writer is
+// closing.
+func (w *Writer) Flush() {
+	w.mu.Lock()
+	if w.busy || w.err != nil || len(w.pend) == 0 {
+		w.mu.Unlock()
+		return
+	}
+	out := w.takeLocked()
+	w.mu.Unlock()
+	if w.write(out) {
+		w.signal()
+	}
+}
+
+// wakeLocked reports whether the goroutine must be woken (signal, once
+// w.mu is released) for a change that may give it work: it is parked and
+// no write is in progress. During a write, whoever writes looks at the
+// queue after it: the goroutine itself, or Flush, which wakes it then.
+// w.mu is held.
+func (w *Writer) wakeLocked() bool {
+	if !w.parked || w.busy {
+		return false
+	}
+	w.parked = false
+	return true
 }
 
 // Pending returns the number of bytes queued and not yet handed to the
@@ -136,6 +200,8 @@ func (w *Writer) errLocked() error {
 	return nil
 }
 
+// signal wakes the goroutine, after wakeLocked. It never blocks: wake
+// has room for one wake-up, and wakeLocked grants one per parking.
 func (w *Writer) signal() {
 	select {
 	case w.wake <- struct{}{}:
@@ -186,8 +252,11 @@ func (w *Writer) Seal(final []byte) {
 		w.pend = append(w.pend, final...)
 		w.closing = true
 	}
+	wake := w.wakeLocked()
 	w.mu.Unlock()
-	w.signal()
+	if wake {
+		w.signal()
+	}
 }
 
 // Abort stops the writer at once, dropping what is queued. When the
@@ -208,6 +277,7 @@ func (w *Writer) Abort(cause error) {
 		close(w.drained)
 		w.drained = nil
 	}
+	wake := w.wakeLocked()
 	w.mu.Unlock()
 	// Interrupt a write in progress. The loop checks aborted after setting
 	// each write's deadline, so whichever runs last, the write ends.
@@ -215,16 +285,17 @@ func (w *Writer) Abort(cause error) {
 	if dl, ok := w.w.(deadliner); ok {
 		_ = dl.SetWriteDeadline(time.Unix(1, 0))
 	}
-	w.signal()
+	if wake {
+		w.signal()
+	}
 }
 
 func (w *Writer) loop() {
 	defer close(w.done)
-	var out []byte
-	dl, hasDeadline := w.w.(deadliner)
 	for {
 		w.mu.Lock()
-		for len(w.pend) == 0 && w.err == nil && !w.closing {
+		for w.busy || (len(w.pend) == 0 && w.err == nil && !w.closing) {
+			w.parked = true
 			w.mu.Unlock()
 			<-w.wake
 			w.mu.Lock()
@@ -240,34 +311,52 @@ func (w *Writer) loop() {
 			w.mu.Unlock()
 			return
 		}
-		out, w.pend = w.pend, out[:0]
-		if w.drained != nil {
-			close(w.drained)
-			w.drained = nil
-		}
+		out := w.takeLocked()
 		w.mu.Unlock()
-		if hasDeadline {
-			_ = dl.SetWriteDeadline(time.Now().Add(w.writeTimeout))
-			if w.aborted.Load() {
-				// Abort ran meanwhile and its deadline may have been
-				// overwritten: interrupt this write after all.
-				_ = dl.SetWriteDeadline(time.Unix(1, 0))
-			}
-		}
+		w.write(out)
+	}
+}
 
-		_, err := w.w.Write(out)
-		if err != nil {
-			w.mu.Lock()
-			if w.err == nil {
-				w.err = err
-			}
-			w.mu.Unlock()
-			continue
-		}
-		w.lastWrite.Store(time.Now().UnixNano())
-		// Don't keep a huge buffer alive after a burst.
-		if cap(out) > 4*w.maxPending {
-			out = nil
+// takeLocked marks a write in progress and takes the queue; w.mu is held.
+// The caller must write it with write.
+func (w *Writer) takeLocked() []byte {
+	w.busy = true
+	out := w.pend
+	w.pend, w.spare = w.spare[:0], nil
+	if w.drained != nil {
+		close(w.drained)
+		w.drained = nil
+	}
+	return out
+}
+
+// write writes out, which takeLocked took, to the connection within the
+// write timeout, and ends the write in progress. It reports whether the
+// goroutine must be woken (signal): it is parked, and something was queued
+// meanwhile, the writer is closing, or it failed.
+func (w *Writer) write(out []byte) (wake bool) {
+	if dl, ok := w.w.(deadliner); ok {
+		_ = dl.SetWriteDeadline(time.Now().Add(w.writeTimeout))
+		if w.aborted.Load() {
+			// Abort ran meanwhile and its deadline may have been
+			// overwritten: interrupt this write after all.
+			_ = dl.SetWriteDeadline(time.Unix(1, 0))
 		}
 	}
+	_, err := w.w.Write(out)
+	if err == nil {
+		w.lastWrite.Store(time.Now().UnixNano())
+	}
+	// Don't keep a huge buffer alive after a burst.
+	if cap(out) > 4*w.maxPending {
+		out = nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.busy = false
+	w.spare = out[:0]
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return (len(w.pend) > 0 || w.closing || w.err != nil) && w.wakeLocked()
 }
