@@ -72,9 +72,13 @@ type pool struct {
 	jobs    map[*job]struct{} // admitted and not yet settled: running, waiting, or done
 	waiting int               // jobs waiting in lanes
 	lanes   map[string]*lane  // by sender, while its goroutine runs
-	// ready holds the jobs whose goroutine has started but not taken them
-	// yet: go p.spawn() allocates nothing, where go p.work(j) would
-	// allocate a closure for every request.
+	// ready holds the jobs admitted that no goroutine has taken yet,
+	// oldest first. Each got a goroutine of its own (go p.spawn(), which
+	// allocates nothing where go p.work(j) would allocate a closure), but
+	// a goroutine that finishes its job takes the next one here before
+	// that goroutine runs: a burst runs on the goroutines already
+	// running, their replies leave together, and the goroutine that finds
+	// ready empty exits at once. No job waits behind a busy one.
 	ready   []*job
 	changed chan struct{} // closed at the next change; nil when nobody waits
 }
@@ -142,17 +146,12 @@ func (p *pool) push(j *job) pushResult {
 	return pushed
 }
 
-// workReady takes a job from ready and works it.
+// workReady is a handler goroutine: it works the jobs in ready until
+// there is none.
 func (p *pool) workReady() {
 	p.mu.Lock()
-	j := p.ready[len(p.ready)-1]
-	p.ready = p.ready[:len(p.ready)-1]
+	j := p.takeLocked()
 	p.mu.Unlock()
-	p.work(j)
-}
-
-// work runs j, then the jobs that wait behind it in its lane.
-func (p *pool) work(j *job) {
 	for j != nil {
 		settled := p.run(j)
 		p.mu.Lock()
@@ -163,18 +162,31 @@ func (p *pool) work(j *job) {
 			j.done = true // the teardown answers it
 		}
 		if l := j.lane; l != nil && len(l.wait) > 0 {
-			j, l.cur, l.wait = l.wait[0], l.wait[0], l.wait[1:]
+			j, l.cur, l.wait = l.wait[0], l.wait[0], l.wait[1:] // its sender's next
 			p.waiting--
 		} else {
 			if l != nil {
 				delete(p.lanes, j.from)
 			}
-			j = nil
-			p.running--
+			j = p.takeLocked()
 		}
 		p.notifyLocked()
 		p.mu.Unlock()
 	}
+}
+
+// takeLocked takes the oldest job of ready, or retires the calling
+// goroutine (running) when there is none.
+func (p *pool) takeLocked() *job {
+	if len(p.ready) == 0 {
+		p.running--
+		p.notifyLocked()
+		return nil
+	}
+	j := p.ready[0]
+	p.ready[0] = nil
+	p.ready = p.ready[1:]
+	return j
 }
 
 // notifyLocked wakes whoever waits for a change.
