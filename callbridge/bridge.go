@@ -277,9 +277,18 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	if !b.stop() {
 		return nil
 	}
-	release := context.AfterFunc(ctx, b.hardStop())
+	hard := b.hardStop()
+	s, ok := component.SessionFromContext(ctx)
+	own := ok && b.owns(s)
+	release := context.AfterFunc(ctx, func() {
+		// A handler's ctx also ends when its own link ends: that is not
+		// the caller cutting the drains short (its deadline is).
+		if !own || s.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			hard()
+		}
+	})
 	defer release()
-	if s, ok := component.SessionFromContext(ctx); ok && b.owns(s) {
+	if own {
 		// A handler of ours stops the bridge: its session's drains must
 		// not wait for it (Run drains that session meanwhile).
 		_ = s.Shutdown(ctx)
@@ -323,11 +332,14 @@ func (b *Bridge) stop() bool {
 		b.hub.closeAll()
 		return false
 	}
-	if !live {
-		// No link takes requests: Stopping is true at once. Otherwise
-		// the connection cycle publishes it once the link refuses them.
-		b.set(func(s *Status) { s.State = Stopping })
-	}
+	// No link takes requests (none is live, or the live one drains for an
+	// Update): Stopping is true at once. Otherwise the connection cycle
+	// publishes it once the link refuses them.
+	b.set(func(s *Status) {
+		if !live || s.State == Draining {
+			s.State = Stopping
+		}
+	})
 	loop()
 	return true
 }

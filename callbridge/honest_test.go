@@ -248,3 +248,73 @@ func TestSlowSubscriberToldOfGap(t *testing.T) {
 	assert.Equal(t, n+1, got+dropped, "every event received or counted as dropped")
 	assert.Positive(t, dropped)
 }
+
+// TestHandlerShutdownLeavesFailBackDrain: a handler on the new link that
+// stops the bridge with its ctx does not cut the old link's drain (its
+// ctx ends with its own link, which is not the caller's deadline).
+func TestHandlerShutdownLeavesFailBackDrain(t *testing.T) {
+	r := newRig(t, 10, 20)
+	r.servers[0].Stop()
+	cfg := r.config()
+	cfg.FailBack = true
+	cfg.FailBackInterval = 20 * time.Millisecond
+	cfg.DrainTimeout = time.Minute
+	b, err := New(cfg)
+	require.NoError(t, err)
+	gate, inOld, shut := make(chan struct{}), make(chan struct{}, 1), make(chan error, 1)
+	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		if req.Call == "bye" {
+			shut <- b.Shutdown(ctx)
+			return nil, nil
+		}
+		inOld <- struct{}{}
+		select {
+		case <-gate:
+			return &component.JoinResult{Session: "s-" + req.ID}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	runBridge(t, b, context.Background())
+	awaitStatus(t, b, 10*time.Second, "connected", connectedTo(r.names[1]))
+	old, err := r.servers[1].WaitConn(context.Background(), testAddr)
+	require.NoError(t, err)
+	oldReplies := sendJoins(old, "j0")
+	<-inOld
+	require.NoError(t, r.servers[0].Start())
+	awaitStatus(t, b, 10*time.Second, "failed back", connectedTo(r.names[0]))
+	nw, err := r.servers[0].WaitConn(context.Background(), testAddr)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() { _, _ = nw.SendIQ(ctx, joinIQ("b2", "bye")) }()
+	require.NoError(t, nw.WaitClosed(ctx), "the new link closes (the handler's own link ended)")
+	close(gate) // only now may the old link's join finish
+	assert.Contains(t, collect(t, oldReplies, 1)["j0"], "s-j0", "the old link's drain was not cut")
+	select {
+	case err := <-shut:
+		assert.NoError(t, err, "nothing cut a drain short")
+	case <-time.After(20 * time.Second):
+		t.Fatal("Shutdown from the handler did not return")
+	}
+}
+
+// TestShutdownDuringUpdateDrainIsStopping: Shutdown while Update's old
+// link drains publishes Stopping at once (the link already refuses).
+func TestShutdownDuringUpdateDrainIsStopping(t *testing.T) {
+	r := newRig(t, 10)
+	cfg := r.config()
+	cfg.DrainTimeout = time.Minute
+	release := make(chan struct{})
+	b, _, conn, started := blockingJoins(t, r, cfg, release)
+	replies := sendJoins(conn, "j1")
+	<-started
+	require.NoError(t, b.Update(cfg))
+	awaitStatus(t, b, 10*time.Second, "draining", func(st Status) bool { return st.State == Draining })
+	shut := make(chan error, 1)
+	go func() { shut <- b.Shutdown(context.Background()) }()
+	awaitStatus(t, b, 10*time.Second, "stopping while j1 still runs", func(st Status) bool { return st.State == Stopping })
+	close(release)
+	assert.Contains(t, collect(t, replies, 1)["j1"], "s-j1")
+	require.NoError(t, <-shut)
+}

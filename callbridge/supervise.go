@@ -123,7 +123,7 @@ const (
 // that link, any probe and its link are closed when serve returns (but for
 // a fail-back's old link, which drains in the background under b.bg).
 func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res Resolver, l *link) (endReason, *link, error) {
-	if !b.publish(l) {
+	if !b.publish(ctx, l) {
 		// The bridge stopped as the link came up: it was never published.
 		l.sess.Close()
 		return stopped, l, nil
@@ -244,16 +244,24 @@ func (b *Bridge) startProbe(ctx context.Context, cfg *resolved, res Resolver, cu
 func (b *Bridge) drain(hard context.Context, cfg *resolved, l *link) {
 	ctx, cancel := context.WithTimeout(hard, cfg.DrainTimeout)
 	defer cancel()
+	b.setDraining(l.sess, true)
+	b.drained(l.sess.Shutdown(ctx), hard)
+	b.setDraining(l.sess, false)
+}
+
+// setDraining records whether s is a link of the bridge that drains (see
+// owns): from before it stops being the live link until it has ended.
+func (b *Bridge) setDraining(s *component.Session, on bool) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !on {
+		delete(b.draining, s)
+		return
+	}
 	if b.draining == nil {
 		b.draining = make(map[*component.Session]bool)
 	}
-	b.draining[l.sess] = true
-	b.mu.Unlock()
-	b.drained(l.sess.Shutdown(ctx), hard)
-	b.mu.Lock()
-	delete(b.draining, l.sess)
-	b.mu.Unlock()
+	b.draining[s] = true
 }
 
 // drained records a drain that a stop cut short (hard ended: Close, Run's
@@ -270,10 +278,11 @@ func (b *Bridge) drained(err error, hard context.Context) {
 
 // publish makes l the live link (Session, Send, Status) before its first
 // stanza is dispatched. It returns false, publishing nothing, once the
-// bridge is stopping: a link published is one the stop takes down.
-func (b *Bridge) publish(l *link) bool {
+// bridge is stopping (Close, Shutdown: checked under the lock stop takes;
+// or ctx ended): a link published is one the stop takes down.
+func (b *Bridge) publish(ctx context.Context, l *link) bool {
 	b.mu.Lock()
-	if b.closed {
+	if b.closed || ctx.Err() != nil {
 		b.mu.Unlock()
 		return false
 	}
@@ -300,6 +309,7 @@ func (b *Bridge) ended(l *link, k ErrorKind) {
 // published and started first, then the old one drains in the background
 // (owned by Run through b.bg) and closes cleanly.
 func (b *Bridge) swap(hard context.Context, cfg *resolved, old, l *link) {
+	b.setDraining(old.sess, true) // still ours (owns) once no longer live
 	b.live.Store(l)
 	b.stats.connected(l.sess)
 	b.set(func(s *Status) {

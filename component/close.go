@@ -146,7 +146,9 @@ func (s *Session) teardown() {
 			s.refuseJob(closeCtx, j)
 		}
 		for _, j := range unsettled {
-			if !j.answered {
+			// A message or presence taken is its handler's (or, not yet
+			// started, dropped by runJob): only requests are answered.
+			if j.iq != nil && !j.answered {
 				s.refuseJob(closeCtx, j)
 			}
 		}

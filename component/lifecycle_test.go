@@ -889,3 +889,67 @@ func TestRefusedCountsWhatWasSent(t *testing.T) {
 	assert.Zero(t, st.Refused, "nothing was answered after the closing tag")
 	assert.Zero(t, st.StanzasOut, "nothing was sent")
 }
+
+// TestSelfShutdownOnAnotherGoroutineLeavesLane: a handler that starts
+// Shutdown with its ctx on another goroutine and returns does not make
+// the drain wait for its sender's request queued behind it, which then
+// runs (until its ctx ends) or is answered service-unavailable.
+func TestSelfShutdownOnAnotherGoroutineLeavesLane(t *testing.T) {
+	cfg := testConfig(nil)
+	cfg.Workers, cfg.OrderPerSender = 4, true
+	gate := make(chan struct{})
+	returned := make(chan error, 1)
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		if iq.ID == "bye" {
+			<-gate
+			s, _ := SessionFromContext(ctx)
+			go func() { returned <- s.Shutdown(ctx) }()
+			return nil, nil
+		}
+		<-ctx.Done() // a long poll: ends when the session stops
+		return nil, ctx.Err()
+	})
+	s, p := startSession(t, cfg)
+	out := p.pump(false, nil)
+	p.write(reqIQ("bye") + reqIQ("next"))
+	require.Eventually(t, func() bool { st := s.Stats(); return st.Running == 1 && st.Queued == 1 }, 5*time.Second, time.Millisecond)
+	close(gate)
+	select {
+	case err := <-returned:
+		assert.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		s.Close()
+		t.Fatal("Shutdown with the handler's ctx waited for the request queued behind it")
+	}
+	got := replies(t, out.rest(t))
+	assert.Equal(t, "error:service-unavailable:wait", got["next"])
+}
+
+// TestRunningMessageNotCountedDropped: a message whose handler runs when
+// Close comes is its handler's, not dropped.
+func TestRunningMessageNotCountedDropped(t *testing.T) {
+	cfg := testConfig(nil)
+	in, release := make(chan struct{}), make(chan struct{})
+	m := NewMux()
+	m.HandleMessage(func(ctx context.Context, st *Stanza) {
+		close(in)
+		<-ctx.Done()
+		<-release // finishing up after the cancellation
+	})
+	cfg.Handler = m
+	cfg.CloseTimeout = time.Hour
+	s, p := startSession(t, cfg)
+	go func() {
+		for range p.els {
+		}
+		p.write("</stream:stream>")
+	}()
+	p.write(`<message from='u@example.com/web' to='cb1.example.com' id='m1'><body>hi</body></message>`)
+	<-in
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	require.Eventually(t, func() bool { return s.Err() != nil }, 5*time.Second, time.Millisecond)
+	close(release)
+	<-closed
+	assert.Zero(t, s.Stats().Dropped, "a message its handler received is not dropped")
+}

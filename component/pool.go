@@ -87,6 +87,9 @@ type pool struct {
 type lane struct {
 	cur  *job
 	wait []*job
+	// stopping: a handler of the lane called Shutdown with its ctx. No
+	// drain waits for the lane's jobs, which would run only after it.
+	stopping bool
 }
 
 // laneShare is the part of QueueSize one sender may take, at least: a
@@ -197,10 +200,10 @@ func (p *pool) notifyLocked() {
 	}
 }
 
-// idleLocked waits, with p.mu held, until no job is busy (it returns
-// true) or a or b is closed (false).
-func (p *pool) idleLocked(a, b <-chan struct{}) bool {
-	for len(p.busyLocked()) > 0 {
+// idleLocked waits, with p.mu held, until no job is busy (busyLocked;
+// it returns true) or a or b is closed (false).
+func (p *pool) idleLocked(drain bool, a, b <-chan struct{}) bool {
+	for len(p.busyLocked(drain)) > 0 {
 		select {
 		case <-a:
 			return false
@@ -237,27 +240,27 @@ func (p *pool) refuse() {
 	p.closed = true
 }
 
-// exempt marks j as one whose handler waits for the session to stop: no
-// drain waits for it, nor for the jobs waiting behind it in its lane.
+// exempt marks j as one whose handler waits for the session to stop (it
+// called Shutdown with its ctx, maybe on another goroutine, maybe after
+// it returned): no drain waits for it, nor for its sender's other jobs
+// (OrderPerSender), and the teardown does not wait for its handler.
 func (p *pool) exempt(j *job) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	j.stopping = true
+	if j.lane != nil {
+		j.lane.stopping = true
+	}
 	p.notifyLocked()
 }
 
-// busyLocked returns the jobs a drain or the teardown waits for: those
-// running or waiting, but for exempt ones and those waiting behind one.
-func (p *pool) busyLocked() []*job {
+// busyLocked returns the jobs a drain (drain) or the teardown waits for:
+// every job admitted and not done, but for exempt ones and, for a drain,
+// those of an exempt job's sender.
+func (p *pool) busyLocked(drain bool) []*job {
 	var busy []*job
 	for j := range p.jobs {
-		switch {
-		case j.done:
-		case j.lane == nil || j.lane.cur == j: // running
-			if !j.stopping {
-				busy = append(busy, j)
-			}
-		case !j.lane.cur.stopping: // waiting
+		if !j.done && !j.stopping && !(drain && j.lane != nil && j.lane.stopping) {
 			busy = append(busy, j)
 		}
 	}
@@ -271,7 +274,7 @@ func (p *pool) drain(ctx context.Context, stop <-chan struct{}) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
-	if !p.idleLocked(ctx.Done(), stop) {
+	if !p.idleLocked(true, ctx.Done(), stop) {
 		return ctx.Err() // nil when stop was closed
 	}
 	return nil
@@ -314,6 +317,6 @@ func (p *pool) unsettled() []*job {
 func (p *pool) stop(deadline <-chan struct{}) (stuck []*job) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.idleLocked(deadline, nil)
-	return p.busyLocked()
+	p.idleLocked(false, deadline, nil)
+	return p.busyLocked(false)
 }
