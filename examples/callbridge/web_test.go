@@ -66,6 +66,10 @@ func TestJoinPageInBrowser(t *testing.T) {
 	assert.Equal(t, "cb1.example.com", pagetest.Eval[string](pg, `document.getElementById('bridge').value`))
 	pg.WaitFor(`document.getElementById('server-in-use').textContent === 'xmpp2.example.com'`)
 
+	// Join pressed twice before the first login ends: both joins go out
+	// on the one login, and both are answered.
+	assert.Equal(t, "accepted,accepted", pg.JoinTwice("100", "1234"), "two joins pressed during one login")
+
 	for _, tc := range []struct {
 		name, call, passcode, outcome, text string
 	}{

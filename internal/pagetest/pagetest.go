@@ -110,6 +110,25 @@ func (p *Page) Join(call, passcode, name string) Answer {
 	return Answer{Seq: p.seq, Outcome: v.Outcome, Text: v.Text, RTT: ms(v.RTT), Click: ms(v.Click)}
 }
 
+// JoinTwice submits the form twice at once (a double click before the
+// login ends) and returns the outcomes of the two history rows.
+func (p *Page) JoinTwice(call, passcode string) string {
+	p.t.Helper()
+	form, _ := json.Marshal(map[string]string{"call": call, "passcode": passcode})
+	p.seq += 2
+	n := strconv.Itoa(p.seq)
+	err := chromedp.Do(p.ctx, chromedp.Evaluate[chromedp.Void](`for (const [k, v] of Object.entries(`+string(form)+`)) document.getElementById(k).value = v;
+		{ const f = document.getElementById('form'); f.requestSubmit(); f.requestSubmit(); }`))
+	if err == nil {
+		_, err = chromedp.Run(p.ctx, chromedp.Poll[bool](`document.getElementById('answer').dataset.shown === '`+n+`' && document.querySelectorAll('#history tbody tr').length >= 2`,
+			chromedp.WithPollingMutation(), chromedp.WithPollingTimeout(30*time.Second)))
+	}
+	if err != nil {
+		p.t.Fatalf("joins %d and %s: %v", p.seq-1, n, err)
+	}
+	return Eval[string](p, `[...document.querySelectorAll('#history tbody tr')].slice(0, 2).map((r) => r.children[4].textContent).join(',')`)
+}
+
 // RoundTrips sends n join IQs for call back to back from the page's
 // logged-in client (no click, no history row) and returns each round trip
 // as the page measured it: the join without the click and the page's

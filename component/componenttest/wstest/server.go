@@ -29,6 +29,8 @@ const (
 	DefaultMaxQueued     = 64
 	DefaultIQTimeout     = 10 * time.Second
 	DefaultWriteTimeout  = 5 * time.Second
+	DefaultLoginTimeout  = 10 * time.Second
+	DefaultIdleTimeout   = 5 * time.Minute
 )
 
 // Options configure a Server. The zero value serves componenttest's
@@ -62,6 +64,11 @@ type Options struct {
 	IQTimeout time.Duration
 	// WriteTimeout bounds each frame written to a user. Default 5s.
 	WriteTimeout time.Duration
+	// LoginTimeout bounds the time from the upgrade to a bound resource,
+	// and IdleTimeout the silence of a bound user (RFC 7395 clients send
+	// whitespace keepalives): past either the session is closed, so that
+	// silent connections cannot hold MaxSessions. Defaults 10s and 5m.
+	LoginTimeout, IdleTimeout time.Duration
 	// Logf receives diagnostics; nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -110,6 +117,12 @@ func New(opts Options) (*Server, error) {
 	if opts.IQTimeout <= 0 {
 		opts.IQTimeout = DefaultIQTimeout
 	}
+	if opts.LoginTimeout <= 0 {
+		opts.LoginTimeout = DefaultLoginTimeout
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = DefaultWriteTimeout
 	}
@@ -132,7 +145,8 @@ func New(opts Options) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
 	mux.HandleFunc(Path, s.serveWS)
-	s.hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ConnState: s.connState}
+	// IdleTimeout: keep-alive connections that never upgrade are closed.
+	s.hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, ConnState: s.connState}
 	for _, srv := range opts.Servers {
 		srv.SetRouter(s.fromComponent)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -141,8 +142,16 @@ func (ss *session) enqueue(b []byte) {
 }
 
 func (ss *session) readLoop() ending {
+	login := time.Now().Add(ss.s.opts.LoginTimeout)
 	for {
-		typ, data, err := ss.c.Read(ss.ctx)
+		// Until bound, the login's deadline; then the idle timeout.
+		deadline := login
+		if ss.state == stReady {
+			deadline = time.Now().Add(ss.s.opts.IdleTimeout)
+		}
+		rctx, cancel := context.WithDeadline(ss.ctx, deadline)
+		typ, data, err := ss.c.Read(rctx)
+		cancel()
 		if err != nil {
 			return ending{} // closed by the peer, too big, or ctx ended
 		}

@@ -418,3 +418,23 @@ func TestComponentLostDuringIQ(t *testing.T) {
 	b.srv.CloseClientConnections()
 	c.expect("id='h'", "<remote-server-timeout ", "component unavailable")
 }
+
+// TestSilentConnectionsAreClosed: a connection that does not log in
+// within LoginTimeout is closed and frees its place, so silent clients
+// cannot hold MaxSessions.
+func TestSilentConnectionsAreClosed(t *testing.T) {
+	ws := startWS(t, wstest.Options{MaxSessions: 1, LoginTimeout: 50 * time.Millisecond})
+	silent, _, err := websocket.Dial(testCtx(t), ws.URL(), &websocket.DialOptions{Subprotocols: []string{"xmpp"}})
+	require.NoError(t, err)
+	defer silent.CloseNow()
+	_, _, err = silent.Read(testCtx(t)) // returns once the endpoint closes it
+	require.Error(t, err)
+	require.Eventually(t, func() bool { // its place is freed once its session has ended
+		c, _, err := websocket.Dial(testCtx(t), ws.URL(), &websocket.DialOptions{Subprotocols: []string{"xmpp"}})
+		if err != nil {
+			return false
+		}
+		c.CloseNow()
+		return true
+	}, 5*time.Second, 5*time.Millisecond)
+}
