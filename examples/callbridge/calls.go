@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -38,7 +39,12 @@ type callDirectory map[string]call
 
 // loadCalls reads a -calls file; the error names the file and line.
 func loadCalls(path string) (callDirectory, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxCallsFile+1)) // never more than the bound
 	if err != nil {
 		return nil, err
 	}

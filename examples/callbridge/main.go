@@ -253,7 +253,11 @@ func startingAttrs(s *settings.Settings, cfg callbridge.Config, statusAddr strin
 // serveStatus serves h on ln until the returned stop is called; stop
 // shuts the server down (bounded) and waits for it.
 func serveStatus(ln net.Listener, h http.Handler, log *slog.Logger) (stop func()) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	// Every read and write is bounded, and idle keep-alive connections
+	// are closed: a client that sends a body slowly, or never, cannot hold
+	// a connection (the endpoints answer small requests at once).
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

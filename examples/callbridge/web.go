@@ -54,6 +54,12 @@ func webHandler(cfg webConfig, demo *webDemo) http.Handler {
 			}{st.State.String(), st.Server, st.Addr})
 		})
 		mux.HandleFunc("POST /demo/crash", func(w http.ResponseWriter, r *http.Request) {
+			// Only the page itself may crash a server: a form on another
+			// site the person visits posts with its own Origin.
+			if o := r.Header.Get("Origin"); o != "" && o != "http://"+r.Host && o != "https://"+r.Host {
+				http.Error(w, "cross-origin request refused", http.StatusForbidden)
+				return
+			}
 			name, err := demo.crash()
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusConflict)

@@ -138,3 +138,14 @@ func TestWebFlags(t *testing.T) {
 		httpGet(t, page+"config.json"))
 	assert.Contains(t, httpGet(t, page), "<title>cblink: join a call as a web user</title>")
 }
+
+// TestDemoCrashRefusesOtherOrigins: a form on another site cannot crash
+// the demo's servers through the page's endpoint.
+func TestDemoCrashRefusesOtherOrigins(t *testing.T) {
+	h := webHandler(webConfig{Demo: true}, &webDemo{})
+	req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:8080/demo/crash", nil)
+	req.Header.Set("Origin", "http://evil.example")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	assert.Equal(t, http.StatusForbidden, rec.Code)
+}
