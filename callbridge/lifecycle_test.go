@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,35 +19,61 @@ import (
 	"github.com/cblink/cblink/component/componenttest"
 )
 
-// linkGoroutines returns the stacks of goroutines that belong to a
-// component session (started by package component, not by its test
-// server).
-func linkGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var found []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "created by github.com/cblink/cblink/component.") {
-			found = append(found, g)
-		}
-	}
-	return found
+// connTracker is a Dialer that keeps every connection the bridge opens,
+// so that a test can check, once Run has returned, that each is closed and
+// that nothing reads or writes it any more: the reader and writer of every
+// link, published or not, are gone (goleak checks the rest at the end of
+// the package).
+type connTracker struct {
+	mu    sync.Mutex
+	conns []*linkConn
 }
 
-// assertNoLinkGoroutines fails if a goroutine of a component session is
-// left. Like goleak it gives goroutines that have signalled their end a
-// moment to return.
-func assertNoLinkGoroutines(t *testing.T) {
-	t.Helper()
-	var left []string
-	for range 200 {
-		if left = linkGoroutines(); len(left) == 0 {
-			return
-		}
-		runtime.Gosched()
-		time.Sleep(5 * time.Millisecond)
+type linkConn struct {
+	net.Conn
+	inCall atomic.Int32 // Read or Write calls in progress
+	closed atomic.Bool
+}
+
+func (d *connTracker) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
 	}
-	t.Errorf("goroutines of a link outlived their owner:\n%s", strings.Join(left, "\n\n"))
+	tc := &linkConn{Conn: c}
+	d.mu.Lock()
+	d.conns = append(d.conns, tc)
+	d.mu.Unlock()
+	return tc, nil
+}
+
+func (c *linkConn) Read(p []byte) (int, error) {
+	c.inCall.Add(1)
+	defer c.inCall.Add(-1)
+	return c.Conn.Read(p)
+}
+
+func (c *linkConn) Write(p []byte) (int, error) {
+	c.inCall.Add(1)
+	defer c.inCall.Add(-1)
+	return c.Conn.Write(p)
+}
+
+func (c *linkConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
+}
+
+// assertAllDone fails for a connection left open or still in use.
+func (d *connTracker) assertAllDone(t *testing.T) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	require.NotEmpty(t, d.conns, "the bridge dialled")
+	for i, c := range d.conns {
+		assert.True(t, c.closed.Load(), "connection %d (to %s) left open", i, c.RemoteAddr())
+		assert.Zero(t, c.inCall.Load(), "connection %d (to %s) still read or written", i, c.RemoteAddr())
+	}
 }
 
 // gateHandler is a slog handler that blocks the goroutine logging msg
@@ -207,6 +233,8 @@ func TestRunClosesLinkAuthenticatedAsItStops(t *testing.T) {
 	gate := newGateHandler("component link up")
 	gate.armed.Store(true)
 	cfg.Logger = slog.New(gate)
+	conns := &connTracker{}
+	cfg.Dialer = conns
 	b, err := New(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -219,7 +247,7 @@ func TestRunClosesLinkAuthenticatedAsItStops(t *testing.T) {
 	cancel()
 	close(gate.release)
 	assert.ErrorIs(t, wait(), context.Canceled)
-	assertNoLinkGoroutines(t)
+	conns.assertAllDone(t)
 	for _, c := range r.servers[0].Conns() {
 		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		assert.NoError(t, c.WaitClosed(wctx), "the link's connection is closed")
@@ -659,8 +687,17 @@ func TestSubscriberMayCloseBridge(t *testing.T) {
 	require.NoError(t, err)
 	events, cancelSub := b.Subscribe()
 	defer cancelSub()
-	_, cancelIdle := b.Subscribe() // never read, never cancelled before the end
+	idleCh, cancelIdle := b.Subscribe() // never read, never cancelled before the end
 	defer cancelIdle()
+	var idle *subscription
+	b.hub.mu.Lock()
+	for s := range b.hub.subs {
+		if (<-chan Event)(s.ch) == idleCh {
+			idle = s
+		}
+	}
+	b.hub.mu.Unlock()
+	require.NotNil(t, idle)
 	runBridge(t, b, context.Background())
 	var took time.Duration
 	for ev := range events {
@@ -672,10 +709,11 @@ func TestSubscriberMayCloseBridge(t *testing.T) {
 	}
 	t.Logf("Close from a subscriber took %v", took)
 	assert.Less(t, took, closeGrace, "Close waited for the subscription of its own caller")
-	require.Eventually(t, func() bool {
-		buf := make([]byte, 1<<20)
-		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "callbridge.(*subscription).run")
-	}, 10*time.Second, 10*time.Millisecond, "a subscription that is not read ends after the grace")
+	select {
+	case <-idle.done: // its goroutine ended: the channel is closed
+	case <-time.After(10 * time.Second):
+		t.Fatal("a subscription that is not read did not end after the grace")
+	}
 }
 
 // TestHandlerShutdownDuringShutdown: a handler that calls Shutdown while

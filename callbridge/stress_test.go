@@ -27,8 +27,8 @@ import (
 // go or never read, senders on the bridge, join requests from web users
 // on both servers, and finally Close in the middle of it all. It checks
 // that every join request got exactly one reply or failed with a typed
-// error, that every call returned, and that no goroutine of a link is
-// left (goleak checks the rest at the end of the package).
+// error, that every call returned, and that no connection of a link is
+// left open or in use (goleak checks the rest at the end of the package).
 func TestLifecycleStress(t *testing.T) {
 	r := newRig(t, 10, 20)
 	cfg := r.config()
@@ -40,6 +40,8 @@ func TestLifecycleStress(t *testing.T) {
 	cfg.ParallelAfter = 50 * time.Millisecond
 	cfg.Workers = 4
 	cfg.Backoff = Backoff{Base: 2 * time.Millisecond, Max: 20 * time.Millisecond, ResetAfter: time.Millisecond}
+	conns := &connTracker{}
+	cfg.Dialer = conns
 	b, err := New(cfg)
 	require.NoError(t, err)
 	b.HandleJoin(func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
@@ -206,7 +208,7 @@ func TestLifecycleStress(t *testing.T) {
 	assert.ErrorIs(t, <-runErr, ErrClosed)
 	close(stop)
 	wg.Wait()
-	assertNoLinkGoroutines(t)
+	conns.assertAllDone(t)
 
 	badErrs.Range(func(k, _ any) bool {
 		t.Errorf("untyped or unexpected error: %s", k)
