@@ -168,10 +168,7 @@ func appendStanzaError(b []byte, se stanza.Error) []byte {
 type Inbox struct {
 	user   jid.JID
 	closed <-chan struct{}
-
-	mu  sync.Mutex
-	q   []Stanza
-	sig chan struct{} // one token: something was queued
+	q      *stanzaQueue
 }
 
 // User returns the address whose stanzas the inbox holds.
@@ -181,40 +178,10 @@ func (in *Inbox) User() jid.JID { return in.user }
 // ctx ends. Once the lab is closed and the inbox is empty it returns
 // ErrServerClosed.
 func (in *Inbox) Next(ctx context.Context) (Stanza, error) {
-	for {
-		in.mu.Lock()
-		if len(in.q) > 0 {
-			st := in.q[0]
-			in.q[0] = Stanza{}
-			in.q = in.q[1:]
-			in.mu.Unlock()
-			return st, nil
-		}
-		in.mu.Unlock()
-		select {
-		case <-in.sig:
-		case <-in.closed:
-			in.mu.Lock()
-			empty := len(in.q) == 0
-			in.mu.Unlock()
-			if empty {
-				return Stanza{}, ErrServerClosed
-			}
-		case <-ctx.Done():
-			return Stanza{}, ctx.Err()
-		}
-	}
+	return in.q.next(ctx, in.closed, ErrServerClosed)
 }
 
-func (in *Inbox) push(st Stanza) {
-	in.mu.Lock()
-	in.q = append(in.q, st)
-	in.mu.Unlock()
-	select {
-	case in.sig <- struct{}{}:
-	default:
-	}
-}
+func (in *Inbox) push(st Stanza) { in.q.push(st) }
 
 // inboxes are a lab's inboxes, shared by its servers: a web user gets what
 // the component sends them on any of them, as on a cluster.
@@ -234,7 +201,7 @@ func (u *inboxes) get(user jid.JID) *Inbox {
 	k := user.String()
 	in, ok := u.m[k]
 	if !ok {
-		in = &Inbox{user: user, closed: u.closed, sig: make(chan struct{}, 1)}
+		in = &Inbox{user: user, closed: u.closed, q: newStanzaQueue(0)}
 		u.m[k] = in
 	}
 	return in

@@ -98,26 +98,26 @@ type Conn struct {
 	stallTimer *time.Timer
 
 	// under mu
-	mu       sync.Mutex
-	pending  map[string]*waiter
-	queue    []Stanza
-	queueSig chan struct{}
-	raw      []byte
+	mu      sync.Mutex
+	pending map[string]*waiter
+	raw     []byte
+
+	queue *stanzaQueue // what Next returns
 }
 
 func newConn(s *Server, nc net.Conn, idx int, faults []Fault) *Conn {
 	c := &Conn{
-		s:        s,
-		idx:      idx,
-		nc:       nc,
-		rw:       nc,
-		ioReady:  make(chan struct{}),
-		faults:   faults,
-		done:     make(chan struct{}),
-		closing:  make(chan struct{}),
-		pending:  map[string]*waiter{},
-		queueSig: make(chan struct{}, 1),
-		hsLimit:  time.Now().Add(s.opts.HandshakeTimeout),
+		s:       s,
+		idx:     idx,
+		nc:      nc,
+		rw:      nc,
+		ioReady: make(chan struct{}),
+		faults:  faults,
+		done:    make(chan struct{}),
+		closing: make(chan struct{}),
+		pending: map[string]*waiter{},
+		queue:   newStanzaQueue(s.opts.MaxQueued),
+		hsLimit: time.Now().Add(s.opts.HandshakeTimeout),
 	}
 	for _, f := range faults {
 		if !f.Header.isZero() {

@@ -182,14 +182,5 @@ func (r *Recorder) record(ctx context.Context, mux *component.Mux, raw []byte) (
 	}
 	// The reader queued every stanza that left before the reply when it
 	// read them, and it read them before the reply.
-	return &Recording{Reply: stanzaOf(&el), Sent: conn.takeQueue()}, nil
-}
-
-// takeQueue removes and returns what Next would still return.
-func (c *Conn) takeQueue() []Stanza {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	q := c.queue
-	c.queue = nil
-	return q
+	return &Recording{Reply: stanzaOf(&el), Sent: conn.queue.take()}, nil
 }

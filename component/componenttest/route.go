@@ -196,16 +196,7 @@ func (c *Conn) enqueue(el *xstream.Element) {
 	if r := c.s.currentRouter(); r != nil && r(st) {
 		return
 	}
-	c.mu.Lock()
-	if len(c.queue) >= c.s.opts.MaxQueued {
-		c.queue = c.queue[1:]
-	}
-	c.queue = append(c.queue, st)
-	c.mu.Unlock()
-	select {
-	case c.queueSig <- struct{}{}:
-	default:
-	}
+	c.queue.push(st)
 }
 
 // Next returns the next stanza the component sent that was not a reply to
@@ -213,27 +204,5 @@ func (c *Conn) enqueue(el *xstream.Element) {
 // itself). Stanzas that arrived before the connection ended are still
 // returned; after that Next returns ErrConnClosed.
 func (c *Conn) Next(ctx context.Context) (Stanza, error) {
-	for {
-		c.mu.Lock()
-		if len(c.queue) > 0 {
-			st := c.queue[0]
-			c.queue[0] = Stanza{}
-			c.queue = c.queue[1:]
-			c.mu.Unlock()
-			return st, nil
-		}
-		c.mu.Unlock()
-		select {
-		case <-c.queueSig:
-		case <-c.done:
-			c.mu.Lock()
-			empty := len(c.queue) == 0
-			c.mu.Unlock()
-			if empty {
-				return Stanza{}, ErrConnClosed
-			}
-		case <-ctx.Done():
-			return Stanza{}, ctx.Err()
-		}
-	}
+	return c.queue.next(ctx, c.done, ErrConnClosed)
 }
