@@ -188,7 +188,7 @@ func (s *Session) replyPing(a *rawAttrs) {
 func (s *Session) replyErrorRaw(a *rawAttrs, se stanza.Error) {
 	b := s.appendReplyHead(s.rbatch, "error", a)
 	b = append(b, '>')
-	b = appendStanzaError(b, se)
+	b = xstream.AppendStanzaError(b, se)
 	s.rbatch = append(b, "</iq>"...)
 	s.rcount++
 	if len(s.rbatch) >= maxReplyBatch {
@@ -368,6 +368,6 @@ func (s *Session) appendErrorReply(b []byte, j *job, se stanza.Error) []byte {
 		b = xstream.AppendAttr(b, "to", j.from)
 	}
 	b = append(b, '>')
-	b = appendStanzaError(b, se)
+	b = xstream.AppendStanzaError(b, se)
 	return append(b, "</iq>"...)
 }

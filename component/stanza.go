@@ -246,31 +246,6 @@ func appendRawAttr(dst []byte, name string, raw []byte) []byte {
 	return xstream.AppendAttr(dst, name, v)
 }
 
-const nsStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
-
-// appendStanzaError appends an <error/> child for se.
-func appendStanzaError(dst []byte, se stanza.Error) []byte {
-	typ := se.Type
-	if typ == "" {
-		typ = stanza.Cancel
-	}
-	cond := se.Condition
-	if cond == "" {
-		cond = stanza.UndefinedCondition
-	}
-	dst = append(dst, "<error"...)
-	dst = xstream.AppendAttr(dst, "type", string(typ))
-	dst = append(dst, "><"...)
-	dst = xstream.AppendEscaped(dst, string(cond))
-	dst = append(dst, " xmlns='"+nsStanzas+"'/>"...)
-	if t := se.Text[""]; t != "" {
-		dst = append(dst, "<text xmlns='"+nsStanzas+"'>"...)
-		dst = xstream.AppendEscaped(dst, t)
-		dst = append(dst, "</text>"...)
-	}
-	return append(dst, "</error>"...)
-}
-
 // errorFromHandler picks the stanza error a handler's error is answered
 // with: a stanza.Error in the chain keeps its condition; context.Canceled
 // or context.DeadlineExceeded (a backend the handler gave up on) is

@@ -86,7 +86,7 @@ func (c *Conn) answerIQ(el *xstream.Element, toServer bool) bool {
 		switch {
 		case err != nil:
 			b = append(b, '>')
-			b = appendStanzaError(b, stanzaErrorOf(err))
+			b = xstream.AppendStanzaError(b, stanzaErrorOf(err))
 		case len(payload) > 0:
 			b = append(b, '>')
 			b = append(b, payload...)
@@ -135,28 +135,6 @@ func stanzaErrorOf(err error) stanza.Error {
 		return *sp
 	}
 	return stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError}
-}
-
-// appendStanzaError appends an <error/> child for se (RFC 6120 8.3).
-func appendStanzaError(b []byte, se stanza.Error) []byte {
-	typ, cond := se.Type, se.Condition
-	if typ == "" {
-		typ = stanza.Cancel
-	}
-	if cond == "" {
-		cond = stanza.UndefinedCondition
-	}
-	b = append(b, "<error"...)
-	b = xstream.AppendAttr(b, "type", string(typ))
-	b = append(b, "><"...)
-	b = xstream.AppendEscaped(b, string(cond))
-	b = append(b, " xmlns='"+nsStanzas+"'/>"...)
-	if t := se.Text[""]; t != "" {
-		b = append(b, "<text xmlns='"+nsStanzas+"'>"...)
-		b = xstream.AppendEscaped(b, t)
-		b = append(b, "</text>"...)
-	}
-	return append(b, "</error>"...)
 }
 
 // Inbox holds what the component sent to one web user, in the order the

@@ -185,14 +185,7 @@ func (c *Conn) answerServerIQ(el *xstream.Element, get bool) {
 }
 
 func (c *Conn) enqueue(el *xstream.Element) {
-	st := Stanza{
-		Name: string(el.Name()),
-		Type: el.AttrString("type"),
-		ID:   el.AttrString("id"),
-		From: el.AttrString("from"),
-		To:   el.AttrString("to"),
-		Raw:  bytes.Clone(el.Raw),
-	}
+	st := stanzaOf(el)
 	if r := c.s.currentRouter(); r != nil && r(st) {
 		return
 	}
