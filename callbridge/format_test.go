@@ -3,7 +3,6 @@ package callbridge
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -50,22 +49,11 @@ func TestLiveBridgeFormatting(t *testing.T) {
 			S *component.Session
 		}{rb.Bridge, s}}
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // keep the link's goroutines busy while it is printed
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_, _ = s.Ping(ctx)
-			cancel()
-		}
-	}()
+	stop := testhelp.Busy(func() { // keep the link's goroutines busy while it is printed
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, _ = s.Ping(ctx)
+		cancel()
+	})
 	for range 10 {
 		testhelp.NeverShows(t, testSecret, values...)
 	}
@@ -75,8 +63,7 @@ func TestLiveBridgeFormatting(t *testing.T) {
 	go func() { stopped <- rb.Close() }()
 	testhelp.NeverShows(t, testSecret, values...) // while it stops
 	<-stopped
-	close(stop)
-	wg.Wait()
+	stop()
 	testhelp.NeverShows(t, testSecret, values...)
 	assert.Contains(t, fmt.Sprint(rb.Bridge), "callbridge.Bridge(cb1.example.com, stopped")
 	var none *Bridge

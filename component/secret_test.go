@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,22 +51,11 @@ func TestLiveSessionFormatting(t *testing.T) {
 	type program struct{ link *component.Session }
 	values := []any{s, program{s}, &program{s}, struct{ Link *component.Session }{s}}
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // keep the session's goroutines busy while it is printed
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_, _ = s.Ping(ctx)
-			cancel()
-		}
-	}()
+	stop := testhelp.Busy(func() { // keep the session's goroutines busy while it is printed
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, _ = s.Ping(ctx)
+		cancel()
+	})
 	for range 20 {
 		testhelp.NeverShows(t, secret, values...)
 	}
@@ -78,8 +66,7 @@ func TestLiveSessionFormatting(t *testing.T) {
 	testhelp.NeverShows(t, secret, values...) // while it closes
 	require.NoError(t, <-closed)
 	<-s.Done()
-	close(stop)
-	wg.Wait()
+	stop()
 	testhelp.NeverShows(t, secret, values...)
 	assert.Equal(t, "component.Session(cb1.example.com, ended: component: session closed)", fmt.Sprint(s))
 	var none *component.Session

@@ -52,3 +52,22 @@ func Listen(t testing.TB, serve func(net.Conn)) string {
 	})
 	return ln.Addr().String()
 }
+
+// Busy calls f in a loop on a goroutine of its own until the returned stop
+// is called; stop waits for it. Tests use it to keep a link busy while
+// they read it from outside.
+func Busy(f func()) (stop func()) {
+	done, quit := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+				f()
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
