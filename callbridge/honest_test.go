@@ -130,19 +130,29 @@ func blockingJoins(t *testing.T, r *rig, cfg Config, release <-chan struct{}) (*
 	return b, wait, conn, started
 }
 
-// TestUpdateDrainIsNotConnected: while Update's old link finishes its
-// requests the state is Draining (not ready) and the link refuses new
-// joins; waiting for Connected then means the new link.
-func TestUpdateDrainIsNotConnected(t *testing.T) {
-	r := newRig(t, 10)
+// drainingUpdate runs a bridge of blockingJoins with a long DrainTimeout,
+// starts join j1 on its link and calls Update: it returns once the old
+// link drains (state Draining) with j1 running, with that link's server
+// side and j1's reply to come.
+func drainingUpdate(t *testing.T, r *rig, release <-chan struct{}) (*Bridge, *componenttest.Conn, <-chan [2]string) {
+	t.Helper()
 	cfg := r.config()
 	cfg.DrainTimeout = time.Minute
-	release := make(chan struct{})
 	b, _, conn, started := blockingJoins(t, r, cfg, release)
 	replies := sendJoins(conn, "j1")
 	<-started
 	require.NoError(t, b.Update(cfg))
 	awaitStatus(t, b, 10*time.Second, "draining", func(st Status) bool { return st.State == Draining })
+	return b, conn, replies
+}
+
+// TestUpdateDrainIsNotConnected: while Update's old link finishes its
+// requests the state is Draining (not ready) and the link refuses new
+// joins; waiting for Connected then means the new link.
+func TestUpdateDrainIsNotConnected(t *testing.T) {
+	r := newRig(t, 10)
+	release := make(chan struct{})
+	b, conn, replies := drainingUpdate(t, r, release)
 	late := collect(t, sendJoins(conn, "late"), 1)
 	assert.Contains(t, late["late"], "service-unavailable", "a draining link refuses new joins")
 	assert.Equal(t, Draining, b.Status().State, "still draining: j1 runs")
@@ -158,15 +168,9 @@ func TestUpdateDrainIsNotConnected(t *testing.T) {
 // Update's old link still drains cuts that drain short and says so.
 func TestShutdownReportsCutUpdateDrain(t *testing.T) {
 	r := newRig(t, 10)
-	cfg := r.config()
-	cfg.DrainTimeout = time.Minute
 	release := make(chan struct{})
 	defer close(release)
-	b, _, conn, started := blockingJoins(t, r, cfg, release)
-	replies := sendJoins(conn, "j1")
-	<-started
-	require.NoError(t, b.Update(cfg))
-	awaitStatus(t, b, 10*time.Second, "draining", func(st Status) bool { return st.State == Draining })
+	b, _, replies := drainingUpdate(t, r, release)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	assert.ErrorIs(t, b.Shutdown(ctx), context.DeadlineExceeded, "the deadline cut j1 short")
@@ -303,14 +307,8 @@ func TestHandlerShutdownLeavesFailBackDrain(t *testing.T) {
 // link drains publishes Stopping at once (the link already refuses).
 func TestShutdownDuringUpdateDrainIsStopping(t *testing.T) {
 	r := newRig(t, 10)
-	cfg := r.config()
-	cfg.DrainTimeout = time.Minute
 	release := make(chan struct{})
-	b, _, conn, started := blockingJoins(t, r, cfg, release)
-	replies := sendJoins(conn, "j1")
-	<-started
-	require.NoError(t, b.Update(cfg))
-	awaitStatus(t, b, 10*time.Second, "draining", func(st Status) bool { return st.State == Draining })
+	b, _, replies := drainingUpdate(t, r, release)
 	shut := make(chan error, 1)
 	go func() { shut <- b.Shutdown(context.Background()) }()
 	awaitStatus(t, b, 10*time.Second, "stopping while j1 still runs", func(st Status) bool { return st.State == Stopping })
