@@ -6,7 +6,6 @@ import (
 	"image"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cblink/cblink/callbridge/callbridgetest"
+	"github.com/cblink/cblink/internal/pagetest"
 )
 
 // TestHTMLReportSelfContained: no script, nothing fetched, server text
@@ -47,21 +47,6 @@ func TestHTMLReportSelfContained(t *testing.T) {
 	assert.Contains(t, page, `class="summary fail"`)
 }
 
-// chromiumPath finds Debian's chromium; without it the browser test
-// skips, unless CI is set (.ci/run installs it), where it fails.
-func chromiumPath(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("chromium is not installed (apt-get install chromium); CI requires the browser test")
-	}
-	t.Skip("chromium is not installed: apt-get install chromium")
-	return ""
-}
-
 // TestHTMLReportInBrowser renders the -html report of a real check in
 // headless Chromium: two servers, the first with a certificate that lacks
 // its FQDN. The page must render, show every step of both lanes, mark the
@@ -69,7 +54,7 @@ func chromiumPath(t *testing.T) string {
 // must show the red of the failure. CBLINK_SCREENSHOT=FILE keeps the
 // screenshot (the README's is made so).
 func TestHTMLReportInBrowser(t *testing.T) {
-	browser := chromiumPath(t)
+	browser := pagetest.ChromiumPath(t)
 	l, ca := startLab(t, callbridgetest.Options{Servers: []callbridgetest.Server{
 		{Name: "xmpp1.example.com", Priority: 10, Weight: 10, SANs: []string{"example.com"}},
 		{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
@@ -203,7 +188,7 @@ func assertNoTextClipped(ctx context.Context, t *testing.T) {
 // with a long word), every text is wrapped inside the diagram, whole
 // words kept where they fit.
 func TestHTMLReportLongTextsInBrowser(t *testing.T) {
-	browser := chromiumPath(t)
+	browser := pagetest.ChromiumPath(t)
 	long := "/etc/cblink/" + strings.Repeat("very-long-directory-name-", 8) + "ca.pem"
 	steps := []Step{
 		newStep(stepSettings, "", OK, time.Millisecond, "component cb1.example.com, server SRV _xmpp-component._tcp.example.com, secret from file /etc/cblink/secret (redacted), CA "+long+", DNS 127.0.0.1:53; timeouts: dial 10s, handshake 10s, ping 10s", ""),
