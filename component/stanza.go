@@ -253,13 +253,8 @@ func appendRawAttr(dst []byte, name string, raw []byte) []byte {
 // anything else is an internal-server-error without text (the text may
 // be private).
 func errorFromHandler(err error) stanza.Error {
-	var se stanza.Error
-	if errors.As(err, &se) {
+	if se, ok := xstream.StanzaErrorIn(err); ok {
 		return se
-	}
-	var sp *stanza.Error
-	if errors.As(err, &sp) && sp != nil {
-		return *sp
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return errClosing

@@ -3,7 +3,6 @@ package componenttest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"sync"
 
 	"mellium.im/xmpp/jid"
@@ -126,13 +125,8 @@ func stanzaOf(el *xstream.Element) Stanza {
 
 // stanzaErrorOf is the stanza error an IQFunc's error is sent as.
 func stanzaErrorOf(err error) stanza.Error {
-	var se stanza.Error
-	if errors.As(err, &se) {
+	if se, ok := xstream.StanzaErrorIn(err); ok {
 		return se
-	}
-	var sp *stanza.Error
-	if errors.As(err, &sp) && sp != nil {
-		return *sp
 	}
 	return stanza.Error{Type: stanza.Cancel, Condition: stanza.InternalServerError}
 }

@@ -1,6 +1,10 @@
 package xstream
 
-import "mellium.im/xmpp/stanza"
+import (
+	"errors"
+
+	"mellium.im/xmpp/stanza"
+)
 
 // nsStanzas is the namespace of stanza error conditions.
 const nsStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -27,4 +31,18 @@ func AppendStanzaError(dst []byte, se stanza.Error) []byte {
 		dst = append(dst, "</text>"...)
 	}
 	return append(dst, "</error>"...)
+}
+
+// StanzaErrorIn returns the stanza error in err's chain, as a value or a
+// pointer, if there is one.
+func StanzaErrorIn(err error) (stanza.Error, bool) {
+	var se stanza.Error
+	if errors.As(err, &se) {
+		return se, true
+	}
+	var sp *stanza.Error
+	if errors.As(err, &sp) && sp != nil {
+		return *sp, true
+	}
+	return stanza.Error{}, false
 }
