@@ -45,9 +45,6 @@ type bridgeState struct {
 	updated  chan struct{}      // cap 1: a new config is waiting
 
 	live atomic.Pointer[link]
-	// draining holds the links that stopped taking requests and finish
-	// those they have (Update, fail-back), guarded by mu.
-	draining map[*component.Session]bool
 	// bg counts goroutines Run started to close links in the background
 	// (fail-back's old link, a connection race's losers); Run waits for
 	// them before it returns.
@@ -307,16 +304,10 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	}
 }
 
-// owns reports whether s is one of the bridge's links: the live one, or
-// one draining.
-func (b *Bridge) owns(s *component.Session) bool {
-	if l := b.live.Load(); l != nil && l.sess == s {
-		return true
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.draining[s]
-}
+// owns reports whether s is one of the bridge's links: published and not
+// yet ended (the live one, or one draining after an Update or a
+// fail-back).
+func (b *Bridge) owns(s *component.Session) bool { return b.stats.tracks(s) }
 
 // stop marks the bridge closed, moves it to Stopping and ends the
 // connection cycle. It returns false when Run never started (then there is

@@ -73,6 +73,14 @@ func (s *statsCounters) connected(sess *component.Session) {
 	s.mu.Unlock()
 }
 
+// tracks reports whether sess is published and not yet ended.
+func (s *statsCounters) tracks(sess *component.Session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.links[sess]
+	return ok
+}
+
 // sessionEnded folds a published session's final counters into the totals
 // once it has ended (its goroutines gone: the counts no longer move).
 func (s *statsCounters) sessionEnded(sess *component.Session, k ErrorKind) {

@@ -3,8 +3,6 @@ package callbridge
 import (
 	"context"
 	"time"
-
-	"github.com/cblink/cblink/component"
 )
 
 // loop runs connection cycles until ctx ends (a stop: Close, Shutdown or
@@ -244,24 +242,7 @@ func (b *Bridge) startProbe(ctx context.Context, cfg *resolved, res Resolver, cu
 func (b *Bridge) drain(hard context.Context, cfg *resolved, l *link) {
 	ctx, cancel := context.WithTimeout(hard, cfg.DrainTimeout)
 	defer cancel()
-	b.setDraining(l.sess, true)
 	b.drained(l.sess.Shutdown(ctx), hard)
-	b.setDraining(l.sess, false)
-}
-
-// setDraining records whether s is a link of the bridge that drains (see
-// owns): from before it stops being the live link until it has ended.
-func (b *Bridge) setDraining(s *component.Session, on bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !on {
-		delete(b.draining, s)
-		return
-	}
-	if b.draining == nil {
-		b.draining = make(map[*component.Session]bool)
-	}
-	b.draining[s] = true
 }
 
 // drained records a drain that a stop cut short (hard ended: Close, Run's
@@ -309,7 +290,6 @@ func (b *Bridge) ended(l *link, k ErrorKind) {
 // published and started first, then the old one drains in the background
 // (owned by Run through b.bg) and closes cleanly.
 func (b *Bridge) swap(hard context.Context, cfg *resolved, old, l *link) {
-	b.setDraining(old.sess, true) // still ours (owns) once no longer live
 	b.live.Store(l)
 	b.stats.connected(l.sess)
 	b.set(func(s *Status) {
