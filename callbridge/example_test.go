@@ -170,12 +170,20 @@ func ExampleBridge_Shutdown() {
 		defer cancel()
 		shut <- b.Shutdown(sctx)
 	}()
-	for b.Status().State != callbridge.Stopping {
-		b.WaitForStateChange(ctx, b.Status().State)
+	// Wait from the state just read, so a change in between is not missed.
+	for st := b.Status().State; st != callbridge.Stopping; st = b.Status().State {
+		if !b.WaitForStateChange(ctx, st) {
+			fmt.Println("still", st)
+			return
+		}
 	}
 	fmt.Println("state:", b.Status().State)
 	close(release) // the backend answers
 	res, err := component.ParseJoinResponse(<-reply)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	fmt.Println("join answered:", res.Session, err)
 	fmt.Println("Shutdown:", <-shut)
 	fmt.Println("Run:", <-runErr)
