@@ -122,6 +122,23 @@ func TestJoinPageInBrowser(t *testing.T) {
 	t.Logf("against the lab (20 joins, after the failover): click to answer median %v, p90 %v; join round trip in the page, clicked: median %v, p90 %v; back to back from the page's client (50, no click): median %v, p90 %v",
 		cm, c90, rm, r90, bm, b90)
 
+	// An IQ with a pending join's id is its answer only when it comes
+	// from the address the join was sent to.
+	assert.Equal(t, "waiting,answered by cb1.example.com", pagetest.Eval[string](pg, `(async () => {
+		const c = new XMPP("ws://unused", "example.com");
+		c.jid = "u@example.com/web"; c.ws = { send() {}, readyState: 1 };
+		const p = c.iq("x1", "cb1.example.com", "<iq/>");
+		c.receive("<iq xmlns='jabber:client' type='result' id='x1' from='mallory@example.com/web'/>");
+		const before = c.pending.has("x1") ? "waiting" : "taken";
+		c.receive("<iq xmlns='jabber:client' type='result' id='x1' from='CB1.example.com'/>");
+		return before + ",answered by " + (await p).getAttribute("from").toLowerCase();
+	})()`))
+
+	// Without a WebSocket URL the page says what to set.
+	pagetest.Eval[bool](pg, `(document.getElementById('ws').value = '', true)`)
+	a = pg.Join("100", "1234", "No URL")
+	assert.Equal(t, "failed", a.Outcome)
+	assert.Contains(t, a.Text, "no WebSocket URL")
 }
 
 // TestWebFlags: without -demo, -web serves the page configured by -web-ws

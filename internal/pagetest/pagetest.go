@@ -140,7 +140,7 @@ func (p *Page) RoundTrips(n int, call, bridge string) []time.Duration {
 		const out = [];
 		for (let i = 0; i < n; i++) {
 			const id = "rt-" + i, t0 = performance.now();
-			const el = await client.iq(id, "<iq xmlns='jabber:client' type='set' id='" + id + "' to='" + esc(bridge) +
+			const el = await client.iq(id, bridge, "<iq xmlns='jabber:client' type='set' id='" + id + "' to='" + esc(bridge) +
 				"'><join xmlns='urn:cblink:join:0' call='" + esc(call) + "'/></iq>");
 			if (el.getAttribute("type") !== "result") throw new Error("join refused: " + new XMLSerializer().serializeToString(el));
 			out.push(performance.now() - t0);
