@@ -441,7 +441,5 @@ func (b *Bridge) set(fn func(*Status)) {
 func (b *Bridge) failed(err error) {
 	k := Classify(err)
 	b.stats.connectFailed(k)
-	b.set(func(s *Status) {
-		s.LastErr, s.LastErrKind, s.Permanent = err, k, k.Permanent()
-	})
+	b.set(func(s *Status) { s.LastErr, s.LastErrKind = err, k })
 }

@@ -117,8 +117,8 @@ func TestPacerSpacing(t *testing.T) {
 
 // TestMixedFailureIsTransient: the preferred server restarting (refused)
 // and a backup refusing the secret (permanent), in either order, is a
-// transient failure: short waits, and Run with StopOnPermanentError does
-// not give up; the bridge connects as soon as the server that was down
+// transient failure: short waits, a status that does not say permanent,
+// and Run with StopOnPermanentError does not give up; the bridge connects as soon as the server that was down
 // is back.
 func TestMixedFailureIsTransient(t *testing.T) {
 	for _, tc := range []struct {
@@ -139,6 +139,12 @@ func TestMixedFailureIsTransient(t *testing.T) {
 			waits := rb.backoffWaits(t, 3)
 			for _, w := range waits {
 				assert.LessOrEqual(t, w, 40*time.Millisecond, "a transient wait, not Backoff.Max")
+			}
+			// The status tells the verdict, not the last server's error.
+			for _, ev := range rb.eventList() {
+				if ev.To == BackingOff {
+					assert.False(t, ev.Status.Permanent, "backing off after %v", ev.Status.LastErr)
+				}
 			}
 			select {
 			case err := <-rb.errc:

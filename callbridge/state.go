@@ -171,9 +171,15 @@ type Status struct {
 	Backoff time.Duration `json:"backoff,omitempty"`
 	// LastErr is the most recent failure, nil if none since Connected.
 	LastErr error `json:"-"`
-	// LastErrKind classifies LastErr; Permanent says an operator must act.
+	// LastErrKind classifies LastErr.
 	LastErrKind ErrorKind `json:"last_error_kind,omitempty"`
-	Permanent   bool      `json:"permanent,omitempty"`
+	// Permanent is the verdict of the last failed cycle: every server's
+	// last failure (or the lookup's) is of a kind only an operator can fix
+	// (ErrorKind.Permanent), so the bridge retries at Backoff.Max (or
+	// stops with StopOnPermanentError). A permanent LastErr from one
+	// server while another failed transiently is not: the bridge then
+	// retries at the transient pace. False again once a link is up.
+	Permanent bool `json:"permanent,omitempty"`
 	// ConnectedSince is when the current link came up (zero if none).
 	ConnectedSince time.Time `json:"connected_since,omitzero"`
 	// Backup is true while the link in use goes to a server that is not

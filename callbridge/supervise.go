@@ -66,10 +66,7 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 			pace.reset()
 			continue
 		}
-		b.set(func(s *Status) {
-			k := Classify(lerr)
-			s.LastErr, s.LastErrKind, s.Permanent = lerr, k, k.Permanent()
-		})
+		b.set(func(s *Status) { s.LastErr, s.LastErrKind = lerr, Classify(lerr) })
 		now := b.now()
 		pace.dropped(last.ep, linkEnd{lived: now.Sub(last.up), pingAnswered: last.sess.Stats().LastPingRTT > 0}, now)
 		if err := b.backOff(ctx, cfg, pace, lerr); err != nil {
@@ -87,12 +84,14 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 func (b *Bridge) backOff(ctx context.Context, cfg *resolved, pace *pacer, err error) error {
 	wait, perm := pace.next(b.now())
 	if perm && cfg.StopOnPermanentError {
+		b.set(func(s *Status) { s.Permanent = true })
 		return &PermanentError{Err: err}
 	}
 	if wait <= 0 {
+		b.set(func(s *Status) { s.Permanent = perm })
 		return nil
 	}
-	b.set(func(s *Status) { s.State = BackingOff; s.Backoff = wait; s.Attempt = pace.cycles })
+	b.set(func(s *Status) { s.State = BackingOff; s.Backoff = wait; s.Attempt = pace.cycles; s.Permanent = perm })
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {

@@ -65,7 +65,7 @@ func newBridgeCollector(b bridgeView) *bridgeCollector {
 		linkStart:       d("cblink_link_start_time_seconds", "When the current XMPP link came up, in seconds since the Unix epoch; 0 while no link is up."),
 		server:          d("cblink_server_info", "1 for the XMPP server in use while the link is up (no series otherwise).", "server", "addr", "preferred"),
 		attempt:         d("cblink_failed_cycles", "Failed connection cycles (every server tried failed) since the link was last up."),
-		permanent:       d("cblink_permanent_error", "1 while the last failure is one an operator must fix (wrong secret, unknown name, certificate, no service, protocol, config)."),
+		permanent:       d("cblink_permanent_error", "1 while every server's last failure is one an operator must fix (wrong secret, unknown name, certificate, no service, protocol, config)."),
 		connects:        d("cblink_connects_total", "Links brought up."),
 		disconnects:     d("cblink_disconnects_total", "Links that ended, by cause.", "kind"),
 		connectFailures: d("cblink_connect_failures_total", "Failed attempts to bring a link up, by cause.", "kind"),

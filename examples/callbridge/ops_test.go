@@ -126,7 +126,7 @@ func TestMetrics(t *testing.T) {
 	for _, k := range callbridge.ErrorKinds() {
 		fmt.Fprintf(&want, "cblink_disconnects_total{kind=%q} 0\n", k)
 	}
-	want.WriteString("# HELP cblink_permanent_error 1 while the last failure is one an operator must fix (wrong secret, unknown name, certificate, no service, protocol, config).\n# TYPE cblink_permanent_error gauge\ncblink_permanent_error 1\n")
+	want.WriteString("# HELP cblink_permanent_error 1 while every server's last failure is one an operator must fix (wrong secret, unknown name, certificate, no service, protocol, config).\n# TYPE cblink_permanent_error gauge\ncblink_permanent_error 1\n")
 	want.WriteString("# HELP cblink_failed_cycles Failed connection cycles (every server tried failed) since the link was last up.\n# TYPE cblink_failed_cycles gauge\ncblink_failed_cycles 3\n")
 	want.WriteString("# HELP cblink_keepalive_rtt_seconds Round trip of the last XEP-0199 ping to the server (0 before the first).\n# TYPE cblink_keepalive_rtt_seconds gauge\ncblink_keepalive_rtt_seconds 0.0015\n")
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want.String()),
