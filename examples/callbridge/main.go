@@ -43,6 +43,10 @@ func main() {
 // bridge stopped on an error (with -stop-on-permanent, an error an
 // operator must fix), 2 for invalid settings.
 func run(args []string, stdout, stderr io.Writer) int {
+	// First of all: a reload (SIGHUP) that comes while the process starts
+	// must not kill it. One queued HUP is handled once the bridge runs.
+	hup := notifyHUP()
+	defer signal.Stop(hup)
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var s settings.Settings
@@ -107,8 +111,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	hup := notifyHUP() // from here on SIGHUP never kills the process
-	defer signal.Stop(hup)
 
 	if *demo {
 		if err := runDemo(ctx, stdout, demoOptions{stay: *stay, status: statusLn, web: webLn}); err != nil {
