@@ -131,8 +131,12 @@ func (b *Bridge) HandlePresence(h component.StanzaHandler) {
 func (b *Bridge) Status() Status { return b.hub.snapshot() }
 
 // WaitForStateChange blocks until the state differs from from, or ctx ends
-// (then it returns false). It never misses a change, but may skip
-// intermediate states; use Subscribe to see each one.
+// (then it returns false). It never misses a change of state, but may skip
+// intermediate states; use Subscribe to see each one. A fail-back keeps
+// the state Connected: it wakes a caller already waiting from Connected,
+// but one that calls after the move sleeps until the next change. To
+// wait for a condition on other fields (the server in use), Subscribe
+// first, then check Status at each event.
 func (b *Bridge) WaitForStateChange(ctx context.Context, from State) bool {
 	return b.hub.waitChange(ctx, from)
 }

@@ -3,6 +3,7 @@ package callbridge
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -251,6 +252,30 @@ func TestSlowSubscriberToldOfGap(t *testing.T) {
 	}
 	assert.Equal(t, n+1, got+dropped, "every event received or counted as dropped")
 	assert.Positive(t, dropped)
+}
+
+// TestWaitForStateChangeWakesOnMove: a waiter from Connected wakes when
+// the link moves to another server (a fail-back), though the state stays
+// Connected. The hub moves the link until the waiter has woken: a waiter
+// that slept through moves would hold the test to its deadline.
+func TestWaitForStateChangeWakesOnMove(t *testing.T) {
+	h := newHub()
+	h.update(func(s *Status) { s.State, s.Server = Connected, "xmpp2.example.com" })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	woke := make(chan bool, 1)
+	go func() { woke <- h.waitChange(ctx, Connected) }()
+	for i := 0; ; i++ {
+		h.update(func(s *Status) { s.Server = fmt.Sprintf("xmpp%d.example.com", i%2+1) })
+		select {
+		case ok := <-woke:
+			assert.True(t, ok, "woken by a move, not by the deadline")
+			assert.Equal(t, Connected, h.snapshot().State)
+			return
+		default:
+			runtime.Gosched()
+		}
+	}
 }
 
 // TestHandlerShutdownLeavesFailBackDrain: a handler on the new link that

@@ -165,16 +165,26 @@ func runConnected(t *testing.T, r *rig, b *Bridge) (wait func() error, conn *com
 	return wait, conn
 }
 
+// awaitStatus waits until ok holds, checked now and at every event: a
+// fail-back keeps the state Connected, so waiting for a state change from
+// the one read could sleep through it.
 func awaitStatus(t *testing.T, b *Bridge, within time.Duration, what string, ok func(Status) bool) Status {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
+	timeout := time.NewTimer(within)
+	defer timeout.Stop()
+	events, cancel := b.Subscribe()
 	defer cancel()
 	for {
 		st := b.Status()
 		if ok(st) {
 			return st
 		}
-		if !b.WaitForStateChange(ctx, st.State) {
+		select {
+		case _, open := <-events:
+			if !open && st.State == Stopped {
+				t.Fatalf("%s not reached: the bridge stopped (last error: %v)", what, st.LastErr)
+			}
+		case <-timeout.C:
 			t.Fatalf("%s not reached within %v; now %s on %q (last error: %v)", what, within, st.State, st.Server, st.LastErr)
 		}
 	}
@@ -524,8 +534,8 @@ func TestUpdateDrainsJoins(t *testing.T) {
 }
 
 // TestFailBackDrainsJoins: the link left by a fail-back finishes its
-// queued joins; the move is counted as a fail-back, and
-// WaitForStateChange sees it.
+// queued joins; the move is counted as a fail-back, and published as an
+// event (Connected to Connected, on the new server).
 func TestFailBackDrainsJoins(t *testing.T) {
 	r := newRig(t, 10, 20)
 	r.servers[0].Stop()
@@ -534,15 +544,18 @@ func TestFailBackDrainsJoins(t *testing.T) {
 	cfg.FailBackInterval = 20 * time.Millisecond
 	q := startQueuedJoins(t, r, cfg, 4)
 	require.Equal(t, "xmpp2.example.com", q.b.Status().Server)
-	woke := make(chan bool, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		woke <- q.b.WaitForStateChange(ctx, Connected)
-	}()
+	events, cancel := q.b.Subscribe()
+	defer cancel()
 	require.NoError(t, r.servers[0].Start())
 	awaitStatus(t, q.b, 10*time.Second, "failed back", connectedTo("xmpp1.example.com"))
-	assert.True(t, <-woke, "WaitForStateChange wakes when the server changes")
+	select {
+	case ev := <-events:
+		assert.Equal(t, Connected, ev.From)
+		assert.Equal(t, Connected, ev.To)
+		assert.Equal(t, "xmpp1.example.com", ev.Status.Server)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event for the fail-back")
+	}
 	close(q.gate)
 	q.assertDrained(t)
 	require.Eventually(t, func() bool { return q.b.Stats().Disconnects[KindFailBack] == 1 }, 10*time.Second, time.Millisecond)

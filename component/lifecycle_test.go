@@ -308,7 +308,9 @@ func TestBurstShedsWithoutKillingLink(t *testing.T) {
 	cfg.Workers, cfg.OrderPerSender = 1, true // one sender: up to QueueSize wait
 	cfg.QueueSize = 4
 	cfg.PingInterval = 20 * time.Millisecond
-	cfg.PingTimeout = 200 * time.Millisecond
+	// A ping unanswered (pongs not read) for 2 s ends the link; an
+	// answered one lets the next go after the 20 ms interval.
+	cfg.PingTimeout = 2 * time.Second
 	cfg.Handler = untilReleased(release)
 	s, p := startSession(t, cfg)
 	out := p.pump(true, nil)

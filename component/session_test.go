@@ -337,7 +337,9 @@ func TestSendIQTimeoutAndBounds(t *testing.T) {
 	cfg := testConfig(nil)
 	cfg.MaxPendingIQ = 1
 	s, p := startSession(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	// Long enough to hold the one slot while the second IQ is refused,
+	// even on a loaded machine; the test waits it out once.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() {
@@ -345,7 +347,9 @@ func TestSendIQTimeoutAndBounds(t *testing.T) {
 		errc <- err
 	}()
 	p.nextStanza()
-	_, err := s.SendIQ(context.Background(), IQ{Type: stanza.GetIQ, ID: "second"})
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	_, err := s.SendIQ(ctx2, IQ{Type: stanza.GetIQ, ID: "second"})
 	assert.ErrorIs(t, err, ErrTooManyPending)
 	err = <-errc
 	assert.ErrorIs(t, err, ErrTimeout)
@@ -462,7 +466,7 @@ func TestBlackholeDetected(t *testing.T) {
 func TestPingsKeepLinkAlive(t *testing.T) {
 	cfg := testConfig(nil)
 	cfg.PingInterval = 20 * time.Millisecond
-	cfg.PingTimeout = 200 * time.Millisecond
+	cfg.PingTimeout = 2 * time.Second // the next ping waits for the answer
 	s, p := startSession(t, cfg)
 	for i := range 4 {
 		req := p.nextStanza()
@@ -513,7 +517,9 @@ func TestOversizeStanza(t *testing.T) {
 }
 
 func TestCloseClientSide(t *testing.T) {
-	s, p := startSession(t, testConfig(nil))
+	cfg := testConfig(nil)
+	cfg.CloseTimeout = 10 * time.Second // far beyond any scheduling delay
+	s, p := startSession(t, cfg)
 	go func() {
 		if p.end() == xstream.ErrStreamEnd {
 			p.write("</stream:stream>")
@@ -521,7 +527,7 @@ func TestCloseClientSide(t *testing.T) {
 	}()
 	start := time.Now()
 	require.NoError(t, s.Close())
-	assert.Less(t, time.Since(start), 250*time.Millisecond, "Close must not wait for CloseTimeout when the server answers")
+	assert.Less(t, time.Since(start), 5*time.Second, "Close must not wait for CloseTimeout when the server answers")
 	require.NoError(t, s.Close(), "idempotent")
 	s.Abort()
 	assert.ErrorIs(t, s.Err(), ErrClosed)

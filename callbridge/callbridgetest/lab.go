@@ -100,10 +100,17 @@ func WaitState(ctx context.Context, b *callbridge.Bridge, want callbridge.State)
 	return WaitStatus(ctx, b, func(st callbridge.Status) bool { return st.State == want })
 }
 
-// WaitStatus waits until ok(b.Status()) holds. It fails with ErrStopped as
-// soon as b has stopped and ok does not hold for its final status, and
-// with ctx's error when ctx ends first.
+// WaitStatus waits until ok(b.Status()) holds, checking it now and at
+// every event (a state change, or a fail-back's move to another server
+// while Connected). It fails with ErrStopped as soon as b has stopped and
+// ok does not hold for its final status, and with ctx's error when ctx
+// ends first.
 func WaitStatus(ctx context.Context, b *callbridge.Bridge, ok func(callbridge.Status) bool) (callbridge.Status, error) {
+	// Subscribed before the first look: no event after it is missed,
+	// including a move that keeps the state (WaitForStateChange, given the
+	// state, would sleep through that one).
+	events, cancel := b.Subscribe()
+	defer cancel()
 	for {
 		st := b.Status()
 		if ok(st) {
@@ -115,7 +122,9 @@ func WaitStatus(ctx context.Context, b *callbridge.Bridge, ok func(callbridge.St
 			}
 			return st, ErrStopped
 		}
-		if !b.WaitForStateChange(ctx, st.State) {
+		select {
+		case <-events: // closed once b has stopped: Status then says so
+		case <-ctx.Done():
 			return st, fmt.Errorf("callbridge: still %s on %q (last error: %v): %w", st.State, st.Server, st.LastErr, ctx.Err())
 		}
 	}
