@@ -25,7 +25,8 @@
 //
 // Anything else ends the session with a stream error: not-authorized for
 // a stanza before the login, not-well-formed for a frame that is not one
-// element, unsupported-encoding for a binary frame,
+// element or holds bytes that are not UTF-8 XML characters,
+// unsupported-encoding for a binary frame,
 // unsupported-stanza-type, invalid-namespace, host-unknown for another
 // domain. Every resource is bounded: the frame size, the number of
 // sessions, the IQs a session may have waiting for a component, and the

@@ -24,8 +24,14 @@ var errBadFrame = errors.New("wstest: a frame must hold exactly one element")
 
 // parseFrame returns the one element a text frame holds (RFC 7395 section
 // 3.3.3: every frame is one complete, self-contained element). A frame of
-// only white space gives an Element with Keepalive set.
+// only white space gives an Element with Keepalive set. A frame with a
+// byte sequence that is not UTF-8, or a character XML cannot carry, is not
+// well-formed, wherever it is (the decoder would pass some through in
+// content).
 func parseFrame(b []byte) (xstream.Element, error) {
+	if !validXML(string(b)) {
+		return xstream.Element{}, errBadFrame
+	}
 	dec := xstream.NewDecoder(bytes.NewReader(b), len(b)+1, 0)
 	el, err := dec.Next()
 	if err != nil {

@@ -284,6 +284,8 @@ func TestRefusals(t *testing.T) {
 		{"wrong domain", false, strings.Replace(open, "example.com", "example.org", 1), "host-unknown"},
 		{"two elements in a frame", false, open + open, "not-well-formed"},
 		{"not xml", false, "hello", "not-well-formed"},
+		{"not utf-8 in content", true, "<message xmlns='jabber:client' to='cb1.example.com'><body>\xff\xfe</body></message>", "not-well-formed"},
+		{"control character in content", true, "<message xmlns='jabber:client' to='cb1.example.com'><body>\x01</body></message>", "not-well-formed"},
 		{"unknown element", true, "<foo xmlns='jabber:client'/>", "unsupported-stanza-type"},
 		{"other namespace", true, "<message xmlns='jabber:server' to='cb1.example.com'/>", "invalid-namespace"},
 		{"iq without id", true, "<iq xmlns='jabber:client' type='get' to='example.com'/>", "invalid-xml"},
