@@ -202,8 +202,11 @@ func (b *Bridge) SendIQ(ctx context.Context, iq component.IQ) (*component.Stanza
 // closes cleanly, and the bridge reconnects at once with the new settings
 // (a new secret, another server address, ...). Handlers and subscribers
 // are kept. An invalid cfg is rejected and the current one stays in force.
-// Update returns at once; Subscribe or WaitForStateChange show the
-// reconnection.
+// Update returns once a live link refuses new requests (the state is
+// Draining, or already past it), at once when no link is up, and in any
+// case within about a second; it does not wait for the drain nor the
+// reconnection: Subscribe or callbridgetest.WaitState show those, and
+// waiting for Connected after Update means the new link.
 func (b *Bridge) Update(cfg Config) error {
 	r, err := cfg.resolve()
 	if err != nil {
@@ -221,10 +224,23 @@ func (b *Bridge) Update(cfg Config) error {
 	b.mu.Unlock()
 	select {
 	case b.updated <- struct{}{}:
-	default:
+	default: // one is pending: the cycle takes the settings stored above
+	}
+	// While a link is up, the connection cycle serves it, takes the
+	// signal at once and publishes Draining once the link refuses; any
+	// other way out of Connected (a drop, a stop) is fine too. A
+	// fail-back's move keeps Connected: wait on.
+	ctx, cancel := context.WithTimeout(context.Background(), updateRefuseWait)
+	defer cancel()
+	for b.hub.snapshot().State == Connected && b.hub.waitChange(ctx, Connected) {
 	}
 	return nil
 }
+
+// updateRefuseWait bounds Update's wait for the live link to refuse new
+// requests, which takes microseconds: the cycle never blocks while it
+// serves a link.
+const updateRefuseWait = time.Second
 
 func (b *Bridge) current() (*resolved, Resolver) {
 	b.mu.Lock()

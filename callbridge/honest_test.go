@@ -143,7 +143,7 @@ func drainingUpdate(t *testing.T, r *rig, release <-chan struct{}) (*Bridge, *co
 	replies := sendJoins(conn, "j1")
 	<-started
 	require.NoError(t, b.Update(cfg))
-	awaitStatus(t, b, 10*time.Second, "draining", func(st Status) bool { return st.State == Draining })
+	require.Equal(t, Draining, b.Status().State, "Update returns once the old link refuses new requests")
 	return b, conn, replies
 }
 
