@@ -43,7 +43,7 @@ type Backoff struct {
 	// timeouts, stream errors): a Call Bridge that is down is a service
 	// that is down, so it keeps trying often.
 	TransientMax time.Duration
-	Multiplier   float64 // growth per failed cycle
+	Multiplier   float64 // growth per failed cycle: 0 (the default) or at least 1
 	// ResetAfter is how long a link must live to count as healthy when the
 	// server has not answered a ping on it; links that end sooner count as
 	// failures of their server (flapping).

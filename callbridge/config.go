@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -363,7 +364,23 @@ func (c Config) resolve() (*resolved, error) {
 			bad("ServerName", "%q is not a valid name: %v", c.ServerName, err)
 		}
 	}
-
+	if len(probs) == 0 {
+		// The TLS settings, as each connection attempt will use them (the
+		// server name is each server's, unknown yet: the domain stands in
+		// for it; an empty pool keeps the system's from loading here).
+		base := tlsverify.Config{Domain: r.Domain, ServerName: r.Domain, Roots: x509.NewCertPool()}
+		policy, pins := base, base
+		policy.Policy, pins.Pins = c.TLSPolicy, c.Pins
+		for _, f := range []struct {
+			field string
+			v     tlsverify.Config
+			sni   string
+		}{{"TLSPolicy", policy, ""}, {"Pins", pins, ""}, {"SNI", base, c.SNI}} {
+			if _, err := f.v.TLSConfig(f.sni); err != nil {
+				bad(f.field, "%s", strings.TrimPrefix(err.Error(), tlsverify.ErrInvalidConfig.Error()+": "))
+			}
+		}
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -379,6 +396,9 @@ func (c Config) resolve() (*resolved, error) {
 	}
 	if errors.As(c.Tuning.Validate(), &ce) {
 		e.Problems = append(e.Problems, ce.Problems...)
+	}
+	if m := c.Backoff.Multiplier; m != 0 && !(m >= 1 && !math.IsInf(m, 1)) { // NaN too
+		bad("Backoff.Multiplier", "must be 0 (the default, 2) or a finite number of at least 1: %v", m)
 	}
 	if c.Backoff.Max > 0 && c.Backoff.Base > c.Backoff.Max {
 		bad("Backoff", "base %v is larger than max %v", c.Backoff.Base, c.Backoff.Max)

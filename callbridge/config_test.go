@@ -3,6 +3,7 @@ package callbridge
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/tlsverify"
 )
 
 const testSecret = "s3cr3t-Do-Not-Log"
@@ -74,6 +76,43 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	}
 	assert.Contains(t, err.Error(), `Name: must not contain a domain part: "cb1.example.com"`)
 	assert.NotContains(t, err.Error(), testSecret)
+}
+
+// TestValidateTLSAndBackoffSettings: TLS settings that no connection could
+// use, and a backoff that would shrink, are refused by New, not found at
+// each connection attempt (or replaced silently).
+func TestValidateTLSAndBackoffSettings(t *testing.T) {
+	for name, tc := range map[string]struct {
+		set   func(*Config)
+		field string
+		msg   string
+	}{
+		"pin":              {func(c *Config) { c.Pins = []string{"not-a-pin"} }, "Pins", "Pins[0]"},
+		"second pin":       {func(c *Config) { c.Pins = []string{strings.Repeat("ab", 32), "x"} }, "Pins", "Pins[1]"},
+		"sni":              {func(c *Config) { c.SNI = "exa mple..com" }, "SNI", "SNI"},
+		"policy":           {func(c *Config) { c.TLSPolicy = 42 }, "TLSPolicy", "unknown"},
+		"multiplier half":  {func(c *Config) { c.Backoff.Multiplier = 0.5 }, "Backoff.Multiplier", "at least 1"},
+		"multiplier minus": {func(c *Config) { c.Backoff.Multiplier = -3 }, "Backoff.Multiplier", "at least 1"},
+		"multiplier NaN":   {func(c *Config) { c.Backoff.Multiplier = math.NaN() }, "Backoff.Multiplier", "NaN"},
+		"multiplier +Inf":  {func(c *Config) { c.Backoff.Multiplier = math.Inf(1) }, "Backoff.Multiplier", "Inf"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := validConfig()
+			tc.set(&c)
+			_, err := New(c)
+			require.ErrorIs(t, err, component.ErrConfig)
+			got := fieldErrors(t, err)
+			require.Len(t, got, 1, "%v", err)
+			assert.Contains(t, got[tc.field], tc.msg)
+		})
+	}
+	c := validConfig()
+	c.Pins = []string{strings.Repeat("ab", 32)}
+	c.SNI = "xmpp.example.com"
+	c.TLSPolicy = tlsverify.RequireServerName
+	c.Backoff.Multiplier = 1
+	require.NoError(t, c.Validate(), "valid settings pass")
+	assert.Equal(t, KindConfig, Classify(fmt.Errorf("x: %w", tlsverify.ErrInvalidConfig)))
 }
 
 func TestSecretSources(t *testing.T) {

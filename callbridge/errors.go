@@ -169,7 +169,7 @@ func Classify(err error) ErrorKind {
 		return KindDuplicateName
 	case errors.Is(err, discovery.ErrNoService), errors.Is(err, discovery.ErrNoSRV):
 		return KindNoService
-	case errors.Is(err, discovery.ErrBadAddress):
+	case errors.Is(err, discovery.ErrBadAddress), errors.Is(err, tlsverify.ErrInvalidConfig):
 		return KindConfig
 	case errors.As(err, &dnsErr):
 		return KindDNS
