@@ -3,6 +3,7 @@ package callbridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -138,6 +139,9 @@ func (b *Bridge) Status() Status { return b.hub.snapshot() }
 // wait for a condition on other fields (the server in use), Subscribe
 // first, then check Status at each event.
 func (b *Bridge) WaitForStateChange(ctx context.Context, from State) bool {
+	if ctx == nil {
+		return false // as a context that has ended: the caller cannot wait
+	}
 	return b.hub.waitChange(ctx, from)
 }
 
@@ -291,6 +295,9 @@ func (b *Bridge) hardStop() context.CancelFunc {
 // may stop its bridge with b.Shutdown(ctx). With any other ctx, a
 // handler's own Shutdown waits for itself until ctx ends.
 func (b *Bridge) Shutdown(ctx context.Context) error {
+	if ctx == nil {
+		return fmt.Errorf("callbridge: Shutdown: %w", component.ErrNilContext)
+	}
 	if !b.stop() {
 		return nil
 	}
@@ -366,6 +373,9 @@ func (b *Bridge) stop() bool {
 // handler that ignores its cancelled context; see component.Session).
 // Calling Run a second time returns ErrClosed.
 func (b *Bridge) Run(ctx context.Context) error {
+	if ctx == nil {
+		return fmt.Errorf("callbridge: Run: %w", component.ErrNilContext)
+	}
 	b.mu.Lock()
 	if b.started || b.closed {
 		b.mu.Unlock()

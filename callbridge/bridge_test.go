@@ -426,3 +426,28 @@ func TestDialerAndResolverSeams(t *testing.T) {
 	assert.Positive(t, res.n.Load())
 	assert.Positive(t, dialer.n.Load())
 }
+
+// TestNilContext: Run and Shutdown given a nil context refuse it with an
+// error matching component.ErrNilContext and leave the bridge as it was:
+// it runs, answers and stops afterwards (before, Run panicked holding the
+// bridge's lock and every later call hung).
+func TestNilContext(t *testing.T) {
+	r := newRig(t, 10)
+	b, err := New(r.config())
+	require.NoError(t, err)
+	b.HandleJoin(func(_ context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
+		return &component.JoinResult{Session: "s-" + req.Call}, nil
+	})
+	var nilCtx context.Context
+	err = b.Run(nilCtx)
+	require.ErrorIs(t, err, component.ErrNilContext)
+	assert.Equal(t, KindConfig, Classify(err))
+	assert.False(t, b.WaitForStateChange(nilCtx, Idle))
+
+	wait, _ := runConnected(t, r, b)
+	assert.ErrorIs(t, b.Shutdown(nilCtx), component.ErrNilContext)
+	assert.Equal(t, Connected, b.Status().State, "the bridge still runs")
+	assert.Contains(t, join(t, r.servers[0], "100", ""), "s-100")
+	require.NoError(t, b.Shutdown(context.Background()))
+	assert.ErrorIs(t, wait(), ErrClosed)
+}

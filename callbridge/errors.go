@@ -161,7 +161,7 @@ func Classify(err error) ErrorKind {
 		return KindNone
 	case errors.Is(err, ErrClosed), errors.Is(err, component.ErrClosed):
 		return KindClosed
-	case errors.Is(err, component.ErrConfig), errors.As(err, &contract):
+	case errors.Is(err, component.ErrConfig), errors.As(err, &contract), errors.Is(err, component.ErrNilContext):
 		return KindConfig
 	case errors.As(err, &redirErr):
 		return KindRedirect

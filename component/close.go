@@ -47,6 +47,9 @@ func (s *Session) Close() error {
 // s.Shutdown(ctx). With any other ctx, a handler's own Shutdown waits for
 // itself until ctx ends.
 func (s *Session) Shutdown(ctx context.Context) error {
+	if ctx == nil {
+		return ErrNilContext
+	}
 	var err error
 	if s.pool != nil {
 		if j, ok := ctx.Value(jobKey{}).(*job); ok && j.pool == s.pool {

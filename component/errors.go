@@ -59,6 +59,11 @@ var (
 	// unusable Config (no name, no secret, malformed address...), and of
 	// callbridge's validation, which shares the type.
 	ErrConfig = errors.New("component: invalid configuration")
+
+	// ErrNilContext: a function or method was given a nil context.Context
+	// (use context.Background() or context.TODO()). The call does nothing
+	// else: a session or bridge given one is left as it was.
+	ErrNilContext = errors.New("component: nil context.Context")
 )
 
 // StreamError is a stream-level error that ended the link: either one the

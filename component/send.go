@@ -28,6 +28,9 @@ var pingPayload = []byte("<ping xmlns='" + NSPing + "'/>")
 // ended it fails at once with ErrClosed or ErrDisconnected. It is safe for
 // concurrent use, including from handlers.
 func (s *Session) Send(ctx context.Context, st Outgoing) error {
+	if ctx == nil {
+		return ErrNilContext
+	}
 	k, typ, id, from, to, payload := st.header()
 	fromStr, err := s.stampFrom(from)
 	if err != nil {
@@ -189,6 +192,9 @@ func sameAddr(fromRaw []byte, want, server string) bool {
 // ErrTimeout); when the link ends the call fails at once with ErrClosed or
 // ErrDisconnected.
 func (s *Session) SendIQ(ctx context.Context, iq IQ) (*Stanza, error) {
+	if ctx == nil {
+		return nil, ErrNilContext
+	}
 	if iq.Type != stanza.GetIQ && iq.Type != stanza.SetIQ {
 		return nil, fmt.Errorf("component: SendIQ needs type get or set, not %q", iq.Type)
 	}
@@ -243,6 +249,9 @@ func (s *Session) roundTrip(ctx context.Context, id, typ, from, to string, body 
 // trip time. Any reply proves the server alive, so an error reply such as
 // service-unavailable counts as success.
 func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
+	if ctx == nil {
+		return 0, ErrNilContext
+	}
 	start := time.Now()
 	s.stats.pingsSent.Add(1)
 	_, err := s.roundTrip(ctx, s.nextID(), "get", s.cfg.addrStr, s.cfg.serverAddr, pingPayload)

@@ -168,6 +168,10 @@ func NewSession(ctx context.Context, conn net.Conn, cfg Config) (*Session, error
 // conn is closed and the error says why (callbridge.Classify tells whether
 // a retry can help). The secret never appears in errors or logs.
 func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Session, error) {
+	if ctx == nil {
+		conn.Close()
+		return nil, ErrNilContext
+	}
 	set, err := cfg.resolve()
 	if err != nil {
 		conn.Close()
@@ -224,6 +228,9 @@ type sessionKey struct{}
 // SessionFromContext returns the session whose handler received ctx, so
 // that handlers shared by many sessions can send on the right one.
 func SessionFromContext(ctx context.Context) (*Session, bool) {
+	if ctx == nil {
+		return nil, false
+	}
 	s, ok := ctx.Value(sessionKey{}).(*Session)
 	return s, ok
 }
@@ -252,6 +259,9 @@ func (s *Session) Err() error {
 // Wait blocks until the link has ended or ctx ends, and returns Err (or
 // ctx's error).
 func (s *Session) Wait(ctx context.Context) error {
+	if ctx == nil {
+		return ErrNilContext
+	}
 	select {
 	case <-s.done:
 		return s.Err()

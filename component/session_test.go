@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -755,4 +756,37 @@ func TestJoinAnswerBytes(t *testing.T) {
 	assert.Equal(t, "<iq type='result' id='j2' from='cb1.example.com' to='u@example.com/r'><joined xmlns='urn:cblink:join:0'/></iq>", p.nextStanza())
 	p.write("<iq type='get' from='u@example.com/r' to='cb1.example.com' id='q1'><q xmlns='urn:test'/></iq>")
 	assert.Equal(t, "<iq type='result' id='q1' from='cb1.example.com' to='u@example.com/r'/>", p.nextStanza())
+}
+
+// TestNilContext: every call that takes a context refuses a nil one with
+// ErrNilContext and leaves the session as it was.
+func TestNilContext(t *testing.T) {
+	s, p := startSession(t, testConfig(nil))
+	var nilCtx context.Context
+	assert.ErrorIs(t, s.Send(nilCtx, Message{To: jid.MustParse("u@example.com")}), ErrNilContext)
+	_, err := s.SendIQ(nilCtx, IQ{Type: stanza.GetIQ})
+	assert.ErrorIs(t, err, ErrNilContext)
+	_, err = s.Ping(nilCtx)
+	assert.ErrorIs(t, err, ErrNilContext)
+	assert.ErrorIs(t, s.Wait(nilCtx), ErrNilContext)
+	assert.ErrorIs(t, s.Shutdown(nilCtx), ErrNilContext)
+	_, ok := SessionFromContext(nilCtx)
+	assert.False(t, ok)
+	require.NoError(t, s.Err(), "the session is still up")
+
+	// Still usable: a ping goes out and is answered.
+	go func() {
+		req := p.nextStanza()
+		p.write(`<iq type='result' id='` + attr(t, req, "id") + `' from='example.com'/>`)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = s.Ping(ctx)
+	require.NoError(t, err)
+
+	c, _ := net.Pipe()
+	_, err = Handshake(nilCtx, c, testConfig(nil))
+	assert.ErrorIs(t, err, ErrNilContext)
+	_, err = c.Write([]byte("x"))
+	assert.ErrorIs(t, err, io.ErrClosedPipe, "Handshake closed the conn it was given")
 }

@@ -74,6 +74,9 @@ func (k Kind) String() string {
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
 
+// errNilContext: Lookup was given a nil context.Context.
+var errNilContext = errors.New("nil context.Context (use context.Background())")
+
 // Error is a discovery failure, like net.DNSError: it names the operation,
 // the name or setting involved and, when one answered, the name server.
 type Error struct {

@@ -85,6 +85,9 @@ type plan struct {
 // ErrNoAddresses and ErrBadAddress. On error the Result is still returned,
 // holding only the Trace, so that a diagnostic tool can show what happened.
 func (r *Resolver) Lookup(ctx context.Context, req Request) (*Result, error) {
+	if ctx == nil {
+		return &Result{}, &Error{Op: "lookup", Name: req.Domain, Err: errNilContext}
+	}
 	now := r.now()
 	r.mu.Lock()
 	p := r.plans[req]
