@@ -132,7 +132,8 @@ func (b *Bridge) HandlePresence(h component.StanzaHandler) {
 func (b *Bridge) Status() Status { return b.hub.snapshot() }
 
 // WaitForStateChange blocks until the state differs from from, or ctx ends
-// (then it returns false). It never misses a change of state, but may skip
+// (then it returns false); from Stopped, which is final, it returns false
+// at once. It never misses a change of state, but may skip
 // intermediate states; use Subscribe to see each one. A fail-back keeps
 // the state Connected: it wakes a caller already waiting from Connected,
 // but one that calls after the move sleeps until the next change. To

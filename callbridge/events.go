@@ -82,6 +82,10 @@ func (h *hub) waitChange(ctx context.Context, from State) bool {
 		h.mu.Unlock()
 		return true
 	}
+	if from == Stopped {
+		h.mu.Unlock()
+		return false // final: nothing will change
+	}
 	seq := h.seq
 	for h.seq == seq {
 		if h.changed == nil {

@@ -254,6 +254,15 @@ func TestSlowSubscriberToldOfGap(t *testing.T) {
 	assert.Positive(t, dropped)
 }
 
+// TestWaitForStateChangeFromStopped: Stopped is final, so a wait from it
+// returns false at once instead of holding the caller until ctx ends.
+func TestWaitForStateChangeFromStopped(t *testing.T) {
+	h := newHub()
+	h.update(func(s *Status) { s.State = Stopped })
+	assert.False(t, h.waitChange(context.Background(), Stopped))
+	assert.True(t, h.waitChange(context.Background(), Connected))
+}
+
 // TestWaitForStateChangeWakesOnMove: a waiter from Connected wakes when
 // the link moves to another server (a fail-back), though the state stays
 // Connected. The hub moves the link until the waiter has woken: a waiter
