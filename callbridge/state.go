@@ -86,7 +86,9 @@ type ErrorKind string
 // Error kinds, and whether each is permanent.
 const (
 	KindNone ErrorKind = ""
-	// KindConfig (permanent): invalid settings.
+	// KindConfig (permanent): invalid settings, or settings the server
+	// shows wrong: its TLS alert unrecognized_name says it serves no such
+	// name as the SNI sent (Domain, or SNI).
 	KindConfig ErrorKind = "config"
 	// KindNoService (permanent): the domain publishes no component service
 	// (SRV target ".", or no SRV records and no fallback).
