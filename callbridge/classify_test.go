@@ -147,7 +147,7 @@ func TestClassifyTable(t *testing.T) {
 		{&ConnectError{Step: TLS, Err: tls.AlertError(40)}, KindTLS}, // handshake_failure (Prosody on an unknown SNI)
 		// unrecognized_name (Prosody 0.12 when -domain names a host it
 		// does not serve): the settings are wrong, retrying cannot help.
-		{&ConnectError{Step: TLS, Err: fmt.Errorf("TLS handshake: %w", tls.AlertError(112))}, KindConfig},
+		{&ConnectError{Step: TLS, Err: fmt.Errorf("TLS handshake: %w (%w)", tlsverify.ErrUnrecognizedName, errors.New("remote error: tls: unrecognized name"))}, KindConfig},
 		{&ConnectError{Step: TLS, Err: tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}}, KindProtocol},
 	} {
 		assert.Equal(t, tc.kind, Classify(tc.err), "%v", tc.err)

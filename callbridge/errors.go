@@ -138,10 +138,6 @@ var protocolConditions = map[string]bool{
 	"not-well-formed":         true,
 }
 
-// alertUnrecognizedName is the TLS alert unrecognized_name (RFC 6066
-// section 3), which crypto/tls does not export.
-const alertUnrecognizedName tls.AlertError = 112
-
 // Classify returns the kind of an error from the bridge or from the
 // packages it composes (discovery, tlsverify, component, the network): the
 // one classification of this module. Its Permanent method says whether an
@@ -205,7 +201,7 @@ func Classify(err error) ErrorKind {
 		return KindStream
 	case errors.Is(err, component.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return KindTimeout
-	case errors.As(err, &tlsAlert) && tlsAlert == alertUnrecognizedName:
+	case errors.Is(err, tlsverify.ErrUnrecognizedName):
 		// The server serves no name the bridge asked for (SNI: the
 		// domain, or Config.SNI): a setting to fix, not a passing fault.
 		return KindConfig

@@ -88,7 +88,7 @@ const (
 	KindNone ErrorKind = ""
 	// KindConfig (permanent): invalid settings, or settings the server
 	// shows wrong: its TLS alert unrecognized_name says it serves no such
-	// name as the SNI sent (Domain, or SNI).
+	// name as the SNI sent (Domain, or SNI; tlsverify.ErrUnrecognizedName).
 	KindConfig ErrorKind = "config"
 	// KindNoService (permanent): the domain publishes no component service
 	// (SRV target ".", or no SRV records and no fallback).

@@ -38,18 +38,36 @@ var (
 	// port speaks plain XMPP (a component port without TLS such as 5347,
 	// or the client port 5222), not direct TLS.
 	ErrPlainXMPP = errors.New("this port speaks plain XMPP, not direct TLS; the direct-TLS component port is usually 5223")
+	// ErrUnrecognizedName: the server answered the ClientHello with the
+	// TLS alert unrecognized_name (RFC 6066 section 3): it serves no such
+	// name as the SNI sent, the XMPP domain unless set otherwise. The
+	// domain setting is the usual mistake (Prosody answers so for a host
+	// it does not serve).
+	ErrUnrecognizedName = errors.New("the server serves no host of the name sent as SNI (TLS alert unrecognized_name): check the XMPP domain")
 )
 
 // ExplainHandshakeError returns the error of a failed TLS handshake
-// (tls.Conn.Handshake) as is, or, when the server answered with XML, an
-// error matching both ErrPlainXMPP and err that quotes what it answered.
+// (tls.Conn.Handshake) as is, or one that also says what it means: when
+// the server answered with XML, an error matching both ErrPlainXMPP and
+// err that quotes what it answered; when it sent the alert
+// unrecognized_name, an error matching both ErrUnrecognizedName and err.
 func ExplainHandshakeError(err error) error {
 	var rh tls.RecordHeaderError
 	if errors.As(err, &rh) && bytes.HasPrefix(bytes.TrimLeft(rh.RecordHeader[:], " \t\r\n"), []byte("<")) {
 		return &plainXMPPError{header: rh.RecordHeader, err: err}
 	}
+	// crypto/tls reports an alert received as a *net.OpError "remote
+	// error" whose Err (of an unexported type) prints as the alert's
+	// AlertError does.
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil && oe.Err.Error() == alertUnrecognizedName.Error() {
+		return fmt.Errorf("%w (%w)", ErrUnrecognizedName, err)
+	}
 	return err
 }
+
+// alertUnrecognizedName is the TLS alert unrecognized_name.
+const alertUnrecognizedName tls.AlertError = 112
 
 type plainXMPPError struct {
 	header [5]byte

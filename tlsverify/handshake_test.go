@@ -220,3 +220,38 @@ func TestExplainHandshakeError(t *testing.T) {
 	}
 	assert.Nil(t, tlsverify.ExplainHandshakeError(nil))
 }
+
+// TestExplainUnrecognizedName: a server that serves no host of the SNI
+// sent answers with the alert unrecognized_name (crypto/tls's server does,
+// as Prosody does): the error says so and keeps crypto/tls's.
+func TestExplainUnrecognizedName(t *testing.T) {
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return &tls.Config{}, nil // no certificate for any name
+		},
+	})
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() { // ends with ln
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	defer func() { ln.Close(); <-done }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	herr := tls.Client(c, &tls.Config{ServerName: "example.net"}).Handshake()
+	require.Error(t, herr)
+	err = tlsverify.ExplainHandshakeError(herr)
+	require.ErrorIs(t, err, tlsverify.ErrUnrecognizedName)
+	assert.ErrorIs(t, err, herr, "the handshake error is kept")
+	assert.Contains(t, err.Error(), "check the XMPP domain")
+	assert.Contains(t, err.Error(), "unrecognized name")
+}
