@@ -2,6 +2,7 @@ package component
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -286,8 +287,16 @@ func (s *Session) runJob(j *job) (settled bool) {
 	case err != nil:
 		s.stats.handlerErrors.Add(1)
 		se := errorFromHandler(err)
-		s.log.Info("IQ handler error", slog.String("payload", st.payloadNS+" "+st.payloadName),
-			slog.String("from", j.from), slog.Any("err", err))
+		// A stanza error is the handler's answer (a join refused): the
+		// program logs its own reasons. Any other error is a fault of the
+		// handler, answered internal-server-error (or, wrapping a context
+		// error, service-unavailable).
+		level, msg := slog.LevelWarn, "IQ handler error"
+		if _, ok := xstream.StanzaErrorIn(err); ok {
+			level, msg = slog.LevelDebug, "IQ refused by its handler"
+		}
+		s.log.Log(context.Background(), level, msg, slog.String("payload", st.payloadNS+" "+st.payloadName),
+			slog.String("from", j.from), slog.String("answer", string(se.Condition)), slog.Any("err", err))
 		return s.replyError(j, se)
 	}
 	if a, ok := result.(appender); ok { // a join's answer: no buffer of its own

@@ -176,6 +176,11 @@ func TestHandlerErrorsAndPanics(t *testing.T) {
 	assert.EqualValues(t, 2, st.HandlerErrors)
 	assert.Nil(t, s.Err(), "handler failures must not end the link")
 	assert.Contains(t, logs.String(), "boom")
+	// A stanza error is the handler's answer, logged at DEBUG; any other
+	// error is a fault, a WARN.
+	assert.Contains(t, logs.String(), `level=DEBUG msg="IQ refused by its handler" component=cb1.example.com payload="urn:test q" from=u@example.com/r answer=forbidden`)
+	assert.Contains(t, logs.String(), `level=WARN msg="IQ handler error" component=cb1.example.com payload="urn:test q" from=u@example.com/r answer=internal-server-error`)
+	assert.Equal(t, 1, strings.Count(logs.String(), "IQ handler error"))
 }
 
 func TestMuxPanicsAtSetup(t *testing.T) {
