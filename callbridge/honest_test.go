@@ -21,6 +21,7 @@ func counters(st Stats) map[string]uint64 {
 		"connects": st.Connects, "stanzas_in": st.StanzasIn, "stanzas_out": st.StanzasOut,
 		"joins_handled": st.JoinsHandled, "joins_refused": st.JoinsRefused,
 		"requests_shed": st.RequestsShed, "requests_refused": st.RequestsRefused,
+		"requests_unanswered": st.RequestsUnanswered,
 	}
 	for k, v := range st.Disconnects {
 		m["disconnects_"+string(k)] = v

@@ -28,6 +28,11 @@ type Stats struct {
 	// service-unavailable because their link was closing.
 	RequestsShed    uint64 `json:"requests_shed"`
 	RequestsRefused uint64 `json:"requests_refused"`
+	// RequestsUnanswered counts requests read that got no answer because
+	// their link's stream could no longer carry one
+	// (component.Stats.Unanswered): mostly those the server routed just
+	// before it read the bridge's closing tag, at a stop or an Update.
+	RequestsUnanswered uint64 `json:"requests_unanswered"`
 	// Queued and Running are the stanzas waiting for a handler and the
 	// handlers running now, on the live link and any link draining.
 	Queued  int `json:"queued"`
@@ -50,6 +55,7 @@ type statsCounters struct {
 	// totals of ended sessions
 	in, out      uint64
 	shed, refsd  uint64
+	unanswered   uint64
 	lastRTT      time.Duration
 	joinsHandled uint64
 	joinsRefused uint64
@@ -96,6 +102,7 @@ func (s *statsCounters) sessionEnded(sess *component.Session, k ErrorKind) {
 	s.out += st.StanzasOut
 	s.shed += st.Shed
 	s.refsd += st.Refused
+	s.unanswered += st.Unanswered
 	if st.LastPingRTT > 0 {
 		s.lastRTT = st.LastPingRTT
 	}
@@ -117,16 +124,17 @@ func (s *statsCounters) snapshot(live *component.Session) Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{
-		Connects:         s.connects,
-		Disconnects:      maps.Clone(s.disconnects),
-		ConnectFailures:  maps.Clone(s.connectFailures),
-		StanzasIn:        s.in,
-		StanzasOut:       s.out,
-		JoinsHandled:     s.joinsHandled,
-		JoinsRefused:     s.joinsRefused,
-		RequestsShed:     s.shed,
-		RequestsRefused:  s.refsd,
-		LastKeepaliveRTT: s.lastRTT,
+		Connects:           s.connects,
+		Disconnects:        maps.Clone(s.disconnects),
+		ConnectFailures:    maps.Clone(s.connectFailures),
+		StanzasIn:          s.in,
+		StanzasOut:         s.out,
+		JoinsHandled:       s.joinsHandled,
+		JoinsRefused:       s.joinsRefused,
+		RequestsShed:       s.shed,
+		RequestsRefused:    s.refsd,
+		RequestsUnanswered: s.unanswered,
+		LastKeepaliveRTT:   s.lastRTT,
 	}
 	for sess := range s.links {
 		ls := sess.Stats()
@@ -134,6 +142,7 @@ func (s *statsCounters) snapshot(live *component.Session) Stats {
 		st.StanzasOut += ls.StanzasOut
 		st.RequestsShed += ls.Shed
 		st.RequestsRefused += ls.Refused
+		st.RequestsUnanswered += ls.Unanswered
 		st.Queued += ls.Queued
 		st.Running += ls.Running
 		if sess == live && ls.LastPingRTT > 0 {

@@ -159,6 +159,12 @@ func (s *Session) teardown() {
 		// The server ended the stream or the connection failed: what was
 		// queued cannot be answered.
 		s.stats.dropped.Add(uint64(len(queued)))
+		for _, j := range append(queued, unsettled...) {
+			if j.iq != nil && !j.answered {
+				j.answered = true // settled, unanswered
+				s.stats.unanswered.Add(1)
+			}
+		}
 	}
 	if mode != endAbort {
 		s.w.Seal(append(final, xstream.StreamEnd...))
@@ -183,6 +189,10 @@ func (s *Session) teardown() {
 	s.closeConn(clean)
 	<-s.readerDone
 	<-s.w.Done()
+	if n := s.stats.unanswered.Load(); n > 0 {
+		s.log.Warn("requests left unanswered: the stream could no longer carry an answer",
+			slog.Uint64("unanswered", n), slog.String("why", unansweredWhy(mode)))
+	}
 	if s.pool != nil {
 		for _, j := range s.pool.stop(closeCtx.Done()) {
 			s.log.Error("handler still running after its context was cancelled; leaving it behind",
@@ -192,6 +202,15 @@ func (s *Session) teardown() {
 	}
 	s.log.Debug("component session ended")
 	close(s.done)
+}
+
+// unansweredWhy says why requests went unanswered on a link that ended
+// in mode.
+func unansweredWhy(mode endMode) string {
+	if mode == endGraceful {
+		return "they arrived after this side closed the stream; the server may bounce them"
+	}
+	return "the server ended the stream, or the connection failed, before their answers"
 }
 
 // refuseJob answers a request that will not run (or whose handler is

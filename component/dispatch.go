@@ -329,7 +329,7 @@ func (s *Session) answer(j *job, encode func([]byte) []byte, count *atomic.Uint6
 	s.replyMu.RLock()
 	defer s.replyMu.RUnlock()
 	if s.repliesClosed || j.answered {
-		return true
+		return true // the teardown answered it, or counted it unanswered
 	}
 	if s.append(s.ctx, encode) == nil {
 		j.answered = true

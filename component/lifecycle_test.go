@@ -873,7 +873,8 @@ func TestLargeJoinFloodMemory(t *testing.T) {
 // client's closing tag are read but cannot be answered: they are not
 // counted as refused (answered service-unavailable).
 func TestRefusedCountsWhatWasSent(t *testing.T) {
-	cfg := testConfig(nil)
+	logs := &logBuf{}
+	cfg := testConfig(logs)
 	cfg.CloseTimeout = 5 * time.Second
 	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) { return nil, nil })
 	s, p := startSession(t, cfg)
@@ -890,6 +891,37 @@ func TestRefusedCountsWhatWasSent(t *testing.T) {
 	assert.EqualValues(t, 5, st.StanzasIn, "the late requests were read")
 	assert.Zero(t, st.Refused, "nothing was answered after the closing tag")
 	assert.Zero(t, st.StanzasOut, "nothing was sent")
+	assert.EqualValues(t, 5, st.Unanswered, "what could not be answered is counted")
+	assert.Contains(t, logs.String(), `level=WARN msg="requests left unanswered: the stream could no longer carry an answer" component=cb1.example.com unanswered=5`)
+}
+
+// TestUnansweredWhenServerEndsStream: requests whose handlers still run
+// when the server ends the stream, and those waiting behind them, cannot
+// be answered: they are counted, once each, and logged.
+func TestUnansweredWhenServerEndsStream(t *testing.T) {
+	logs := &logBuf{}
+	defer func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	}()
+	cfg := testConfig(logs)
+	cfg.Workers, cfg.OrderPerSender = 1, true
+	release := make(chan struct{})
+	cfg.Handler = testMux(func(ctx context.Context, iq *Stanza) (any, error) {
+		<-release
+		return nil, nil
+	})
+	s, p := startSession(t, cfg)
+	p.write(reqIQ("a") + reqIQ("b") + reqIQ("c"))
+	require.Eventually(t, func() bool { st := s.Stats(); return st.Running == 1 && st.Queued == 2 }, 5*time.Second, time.Millisecond)
+	p.write("</stream:stream>")
+	<-s.Done()
+	close(release)
+	st := s.Stats()
+	assert.EqualValues(t, 3, st.Unanswered, "the one running (or about to) and the two queued")
+	assert.Zero(t, st.Refused)
+	assert.Contains(t, logs.String(), `unanswered=3 why="the server ended the stream, or the connection failed, before their answers"`)
 }
 
 // TestSelfShutdownOnAnotherGoroutineLeavesLane: a handler that starts

@@ -93,6 +93,8 @@ func (s *Session) queueReplies(ctx context.Context, deferred bool) bool {
 		// stream can still carry these replies: keep them for the
 		// teardown, which queues them before its closing tag.
 		return false
+	} else {
+		s.stats.unanswered.Add(s.rcount) // the stream is sealed or broken
 	}
 	s.rbatch, s.rcount, s.rshed, s.rrefused = s.rbatch[:0], 0, 0, 0
 	if cap(s.rbatch) > maxReplyBatch {

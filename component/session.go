@@ -121,27 +121,33 @@ type sessionState struct {
 type counters struct {
 	in, out, keepalivesIn, keepalivesOut, pingsAnswered atomic.Uint64
 	pingsSent, handlerErrors, handlerPanics, dropped    atomic.Uint64
-	shed, refused                                       atomic.Uint64
+	shed, refused, unanswered                           atomic.Uint64
 	lastRTT                                             atomic.Int64
 }
 
 // Stats is a snapshot of a session's counters.
 type Stats struct {
-	StanzasIn     uint64        // stanzas read (keepalives excluded)
-	StanzasOut    uint64        // stanzas queued for writing
-	KeepalivesIn  uint64        // whitespace keepalives read
-	KeepalivesOut uint64        // whitespace keepalives sent
-	PingsAnswered uint64        // XEP-0199 pings from the server answered
-	PingsSent     uint64        // XEP-0199 pings sent (Ping and PingInterval)
-	HandlerErrors uint64        // handler errors answered with a stanza error
-	HandlerPanics uint64        // handler panics recovered
-	Dropped       uint64        // stanzas dropped (no handler, bad address, unknown reply, no room)
-	Shed          uint64        // requests answered resource-constraint: the queue was full
-	Refused       uint64        // requests answered service-unavailable: the session was closing
-	Queued        int           // stanzas waiting behind their sender's (OrderPerSender) now
-	Running       int           // handlers running now
-	LastPingRTT   time.Duration // round trip of the last successful ping, 0 if none
-	LastWrite     time.Time     // when the last write to the connection completed
+	StanzasIn     uint64 // stanzas read (keepalives excluded)
+	StanzasOut    uint64 // stanzas queued for writing
+	KeepalivesIn  uint64 // whitespace keepalives read
+	KeepalivesOut uint64 // whitespace keepalives sent
+	PingsAnswered uint64 // XEP-0199 pings from the server answered
+	PingsSent     uint64 // XEP-0199 pings sent (Ping and PingInterval)
+	HandlerErrors uint64 // handler errors answered with a stanza error
+	HandlerPanics uint64 // handler panics recovered
+	Dropped       uint64 // stanzas dropped (no handler, bad address, unknown reply, no room)
+	Shed          uint64 // requests answered resource-constraint: the queue was full
+	Refused       uint64 // requests answered service-unavailable: the session was closing
+	// Unanswered counts IQ requests read that got no answer because the
+	// stream could no longer carry one: they arrived after this side's
+	// closing tag (the server routed them before it read that tag), or
+	// the server ended the stream or the connection failed first. The
+	// server may bounce the former to their senders.
+	Unanswered  uint64
+	Queued      int           // stanzas waiting behind their sender's (OrderPerSender) now
+	Running     int           // handlers running now
+	LastPingRTT time.Duration // round trip of the last successful ping, 0 if none
+	LastWrite   time.Time     // when the last write to the connection completed
 }
 
 // NewSession runs the XEP-0114 handshake on conn and starts the session:
@@ -290,6 +296,7 @@ func (s *Session) Stats() Stats {
 		Dropped:       s.stats.dropped.Load(),
 		Shed:          s.stats.shed.Load(),
 		Refused:       s.stats.refused.Load(),
+		Unanswered:    s.stats.unanswered.Load(),
 		LastPingRTT:   time.Duration(s.stats.lastRTT.Load()),
 		LastWrite:     s.w.LastWrite(),
 	}
