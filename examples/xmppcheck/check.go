@@ -512,7 +512,10 @@ func (c *checker) handshakeHint(err error) string {
 	case errors.Is(err, stream.NotAuthorized):
 		return "the shared secret does not match the one set with `xmpp callbridge add " + c.s.Name + "` on the XMPP server"
 	case errors.Is(err, stream.HostUnknown):
-		return "add the component on the XMPP server: xmpp callbridge add " + c.s.Name
+		// The server knows no such component: the name may be a typo, and
+		// adding it on the server would register a bogus one.
+		return "check -name first: is " + c.s.Name + " the name of this Call Bridge (as on CMS's XMPP page)? the XMPP server knows no component " + c.addr +
+			"; if it is right, add the component on the XMPP server: xmpp callbridge add " + c.s.Name
 	case errors.Is(err, stream.Conflict):
 		return "the XMPP server already has a link for " + c.addr + ": a running Call Bridge with this name (or its stale link); Prosody refuses a second one, so run this check while that Call Bridge is stopped, or give each Call Bridge its own name"
 	case errors.Is(err, stream.SeeOtherHost) && errors.As(err, &se):

@@ -158,7 +158,8 @@ func TestChecks(t *testing.T) {
 			opts: callbridgetest.Options{Servers: twoServers()[:1]},
 			args: func(l *callbridgetest.Lab, ca string) []string { return []string{"-name", "cb9"} },
 			want: want{code: 1, failStep: stepHandshake, failTarget: "xmpp1.example.com",
-				hint: "add the component on the XMPP server: xmpp callbridge add cb9"},
+				hint: "check -name first: is cb9 the name of this Call Bridge (as on CMS's XMPP page)? the XMPP server knows no component cb9.example.com; " +
+					"if it is right, add the component on the XMPP server: xmpp callbridge add cb9"},
 		},
 		{
 			name: "certificate lacks the FQDN",
