@@ -109,14 +109,19 @@ func (c *checker) run(ctx context.Context) outcome {
 func (c *checker) checkSettings() bool {
 	start := time.Now()
 	cfg := c.s.Config()
-	if err := cfg.Validate(); err != nil {
-		c.add(stepSettings, "", Fail, time.Since(start), strings.Join(settings.Problems(err), "; "),
-			"fix the settings above (flags, or CBLINK_<FLAG> environment variables)")
-		return false
+	// The secret is read once, as the bridge reads it: a pipe
+	// (-secret-file /dev/stdin, or <(...)) gives it only once. Validate
+	// then checks the rest with the secret in hand.
+	secret, serr := cfg.LoadSecret()
+	cfg.SecretFile, cfg.SecretCredential, cfg.SecretEnv = "", "", ""
+	cfg.Secret = secret
+	if serr != nil {
+		cfg.Secret = component.NewSecret("unread") // stands in: serr says what is wrong with the secret
 	}
-	secret, err := c.s.Secret()
-	if err != nil { // Validate read the same source a moment ago
-		c.add(stepSettings, "", Fail, time.Since(start), strings.Join(settings.Problems(err), "; "),
+	problems := settings.Problems(cfg.Validate())
+	problems = append(problems, settings.Problems(serr)...)
+	if len(problems) > 0 {
+		c.add(stepSettings, "", Fail, time.Since(start), strings.Join(problems, "; "),
 			"fix the settings above (flags, or CBLINK_<FLAG> environment variables)")
 		return false
 	}

@@ -62,7 +62,13 @@ type runResult struct {
 // nowhere in its output, and returns its outcome.
 func runCheck(t *testing.T, env []string, args ...string) runResult {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	return runCheckCmd(t, exec.Command(bin, args...), env)
+}
+
+// runCheckCmd is runCheck for a command prepared by the caller (its
+// stdin, extra files).
+func runCheckCmd(t *testing.T, cmd *exec.Cmd, env []string) runResult {
+	t.Helper()
 	cmd.Env = append(cleanEnv(), env...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
