@@ -15,6 +15,8 @@ import (
 
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery"
+	"github.com/cblink/cblink/examples/internal/calls"
+	"github.com/cblink/cblink/examples/internal/logformat"
 	"github.com/cblink/cblink/examples/internal/settings"
 	"github.com/cblink/cblink/tlsverify"
 )
@@ -39,6 +41,7 @@ var targetSteps = []string{stepAddress, stepTCP, stepTLS, stepSAN, stepHandshake
 // checker walks the connection steps once and records them.
 type checker struct {
 	s                *settings.Settings
+	b                *bridgeSettings
 	strict           bool // every server must pass
 	dialTimeout      time.Duration
 	handshakeTimeout time.Duration // TLS and XEP-0114 together, as the bridge
@@ -106,6 +109,9 @@ func (c *checker) run(ctx context.Context) outcome {
 	return wouldNotConnect
 }
 
+// checkSettings checks the settings as a Call Bridge starting with them
+// would: the callbridge.Config, then the bridge's own -log-format and
+// -calls. Every problem is reported at once.
 func (c *checker) checkSettings() bool {
 	start := time.Now()
 	cfg := c.s.Config()
@@ -120,6 +126,18 @@ func (c *checker) checkSettings() bool {
 	}
 	problems := settings.Problems(cfg.Validate())
 	problems = append(problems, settings.Problems(serr)...)
+	if err := logformat.Check(c.b.logFormat); err != nil {
+		problems = append(problems, "-log-format: "+err.Error())
+	}
+	var callsDetail string
+	if c.b.calls != "" {
+		d, err := calls.Load(c.b.calls) // its errors never quote a passcode
+		if err != nil {
+			problems = append(problems, "-calls: "+err.Error())
+		} else {
+			callsDetail = fmt.Sprintf(", call directory %s (%s)", c.b.calls, plural(len(d), "call"))
+		}
+	}
 	if len(problems) > 0 {
 		c.add(stepSettings, "", Fail, time.Since(start), strings.Join(problems, "; "),
 			"fix the settings above (flags, or CBLINK_<FLAG> environment variables)")
@@ -146,8 +164,8 @@ func (c *checker) checkSettings() bool {
 	if ns := c.s.NameServers(); len(ns) > 0 {
 		dns = strings.Join(ns, ",")
 	}
-	c.add(stepSettings, "", OK, time.Since(start), fmt.Sprintf("component %s, server %s, secret from %s (redacted), CA %s, DNS %s; timeouts: dial %v, handshake %v, ping %v",
-		c.addr, where, c.s.SecretSource(), roots, dns, c.dialTimeout, c.handshakeTimeout, c.pingTimeout), "")
+	c.add(stepSettings, "", OK, time.Since(start), fmt.Sprintf("component %s, server %s, secret from %s (redacted), CA %s, DNS %s%s; timeouts: dial %v, handshake %v, ping %v",
+		c.addr, where, c.s.SecretSource(), roots, dns, callsDetail, c.dialTimeout, c.handshakeTimeout, c.pingTimeout), "")
 	return true
 }
 

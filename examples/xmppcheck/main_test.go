@@ -412,10 +412,12 @@ func TestAcceptsTheBridgeSettings(t *testing.T) {
 
 	l, ca := startLab(t, callbridgetest.Options{Servers: twoServers()})
 	env := []string{"CBLINK_SECRET=" + testSecret, "CBLINK_NAME=cb1", "CBLINK_DOMAIN=example.com", "CBLINK_SERVER=",
-		"CBLINK_CA=" + ca, "CBLINK_STATUS_ADDR=127.0.0.1:9180", "CBLINK_LOG_FORMAT=json", "CBLINK_PING_TIMEOUT=3s"}
-	r := runCheck(t, env, "-dns", l.DNS.Addr(), "-backoff-max", "2m", "-v", "-json")
+		"CBLINK_CA=" + ca, "CBLINK_STATUS_ADDR=127.0.0.1:9180", "CBLINK_LOG_FORMAT=json", "CBLINK_PING_TIMEOUT=3s",
+		"CBLINK_CALLS=", "CBLINK_WEB=", "CBLINK_WEB_DOMAIN="}
+	r := runCheck(t, env, "-dns", l.DNS.Addr(), "-backoff-max", "2m", "-v", "-web-ws", "", "-json")
 	assert.Equal(t, 0, r.code)
-	assert.Equal(t, "xmppcheck: note: -backoff-max, -log-format, -status-addr, -v ignored: settings of the running bridge, not of a check\n", r.stderr)
+	// Empty is not set; -log-format and -calls are checked, not ignored.
+	assert.Equal(t, "xmppcheck: note: -backoff-max, -status-addr, -v ignored: settings of the running bridge, not of a check\n", r.stderr)
 	steps := parseSteps(t, r.stdout)
 	assert.Contains(t, find(t, steps, "settings", "").Detail, "ping 3s")
 
