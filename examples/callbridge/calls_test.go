@@ -18,20 +18,6 @@ import (
 	"github.com/cblink/cblink/component"
 )
 
-func TestParseCalls(t *testing.T) {
-	d, err := parseCalls([]byte("# call passcode name\n\n100 1234 Weekly sync\n  200\t-  \n300 0000\n"))
-	require.NoError(t, err)
-	assert.Equal(t, callDirectory{
-		"100": {id: "100", passcode: "1234", name: "Weekly sync"},
-		"200": {id: "200"},
-		"300": {id: "300", passcode: "0000"},
-	}, d)
-	for _, bad := range []string{"", "# only a comment\n", "100\n", "100 1\n100 2\n", "100 \xff\n"} {
-		_, err := parseCalls([]byte(bad))
-		assert.Error(t, err, "%q", bad)
-	}
-}
-
 // TestCallsRefuse runs the binary with -calls against an in-process XMPP
 // server: a known call with its passcode is accepted, a wrong passcode is
 // refused forbidden, an unknown call item-not-found, a request without a

@@ -15,6 +15,8 @@ import (
 
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/discovery"
+	"github.com/cblink/cblink/examples/internal/calls"
+	"github.com/cblink/cblink/examples/internal/logformat"
 	"github.com/cblink/cblink/examples/internal/settings"
 	"github.com/cblink/cblink/tlsverify"
 )
@@ -39,6 +41,7 @@ var targetSteps = []string{stepAddress, stepTCP, stepTLS, stepSAN, stepHandshake
 // checker walks the connection steps once and records them.
 type checker struct {
 	s                *settings.Settings
+	b                *bridgeSettings
 	strict           bool // every server must pass
 	dialTimeout      time.Duration
 	handshakeTimeout time.Duration // TLS and XEP-0114 together, as the bridge
@@ -106,17 +109,37 @@ func (c *checker) run(ctx context.Context) outcome {
 	return wouldNotConnect
 }
 
+// checkSettings checks the settings as a Call Bridge starting with them
+// would: the callbridge.Config, then the bridge's own -log-format and
+// -calls. Every problem is reported at once.
 func (c *checker) checkSettings() bool {
 	start := time.Now()
 	cfg := c.s.Config()
-	if err := cfg.Validate(); err != nil {
-		c.add(stepSettings, "", Fail, time.Since(start), strings.Join(settings.Problems(err), "; "),
-			"fix the settings above (flags, or CBLINK_<FLAG> environment variables)")
-		return false
+	// The secret is read once, as the bridge reads it: a pipe
+	// (-secret-file /dev/stdin, or <(...)) gives it only once. Validate
+	// then checks the rest with the secret in hand.
+	secret, serr := cfg.LoadSecret()
+	cfg.SecretFile, cfg.SecretCredential, cfg.SecretEnv = "", "", ""
+	cfg.Secret = secret
+	if serr != nil {
+		cfg.Secret = component.NewSecret("unread") // stands in: serr says what is wrong with the secret
 	}
-	secret, err := c.s.Secret()
-	if err != nil { // Validate read the same source a moment ago
-		c.add(stepSettings, "", Fail, time.Since(start), strings.Join(settings.Problems(err), "; "),
+	problems := settings.Problems(cfg.Validate())
+	problems = append(problems, settings.Problems(serr)...)
+	if err := logformat.Check(c.b.logFormat); err != nil {
+		problems = append(problems, "-log-format: "+err.Error())
+	}
+	var callsDetail string
+	if c.b.calls != "" {
+		d, err := calls.Load(c.b.calls) // its errors never quote a passcode
+		if err != nil {
+			problems = append(problems, "-calls: "+err.Error())
+		} else {
+			callsDetail = fmt.Sprintf(", call directory %s (%s)", c.b.calls, plural(len(d), "call"))
+		}
+	}
+	if len(problems) > 0 {
+		c.add(stepSettings, "", Fail, time.Since(start), strings.Join(problems, "; "),
 			"fix the settings above (flags, or CBLINK_<FLAG> environment variables)")
 		return false
 	}
@@ -141,8 +164,8 @@ func (c *checker) checkSettings() bool {
 	if ns := c.s.NameServers(); len(ns) > 0 {
 		dns = strings.Join(ns, ",")
 	}
-	c.add(stepSettings, "", OK, time.Since(start), fmt.Sprintf("component %s, server %s, secret from %s (redacted), CA %s, DNS %s; timeouts: dial %v, handshake %v, ping %v",
-		c.addr, where, c.s.SecretSource(), roots, dns, c.dialTimeout, c.handshakeTimeout, c.pingTimeout), "")
+	c.add(stepSettings, "", OK, time.Since(start), fmt.Sprintf("component %s, server %s, secret from %s (redacted), CA %s, DNS %s%s; timeouts: dial %v, handshake %v, ping %v",
+		c.addr, where, c.s.SecretSource(), roots, dns, callsDetail, c.dialTimeout, c.handshakeTimeout, c.pingTimeout), "")
 	return true
 }
 
@@ -512,7 +535,10 @@ func (c *checker) handshakeHint(err error) string {
 	case errors.Is(err, stream.NotAuthorized):
 		return "the shared secret does not match the one set with `xmpp callbridge add " + c.s.Name + "` on the XMPP server"
 	case errors.Is(err, stream.HostUnknown):
-		return "add the component on the XMPP server: xmpp callbridge add " + c.s.Name
+		// The server knows no such component: the name may be a typo, and
+		// adding it on the server would register a bogus one.
+		return "check -name first: is " + c.s.Name + " the name of this Call Bridge (as on CMS's XMPP page)? the XMPP server knows no component " + c.addr +
+			"; if it is right, add the component on the XMPP server: xmpp callbridge add " + c.s.Name
 	case errors.Is(err, stream.Conflict):
 		return "the XMPP server already has a link for " + c.addr + ": a running Call Bridge with this name (or its stale link); Prosody refuses a second one, so run this check while that Call Bridge is stopped, or give each Call Bridge its own name"
 	case errors.Is(err, stream.SeeOtherHost) && errors.As(err, &se):

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cblink/cblink/examples/internal/buildinfo"
+	"github.com/cblink/cblink/examples/internal/logformat"
 	"github.com/cblink/cblink/examples/internal/settings"
 )
 
@@ -39,7 +40,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var s settings.Settings
 	s.Register(fs)
-	ignored := acceptBridgeFlags(fs, &s)
+	var b bridgeSettings
+	ignored := acceptBridgeFlags(fs, &s, &b)
 	asJSON := fs.Bool("json", false, "print the steps as a JSON array")
 	htmlFile := fs.String("html", "", "also write the steps to this `file` as a self-contained HTML page: a sequence diagram of what was observed")
 	strict := fs.Bool("strict", false, "for monitoring: succeed only if every server passes every step (default: if one does, as a Call Bridge needs only one)")
@@ -68,7 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	eff := s.Config().WithDefaults()
-	c := &checker{s: &s, strict: *strict, dialTimeout: eff.DialTimeout, handshakeTimeout: eff.HandshakeTimeout, pingTimeout: eff.PingTimeout}
+	c := &checker{s: &s, b: &b, strict: *strict, dialTimeout: eff.DialTimeout, handshakeTimeout: eff.HandshakeTimeout, pingTimeout: eff.PingTimeout}
 	res := c.run(ctx)
 	if *asJSON {
 		if err := writeJSON(stdout, c.steps); err != nil {
@@ -97,29 +99,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// bridgeSettings are settings of the running bridge that the bridge
+// checks at start, refusing to start (exit 2) when they are wrong: the
+// check checks them the same way (with the same code), so that settings
+// it passes are settings a bridge starts with.
+type bridgeSettings struct {
+	logFormat string // -log-format
+	calls     string // -calls: the file
+}
+
 // acceptBridgeFlags defines on fs every flag of the callbridge command but
 // -demo and -stay, so that a bridge's command line or environment
 // (CBLINK_<FLAG>, the unit's /etc/cblink/cblink.env) can be used as it
 // is. -ping-timeout applies (the check's ping waits as long as the
-// bridge's); the others do not apply to a one-off check: they are parsed
+// bridge's), -log-format and -calls are checked as the bridge checks them
+// (into b); the others do not apply to a one-off check: they are parsed
 // (a value that does not parse is still an error, exit 2), and their
 // names are returned, so that those set can be noted as ignored.
-func acceptBridgeFlags(fs *flag.FlagSet, s *settings.Settings) map[string]bool {
+func acceptBridgeFlags(fs *flag.FlagSet, s *settings.Settings, b *bridgeSettings) map[string]bool {
 	before := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) { before[f.Name] = true })
 	s.RegisterBridge(fs)
+	const checked = "checked as the bridge checks it at start"
+	fs.StringVar(&b.logFormat, "log-format", logformat.Text, checked+": the bridge's log `format`, text or json")
+	fs.StringVar(&b.calls, "calls", "", checked+": the bridge's call directory `file` ('CALL-ID PASSCODE [NAME]' lines), read and parsed")
 	const why = "ignored by the check: a setting of the running bridge"
 	fs.String("status-addr", "", why)
-	fs.String("log-format", "text", why)
 	fs.Duration("shutdown-grace", 0, why)
 	fs.Bool("v", false, why)
-	fs.String("calls", "", why)
 	fs.String("web", "", why)
 	fs.String("web-ws", "", why)
 	fs.String("web-domain", "", why)
 	ignored := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) {
-		if !before[f.Name] && f.Name != "ping-timeout" {
+		switch f.Name {
+		case "ping-timeout", "log-format", "calls":
+			return // applies, or checked
+		}
+		if !before[f.Name] {
 			ignored[f.Name] = true
 			if f.Usage != why {
 				f.Usage = why + "; " + f.Usage
@@ -130,11 +147,12 @@ func acceptBridgeFlags(fs *flag.FlagSet, s *settings.Settings) map[string]bool {
 }
 
 // noteIgnored prints one line naming the bridge's settings that were set
-// (flag or variable) but do not apply to the check.
+// (flag or variable) to a value but do not apply to the check. One set
+// empty (CBLINK_CALLS= in cblink.env) is not named: it sets nothing.
 func noteIgnored(fs *flag.FlagSet, ignored map[string]bool, stderr io.Writer) {
 	var set []string
 	fs.Visit(func(f *flag.Flag) { // flags given, and those set from CBLINK_<FLAG>
-		if ignored[f.Name] {
+		if ignored[f.Name] && f.Value.String() != "" {
 			set = append(set, "-"+f.Name)
 		}
 	})

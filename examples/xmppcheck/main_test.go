@@ -62,7 +62,13 @@ type runResult struct {
 // nowhere in its output, and returns its outcome.
 func runCheck(t *testing.T, env []string, args ...string) runResult {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	return runCheckCmd(t, exec.Command(bin, args...), env)
+}
+
+// runCheckCmd is runCheck for a command prepared by the caller (its
+// stdin, extra files).
+func runCheckCmd(t *testing.T, cmd *exec.Cmd, env []string) runResult {
+	t.Helper()
 	cmd.Env = append(cleanEnv(), env...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -158,7 +164,8 @@ func TestChecks(t *testing.T) {
 			opts: callbridgetest.Options{Servers: twoServers()[:1]},
 			args: func(l *callbridgetest.Lab, ca string) []string { return []string{"-name", "cb9"} },
 			want: want{code: 1, failStep: stepHandshake, failTarget: "xmpp1.example.com",
-				hint: "add the component on the XMPP server: xmpp callbridge add cb9"},
+				hint: "check -name first: is cb9 the name of this Call Bridge (as on CMS's XMPP page)? the XMPP server knows no component cb9.example.com; " +
+					"if it is right, add the component on the XMPP server: xmpp callbridge add cb9"},
 		},
 		{
 			name: "certificate lacks the FQDN",
@@ -405,10 +412,12 @@ func TestAcceptsTheBridgeSettings(t *testing.T) {
 
 	l, ca := startLab(t, callbridgetest.Options{Servers: twoServers()})
 	env := []string{"CBLINK_SECRET=" + testSecret, "CBLINK_NAME=cb1", "CBLINK_DOMAIN=example.com", "CBLINK_SERVER=",
-		"CBLINK_CA=" + ca, "CBLINK_STATUS_ADDR=127.0.0.1:9180", "CBLINK_LOG_FORMAT=json", "CBLINK_PING_TIMEOUT=3s"}
-	r := runCheck(t, env, "-dns", l.DNS.Addr(), "-backoff-max", "2m", "-v", "-json")
+		"CBLINK_CA=" + ca, "CBLINK_STATUS_ADDR=127.0.0.1:9180", "CBLINK_LOG_FORMAT=json", "CBLINK_PING_TIMEOUT=3s",
+		"CBLINK_CALLS=", "CBLINK_WEB=", "CBLINK_WEB_DOMAIN="}
+	r := runCheck(t, env, "-dns", l.DNS.Addr(), "-backoff-max", "2m", "-v", "-web-ws", "", "-json")
 	assert.Equal(t, 0, r.code)
-	assert.Equal(t, "xmppcheck: note: -backoff-max, -log-format, -status-addr, -v ignored: settings of the running bridge, not of a check\n", r.stderr)
+	// Empty is not set; -log-format and -calls are checked, not ignored.
+	assert.Equal(t, "xmppcheck: note: -backoff-max, -status-addr, -v ignored: settings of the running bridge, not of a check\n", r.stderr)
 	steps := parseSteps(t, r.stdout)
 	assert.Contains(t, find(t, steps, "settings", "").Detail, "ping 3s")
 
