@@ -495,13 +495,51 @@ func TestSIGHUPReloadsAndRetriesNow(t *testing.T) {
 			tc.broken(t, secret, ca, l.RootPEM())
 			tc.fix(t, secret, ca, l.RootPEM())
 			require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
-			p.waitLog(t, "SIGHUP: secret and CA file read again; reconnecting now", "ca", ca, "secret", "file "+secret)
+			p.waitLog(t, "SIGHUP: secret file and CA file read again; reconnecting now", "ca", ca, "secret", "file "+secret)
 			p.waitLog(t, "xmpp link connected", "server", "xmpp1.example.com")
 
 			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 			<-p.done
 			require.NoError(t, p.cmd.Wait(), p.output())
 			p.waitLog(t, "stopped: stream closed")
+		})
+	}
+}
+
+// TestSIGHUPSecretFixedAtStart: with the secret from the systemd
+// credential or CBLINK_SECRET, which cannot change in a running process,
+// SIGHUP says what it read again (the CA file only) and warns that a new
+// secret needs a restart; the bridge reconnects all the same.
+func TestSIGHUPSecretFixedAtStart(t *testing.T) {
+	for _, tc := range []struct {
+		name, source string
+		env          func(t *testing.T) []string
+	}{
+		{"systemd credential", "systemd credential cblink-secret", func(t *testing.T) []string {
+			creds := t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(creds, "cblink-secret"), []byte(testSecret+"\n"), 0o400))
+			return []string{"CREDENTIALS_DIRECTORY=" + creds}
+		}},
+		{"environment variable", "environment variable CBLINK_SECRET", func(t *testing.T) []string {
+			return []string{"CBLINK_SECRET=" + testSecret}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, ca := startLab(t)
+			p := startProc(t, tc.env(t), "-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json")
+			p.waitLog(t, "xmpp link connected", "server", "xmpp1.example.com")
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+			p.waitLog(t, "SIGHUP: CA file read again; reconnecting now", "level", "INFO", "secret", tc.source, "ca", ca)
+			warn := p.waitLog(t, "SIGHUP: the secret was not read again: it cannot change while the process runs; a new secret needs a restart (systemctl restart cblink)",
+				"level", "WARN", "secret", tc.source)
+			assert.NotNil(t, warn)
+			p.waitCount(t, "xmpp link connected", 2)
+			p.mu.Lock()
+			lines := slices.Clone(p.lines)
+			p.mu.Unlock()
+			for _, m := range lines {
+				assert.NotContains(t, fmt.Sprint(m["msg"]), "secret and CA file read again")
+			}
 		})
 	}
 }
