@@ -767,3 +767,61 @@ func TestOutageLogs(t *testing.T) {
 	assert.NotContains(t, stderr, "callbridge: giving up: callbridge:")
 	assert.Contains(t, stderr, "callbridge: giving up: xmpp1.example.com")
 }
+
+// TestREADMEStatesAndLogs: the /status state list of README.md is every
+// state the bridge has, in order, and each line of the Logs table is a
+// message the code logs (the library's, the component's or this
+// binary's; "xmpp link <state>" is the library's line per state).
+func TestREADMEStatesAndLogs(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	text := string(readme)
+
+	row := regexp.MustCompile("(?m)^\\| `state` \\| (.*) \\|$").FindStringSubmatch(text)
+	require.NotNil(t, row, "README.md has no state row")
+	var documented, want []string
+	for _, m := range regexp.MustCompile("`([a-z]+)`").FindAllStringSubmatch(row[1], -1) {
+		documented = append(documented, m[1])
+	}
+	for _, s := range callbridge.States() {
+		want = append(want, s.String())
+	}
+	assert.Equal(t, want, documented, "the /status state list")
+
+	_, logs, ok := strings.Cut(text, "\n## Logs\n")
+	require.True(t, ok, "README.md has no Logs section")
+	var src strings.Builder
+	for _, glob := range []string{"*.go", "../../callbridge/*.go", "../../component/*.go"} {
+		files, err := filepath.Glob(glob)
+		require.NoError(t, err)
+		require.NotEmpty(t, files, glob)
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			require.NoError(t, err)
+			src.Write(b)
+		}
+	}
+	code := src.String()
+	n := 0
+	for _, line := range strings.Split(logs, "\n") {
+		if line == "" && n > 0 {
+			break // the end of the table
+		}
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		first := strings.Split(line, "|")[1]
+		for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(first, -1) {
+			msg := strings.TrimSuffix(m[1], "...")
+			n++
+			if state, ok := strings.CutPrefix(msg, "xmpp link "); ok && slices.Contains(want, state) {
+				continue
+			}
+			assert.Contains(t, code, `"`+msg, "README.md's Logs table: %q is logged nowhere", msg)
+		}
+	}
+	assert.Greater(t, n, 15, "the Logs table was read")
+}
