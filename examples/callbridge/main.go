@@ -138,7 +138,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 
 	if *demo {
-		if err := runDemo(ctx, stdout, demoOptions{stay: *stay, status: statusLn, web: webLn}); err != nil {
+		if err := runDemo(ctx, stdout, demoOptions{stay: *stay, status: statusLn, web: webLn, failBack: s.FailBack, failBackInterval: s.FailBackInterval}); err != nil {
 			fmt.Fprintf(stderr, "%s: demo: %v\n", prog, err)
 			return 1
 		}

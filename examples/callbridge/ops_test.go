@@ -256,6 +256,8 @@ func TestDemoStay(t *testing.T) {
 	// testdata/pki, and the printed command names it.
 	p := startProcIn(t, "../..", nil, "-demo", "-stay", "-status-addr", "127.0.0.1:0")
 	text := p.waitOutput(t, "curl -si")
+	assert.Contains(t, text, "xmpp1.example.com is back", text)
+	assert.Contains(t, text, "moves back to xmpp1.example.com (the preferred server) at its next fail-back probe, within 5s", "fail-back on, as in the binary")
 	assert.Contains(t, text, "certificates: testdata/pki (the repository's fixtures)")
 	m := regexp.MustCompile(`(?m)^\s+go run \./examples/xmppcheck (.*)$`).FindStringSubmatch(text)
 	require.NotNil(t, m, text)
@@ -279,10 +281,18 @@ func TestDemoStay(t *testing.T) {
 		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, body)
 	}
 
+	// The bridge returns to the preferred server, which the scenario
+	// restarted; /metrics says it is no longer on a backup.
+	p.waitOutput(t, "[bridge] Failed back: to xmpp1.example.com")
+	m = regexp.MustCompile(`curl -s (http://127\.0\.0\.1:\d+/metrics)`).FindStringSubmatch(text)
+	require.NotNil(t, m, text)
+	assert.Contains(t, httpGet(t, m[1]), "\ncblink_on_backup 0\n")
+
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	<-p.done
 	require.NoError(t, p.cmd.Wait(), p.output())
 	assert.Contains(t, p.output(), "demo finished")
+	assert.Contains(t, p.output(), "xmpp1.example.com received </stream:stream>: the link was closed cleanly", "stopped on the preferred server")
 }
 
 // TestSystemdUnit: the shipped unit passes the secret as the credential
