@@ -34,6 +34,7 @@ func TestJoinPageSelfContained(t *testing.T) {
 	}
 	assert.Contains(t, page, "simplification")
 	assert.Contains(t, page, "urn:cblink:join:0")
+	assert.Contains(t, page, "the server offers no anonymous login (is -web-domain / ?domain= the server's anonymous host?)")
 	assert.JSONEq(t, `{"ws":"ws://127.0.0.1:5280/xmpp-websocket","domain":"guest.example.com","bridge":"cb1.example.com","demo":false}`,
 		httpGet(t, srv.URL+"/config.json"))
 	resp, err = http.Post(srv.URL+"/demo/crash", "text/plain", nil)
@@ -85,13 +86,27 @@ func TestJoinPageInBrowser(t *testing.T) {
 		a := pg.Join(tc.call, tc.passcode, "Ann "+tc.name)
 		assert.Equal(t, tc.outcome, a.Outcome, tc.name)
 		assert.Contains(t, a.Text, tc.text, tc.name)
+		if tc.outcome != "accepted" {
+			assert.Contains(t, a.Text, "refused: "+tc.outcome, "the Call Bridge's refusal")
+		}
 	}
+
+	// The XMPP server's own errors are not the bridge's refusals: the
+	// join was not delivered.
+	pagetest.Eval[bool](pg, `(document.getElementById('bridge').value = 'nobody.example.net', true)`)
+	a := pg.Join("100", "1234", "Wrong bridge")
+	assert.Equal(t, "remote-server-not-found", a.Outcome, a.Text)
+	assert.Contains(t, a.Text, "not delivered: remote-server-not-found")
+	assert.NotContains(t, a.Text, "refused")
+	assert.Equal(t, "not delivered,not delivered,not delivered,refused,refused,accepted,failed", pagetest.Eval[string](pg,
+		`["remote-server-timeout", "remote-server-not-found", "not-allowed", "forbidden", "service-unavailable", "accepted", "failed"].map(verdict).join()`))
+	pagetest.Eval[bool](pg, `(document.getElementById('bridge').value = 'cb1.example.com', true)`)
 
 	// Failover between two joins: crash xmpp1 (in use); xmpp2 is up. The
 	// bridge stays on xmpp2: xmpp1 is down, so fail-back probes fail.
 	pg.Click("#crash")
 	pg.WaitFor(`document.getElementById('server-in-use').textContent === 'xmpp2.example.com' && document.getElementById('state').textContent === 'connected'`)
-	a := pg.Join("100", "1234", "After failover")
+	a = pg.Join("100", "1234", "After failover")
 	assert.Equal(t, "accepted", a.Outcome, a.Text)
 	assert.Contains(t, pagetest.Eval[string](pg, `document.querySelector('#history tbody tr').textContent`), "xmpp2.example.com")
 	p.waitOutput(t, "web: xmpp1.example.com crashed from the page")
