@@ -170,7 +170,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer stopWeb()
 	}
 	// Run until the bridge stops by itself or SIGINT/SIGTERM comes (SIGHUP
-	// reloads the secret and the CA file and retries at once); then drain:
+	// reads the secret file and the CA file again and retries at once); then drain:
 	// join requests in progress finish (up to -shutdown-grace), new ones
 	// are refused, and the stream is closed cleanly.
 	runErr := make(chan error, 1)
