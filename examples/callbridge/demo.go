@@ -56,7 +56,17 @@ type demoOptions struct {
 	// web, when set, serves the join page with -stay, the lab answering
 	// its XMPP-over-WebSocket side.
 	web net.Listener
+	// failBack and failBackInterval are the binary's -fail-back (on by
+	// default) and -fail-back-interval; an interval of 0 is
+	// demoFailBackInterval, short enough to watch.
+	failBack         bool
+	failBackInterval time.Duration
 }
+
+// demoFailBackInterval is how often the demo's bridge probes the
+// preferred server while on the backup, unless -fail-back-interval says
+// otherwise: the binary's default (a minute) is long to watch.
+const demoFailBackInterval = 5 * time.Second
 
 // runDemo runs the self-contained scenario: two XMPP servers and a DNS
 // server on loopback, SRV discovery, TLS with the SAN checks, the XEP-0114
@@ -106,6 +116,12 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 		DialTimeout: 2 * time.Second,
 		Tuning:      component.Tuning{HandshakeTimeout: 3 * time.Second},
 		Logger:      slog.New(slog.DiscardHandler), // the demo prints the events itself
+		// As the binary: back to the preferred server once it is back.
+		FailBack:         opts.failBack,
+		FailBackInterval: opts.failBackInterval,
+	}
+	if cfg.FailBack && cfg.FailBackInterval == 0 {
+		cfg.FailBackInterval = demoFailBackInterval
 	}
 	p.printf("")
 	p.printf("1. settings (as on CMS's XMPP page): %v, name servers %v", cfg, cfg.NameServers)
@@ -167,14 +183,23 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 		defer close(printed)
 		for ev := range events {
 			p.printf("   [bridge] %s", describe(ev, l, addr))
-			if ev.To == callbridge.Connected {
-				connected <- ev.Status
+			// The scenario waits for two links; later ones (a fail-back,
+			// a crash from the page) are not waited for.
+			if ev.To == callbridge.Connected && ev.From != callbridge.Connected {
+				select {
+				case connected <- ev.Status:
+				default:
+				}
 			}
 		}
 	}()
 
-	runCtx, stop := context.WithCancel(ctx)
+	// The bridge runs until ctx ends, but with -stay step 7 finds the
+	// link in use before it stops it (so it can show the stream closed
+	// cleanly), which the end of ctx must not race.
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
+	stopOnCancel := context.AfterFunc(ctx, stop)
 	runErr := make(chan error, 1)
 	p.printf("4. the bridge starts (callbridge.Bridge.Run):")
 	go func() { runErr <- b.Run(runCtx) }()
@@ -246,7 +271,12 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 			finish()
 			return err
 		}
-		p.printf("   %s is back (restarted on %s); the bridge stays on %s", st.Server, first.Addr(), st2.Server)
+		if cfg.FailBack {
+			p.printf("   %s is back (restarted on %s); the bridge is on %s and moves back to %s (the preferred server) at its next fail-back probe, within %v (-fail-back-interval)",
+				st.Server, first.Addr(), st2.Server, st.Server, cfg.FailBackInterval)
+		} else {
+			p.printf("   %s is back (restarted on %s); the bridge stays on %s (-fail-back=false)", st.Server, first.Addr(), st2.Server)
+		}
 		for _, srv := range l.Servers {
 			srv.AddComponent("cb2."+domain, secret) // for xmppcheck: cb1 is this bridge's
 		}
@@ -283,7 +313,8 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 			stopWeb := serveStatus(opts.web, webHandler(webConfig{WS: ws.URL(), Domain: domain, Bridge: addr, Demo: true},
 				&webDemo{l: l, b: b, p: p}), slog.New(slog.DiscardHandler))
 			defer stopWeb()
-			p.printf("  join a call as a web user, and crash the server in use to watch a failover, in a browser:")
+			p.printf("  join a call as a web user, and crash the server in use to watch a failover, in a browser (a crashed server")
+			p.printf("  restarts when the other one is crashed; the bridge moves back to the preferred one, %s, when fail-back is on):", st.Server)
 			p.printf("    http://%s/", opts.web.Addr())
 			p.printf("  the lab's XMPP-over-WebSocket endpoint (RFC 7395, anonymous login, domain %s), for other clients:", domain)
 			p.printf("    %s", ws.URL())
@@ -299,6 +330,7 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 		} else {
 			p.printf("  (add -status-addr 127.0.0.1:9180 to serve the bridge's status and metrics)")
 		}
+		stopOnCancel()
 		select {
 		case <-ctx.Done():
 		case err := <-runErr:
@@ -408,6 +440,9 @@ func describe(ev callbridge.Event, l *callbridgetest.Lab, addr string) string {
 		}
 		return msg + "; XEP-0114 handshake as " + addr
 	case callbridge.Connected:
+		if ev.From == callbridge.Connected {
+			return fmt.Sprintf("Failed back: to %s (%s), the preferred server, which is back; the link to the backup finishes its requests and closes cleanly", st.Server, st.Addr)
+		}
 		return fmt.Sprintf("Connected: to %s (%s) as %s; waiting for join requests", st.Server, st.Addr, addr)
 	case callbridge.Draining:
 		return fmt.Sprintf("Draining: new settings; the link to %s refuses new joins and finishes its own, then reconnects", st.Server)

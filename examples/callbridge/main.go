@@ -41,7 +41,8 @@ func main() {
 
 // run is main with its exit status: 0 after a clean stop, 1 when the
 // bridge stopped on an error (with -stop-on-permanent, an error an
-// operator must fix), 2 for invalid settings.
+// operator must fix) or an address could not be listened on, 2 for
+// invalid settings (every problem in one line).
 func run(args []string, stdout, stderr io.Writer) int {
 	// First of all: a reload (SIGHUP) that comes while the process starts
 	// must not kill it. One queued HUP is handled once the bridge runs.
@@ -70,13 +71,43 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, buildinfo.Read().String("cblink-"+prog))
 		return 0
 	}
+	// Every problem of the settings is collected, then reported as one
+	// line: a -log-format that is neither text nor json is reported in
+	// text.
+	var problems []string
 	log, err := newLogger(*logFormat, *verbose, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: invalid settings: -log-format: %v\n", prog, err)
-		return 2
+		problems = append(problems, "-log-format: "+err.Error())
+		*logFormat = "text"
+		log, _ = newLogger("text", *verbose, stderr)
 	}
-	// invalid reports invalid settings as one line, in the log format.
-	invalid := func(problems ...string) int {
+	if *grace < 0 {
+		problems = append(problems, "-shutdown-grace: must not be negative")
+	}
+	var calls callDirectory
+	if *callsFile != "" {
+		if calls, err = loadCalls(*callsFile); err != nil {
+			problems = append(problems, "-calls: "+err.Error())
+		}
+	}
+	for _, a := range []struct{ flag, addr string }{{"-status-addr", *statusAddr}, {"-web", *webAddr}} {
+		if a.addr == "" {
+			continue
+		}
+		if err := checkListenAddr(a.addr); err != nil {
+			problems = append(problems, a.flag+": "+err.Error())
+		}
+	}
+	cfg := s.Config()
+	cfg.Logger = log
+	var b *callbridge.Bridge
+	if !*demo {
+		if b, err = callbridge.New(cfg); err != nil {
+			problems = append(problems, settings.Problems(err)...)
+		}
+	}
+	if len(problems) > 0 {
+		// One line, in the log format.
 		if *logFormat == "json" {
 			log.Error("invalid settings", "problems", problems)
 		} else {
@@ -84,48 +115,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if *grace < 0 {
-		return invalid("-shutdown-grace: must not be negative")
-	}
-	var calls callDirectory
-	if *callsFile != "" {
-		if calls, err = loadCalls(*callsFile); err != nil {
-			return invalid("-calls: " + err.Error())
-		}
-	}
-	var statusLn net.Listener
-	if *statusAddr != "" {
-		if statusLn, err = net.Listen("tcp", *statusAddr); err != nil {
-			return invalid("-status-addr: " + err.Error())
-		}
-		defer statusLn.Close()
-	}
 
-	var webLn net.Listener
-	if *webAddr != "" {
-		if webLn, err = net.Listen("tcp", *webAddr); err != nil {
-			return invalid("-web: " + err.Error())
+	// A well-formed address that cannot be listened on now (the port is
+	// in use, the address is not this host's yet) is not invalid
+	// settings: exit 1, and systemd starts the process again.
+	var statusLn, webLn net.Listener
+	for _, a := range []struct {
+		flag, addr string
+		ln         *net.Listener
+	}{{"-status-addr", *statusAddr, &statusLn}, {"-web", *webAddr, &webLn}} {
+		if a.addr == "" {
+			continue
 		}
-		defer webLn.Close()
+		if *a.ln, err = net.Listen("tcp", a.addr); err != nil {
+			log.Error("cannot listen", "flag", a.flag, "addr", a.addr, "err", err.Error())
+			return 1
+		}
+		defer (*a.ln).Close()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	if *demo {
-		if err := runDemo(ctx, stdout, demoOptions{stay: *stay, status: statusLn, web: webLn}); err != nil {
+		if err := runDemo(ctx, stdout, demoOptions{stay: *stay, status: statusLn, web: webLn, failBack: s.FailBack, failBackInterval: s.FailBackInterval}); err != nil {
 			fmt.Fprintf(stderr, "%s: demo: %v\n", prog, err)
 			return 1
 		}
 		return 0
 	}
 
-	cfg := s.Config()
-	cfg.Logger = log
-	b, err := callbridge.New(cfg)
-	if err != nil {
-		return invalid(settings.Problems(err)...)
-	}
 	b.HandleJoin(joinHandler(s.Name, calls, log))
 	b.HandleIQ("query", nsDiscoInfo, discoInfo)
 
@@ -151,7 +170,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer stopWeb()
 	}
 	// Run until the bridge stops by itself or SIGINT/SIGTERM comes (SIGHUP
-	// reloads the secret and the CA file and retries at once); then drain:
+	// reads the secret file and the CA file again and retries at once); then drain:
 	// join requests in progress finish (up to -shutdown-grace), new ones
 	// are refused, and the stream is closed cleanly.
 	runErr := make(chan error, 1)
@@ -250,6 +269,24 @@ func startingAttrs(s *settings.Settings, cfg callbridge.Config, statusAddr strin
 		"stop_on_permanent", eff.StopOnPermanentError,
 		"status_addr", or(statusAddr, "off"), "shutdown_grace", grace,
 	)
+}
+
+// checkListenAddr reports whether addr is a well-formed host:port to
+// listen on (the port a number or a service name); whether it can be
+// listened on is for net.Listen to say.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("%q is not host:port (%s)", addr, ae.Err)
+		}
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("%q: bad port %q", addr, port)
+	}
+	return nil
 }
 
 // serveStatus serves h on ln until the returned stop is called; stop

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -368,6 +369,11 @@ func TestInvalidSettings(t *testing.T) {
 		{"name with a domain part", []string{"CBLINK_SECRET=" + testSecret}, []string{"-name", "cb1.example.com", "-domain", "example.com"}, []string{"-name: must not contain a domain part"}},
 		{"bad duration in env", []string{"CBLINK_PING_TIMEOUT=soon"}, nil, []string{"CBLINK_PING_TIMEOUT"}},
 		{"bad log format", []string{"CBLINK_SECRET=" + testSecret}, []string{"-name", "cb1", "-domain", "example.com", "-log-format", "xml"}, []string{"-log-format"}},
+		{"every problem at once", nil, []string{"-log-format", "xml", "-web", "notanaddr", "-shutdown-grace", "-5s", "-status-addr", "127.0.0.1:99999"},
+			[]string{"-log-format: \"xml\" is neither text nor json", "-web: \"notanaddr\" is not host:port", "-shutdown-grace: must not be negative",
+				"-status-addr: \"127.0.0.1:99999\": bad port", "-name: must be set", "-domain: must be set", "secret: set -secret-file"}},
+		{"bad calls file and address", []string{"CBLINK_SECRET=" + testSecret}, []string{"-name", "cb1", "-domain", "example.com", "-calls", "/nonexistent/calls", "-status-addr", "9180"},
+			[]string{"-calls:", "-status-addr: \"9180\" is not host:port"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(bin, tc.args...)
@@ -387,6 +393,32 @@ func TestInvalidSettings(t *testing.T) {
 				assert.Contains(t, out, w)
 			}
 			assert.NotContains(t, out, testSecret)
+		})
+	}
+}
+
+// TestListenFailureIsNotInvalidSettings: a well-formed -status-addr or
+// -web whose port is in use is a failure to retry (exit 1, an ERROR log
+// line naming the flag), not invalid settings (exit 2, which the systemd
+// unit does not restart).
+func TestListenFailureIsNotInvalidSettings(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	for _, flag := range []string{"-status-addr", "-web"} {
+		t.Run(flag, func(t *testing.T) {
+			code, stdout, stderr := runBin(t, []string{"CBLINK_SECRET=" + testSecret},
+				"-name", "cb1", "-domain", "example.com", "-dns", "127.0.0.1:1", "-log-format", "json", flag, busy.Addr().String())
+			assert.Equal(t, 1, code, stderr)
+			assert.Empty(t, stdout)
+			assert.NotContains(t, stderr, "invalid settings")
+			var m map[string]any
+			require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(stderr)), &m), "one JSON line: %s", stderr)
+			assert.Equal(t, "ERROR", m["level"])
+			assert.Equal(t, "cannot listen", m["msg"])
+			assert.Equal(t, flag, m["flag"])
+			assert.Equal(t, busy.Addr().String(), m["addr"])
+			assert.Contains(t, m["err"], "address already in use")
 		})
 	}
 }

@@ -256,6 +256,8 @@ func TestDemoStay(t *testing.T) {
 	// testdata/pki, and the printed command names it.
 	p := startProcIn(t, "../..", nil, "-demo", "-stay", "-status-addr", "127.0.0.1:0")
 	text := p.waitOutput(t, "curl -si")
+	assert.Contains(t, text, "xmpp1.example.com is back", text)
+	assert.Contains(t, text, "moves back to xmpp1.example.com (the preferred server) at its next fail-back probe, within 5s", "fail-back on, as in the binary")
 	assert.Contains(t, text, "certificates: testdata/pki (the repository's fixtures)")
 	m := regexp.MustCompile(`(?m)^\s+go run \./examples/xmppcheck (.*)$`).FindStringSubmatch(text)
 	require.NotNil(t, m, text)
@@ -279,10 +281,18 @@ func TestDemoStay(t *testing.T) {
 		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, body)
 	}
 
+	// The bridge returns to the preferred server, which the scenario
+	// restarted; /metrics says it is no longer on a backup.
+	p.waitOutput(t, "[bridge] Failed back: to xmpp1.example.com")
+	m = regexp.MustCompile(`curl -s (http://127\.0\.0\.1:\d+/metrics)`).FindStringSubmatch(text)
+	require.NotNil(t, m, text)
+	assert.Contains(t, httpGet(t, m[1]), "\ncblink_on_backup 0\n")
+
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	<-p.done
 	require.NoError(t, p.cmd.Wait(), p.output())
 	assert.Contains(t, p.output(), "demo finished")
+	assert.Contains(t, p.output(), "xmpp1.example.com received </stream:stream>: the link was closed cleanly", "stopped on the preferred server")
 }
 
 // TestSystemdUnit: the shipped unit passes the secret as the credential
@@ -495,13 +505,51 @@ func TestSIGHUPReloadsAndRetriesNow(t *testing.T) {
 			tc.broken(t, secret, ca, l.RootPEM())
 			tc.fix(t, secret, ca, l.RootPEM())
 			require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
-			p.waitLog(t, "SIGHUP: secret and CA file read again; reconnecting now", "ca", ca, "secret", "file "+secret)
+			p.waitLog(t, "SIGHUP: secret file and CA file read again; reconnecting now", "ca", ca, "secret", "file "+secret)
 			p.waitLog(t, "xmpp link connected", "server", "xmpp1.example.com")
 
 			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 			<-p.done
 			require.NoError(t, p.cmd.Wait(), p.output())
 			p.waitLog(t, "stopped: stream closed")
+		})
+	}
+}
+
+// TestSIGHUPSecretFixedAtStart: with the secret from the systemd
+// credential or CBLINK_SECRET, which cannot change in a running process,
+// SIGHUP says what it read again (the CA file only) and warns that a new
+// secret needs a restart; the bridge reconnects all the same.
+func TestSIGHUPSecretFixedAtStart(t *testing.T) {
+	for _, tc := range []struct {
+		name, source string
+		env          func(t *testing.T) []string
+	}{
+		{"systemd credential", "systemd credential cblink-secret", func(t *testing.T) []string {
+			creds := t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(creds, "cblink-secret"), []byte(testSecret+"\n"), 0o400))
+			return []string{"CREDENTIALS_DIRECTORY=" + creds}
+		}},
+		{"environment variable", "environment variable CBLINK_SECRET", func(t *testing.T) []string {
+			return []string{"CBLINK_SECRET=" + testSecret}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, ca := startLab(t)
+			p := startProc(t, tc.env(t), "-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json")
+			p.waitLog(t, "xmpp link connected", "server", "xmpp1.example.com")
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+			p.waitLog(t, "SIGHUP: CA file read again; reconnecting now", "level", "INFO", "secret", tc.source, "ca", ca)
+			warn := p.waitLog(t, "SIGHUP: the secret was not read again: it cannot change while the process runs; a new secret needs a restart (systemctl restart cblink)",
+				"level", "WARN", "secret", tc.source)
+			assert.NotNil(t, warn)
+			p.waitCount(t, "xmpp link connected", 2)
+			p.mu.Lock()
+			lines := slices.Clone(p.lines)
+			p.mu.Unlock()
+			for _, m := range lines {
+				assert.NotContains(t, fmt.Sprint(m["msg"]), "secret and CA file read again")
+			}
 		})
 	}
 }
@@ -728,4 +776,62 @@ func TestOutageLogs(t *testing.T) {
 	assert.NotContains(t, stderr, "handshake: component:", "package prefix in the middle of the text")
 	assert.NotContains(t, stderr, "callbridge: giving up: callbridge:")
 	assert.Contains(t, stderr, "callbridge: giving up: xmpp1.example.com")
+}
+
+// TestREADMEStatesAndLogs: the /status state list of README.md is every
+// state the bridge has, in order, and each line of the Logs table is a
+// message the code logs (the library's, the component's or this
+// binary's; "xmpp link <state>" is the library's line per state).
+func TestREADMEStatesAndLogs(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	text := string(readme)
+
+	row := regexp.MustCompile("(?m)^\\| `state` \\| (.*) \\|$").FindStringSubmatch(text)
+	require.NotNil(t, row, "README.md has no state row")
+	var documented, want []string
+	for _, m := range regexp.MustCompile("`([a-z]+)`").FindAllStringSubmatch(row[1], -1) {
+		documented = append(documented, m[1])
+	}
+	for _, s := range callbridge.States() {
+		want = append(want, s.String())
+	}
+	assert.Equal(t, want, documented, "the /status state list")
+
+	_, logs, ok := strings.Cut(text, "\n## Logs\n")
+	require.True(t, ok, "README.md has no Logs section")
+	var src strings.Builder
+	for _, glob := range []string{"*.go", "../../callbridge/*.go", "../../component/*.go"} {
+		files, err := filepath.Glob(glob)
+		require.NoError(t, err)
+		require.NotEmpty(t, files, glob)
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			require.NoError(t, err)
+			src.Write(b)
+		}
+	}
+	code := src.String()
+	n := 0
+	for _, line := range strings.Split(logs, "\n") {
+		if line == "" && n > 0 {
+			break // the end of the table
+		}
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		first := strings.Split(line, "|")[1]
+		for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(first, -1) {
+			msg := strings.TrimSuffix(m[1], "...")
+			n++
+			if state, ok := strings.CutPrefix(msg, "xmpp link "); ok && slices.Contains(want, state) {
+				continue
+			}
+			assert.Contains(t, code, `"`+msg, "README.md's Logs table: %q is logged nowhere", msg)
+		}
+	}
+	assert.Greater(t, n, 15, "the Logs table was read")
 }

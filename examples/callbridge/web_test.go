@@ -34,6 +34,7 @@ func TestJoinPageSelfContained(t *testing.T) {
 	}
 	assert.Contains(t, page, "simplification")
 	assert.Contains(t, page, "urn:cblink:join:0")
+	assert.Contains(t, page, "the server offers no anonymous login (is -web-domain / ?domain= the server's anonymous host?)")
 	assert.JSONEq(t, `{"ws":"ws://127.0.0.1:5280/xmpp-websocket","domain":"guest.example.com","bridge":"cb1.example.com","demo":false}`,
 		httpGet(t, srv.URL+"/config.json"))
 	resp, err = http.Post(srv.URL+"/demo/crash", "text/plain", nil)
@@ -64,7 +65,11 @@ func TestJoinPageInBrowser(t *testing.T) {
 	pg := pagetest.Open(t, page[1])
 	assert.Equal(t, ws[1], pagetest.Eval[string](pg, `document.getElementById('ws').value`))
 	assert.Equal(t, "cb1.example.com", pagetest.Eval[string](pg, `document.getElementById('bridge').value`))
-	pg.WaitFor(`document.getElementById('server-in-use').textContent === 'xmpp2.example.com'`)
+	// After the scenario xmpp1 (preferred) is back, and the bridge fails
+	// back to it (-fail-back is on, the demo probes every 5s); once that
+	// is done, nothing moves the link until the crash below.
+	p.waitOutput(t, "[bridge] Failed back: to xmpp1.example.com")
+	pg.WaitFor(`document.getElementById('server-in-use').textContent === 'xmpp1.example.com'`)
 
 	// Join pressed twice before the first login ends: both joins go out
 	// on the one login, and both are answered.
@@ -81,16 +86,30 @@ func TestJoinPageInBrowser(t *testing.T) {
 		a := pg.Join(tc.call, tc.passcode, "Ann "+tc.name)
 		assert.Equal(t, tc.outcome, a.Outcome, tc.name)
 		assert.Contains(t, a.Text, tc.text, tc.name)
+		if tc.outcome != "accepted" {
+			assert.Contains(t, a.Text, "refused: "+tc.outcome, "the Call Bridge's refusal")
+		}
 	}
 
-	// Failover between two joins: crash xmpp2 (in use); xmpp1 is up.
+	// The XMPP server's own errors are not the bridge's refusals: the
+	// join was not delivered.
+	pagetest.Eval[bool](pg, `(document.getElementById('bridge').value = 'nobody.example.net', true)`)
+	a := pg.Join("100", "1234", "Wrong bridge")
+	assert.Equal(t, "remote-server-not-found", a.Outcome, a.Text)
+	assert.Contains(t, a.Text, "not delivered: remote-server-not-found")
+	assert.NotContains(t, a.Text, "refused")
+	assert.Equal(t, "not delivered,not delivered,not delivered,refused,refused,accepted,failed", pagetest.Eval[string](pg,
+		`["remote-server-timeout", "remote-server-not-found", "not-allowed", "forbidden", "service-unavailable", "accepted", "failed"].map(verdict).join()`))
+	pagetest.Eval[bool](pg, `(document.getElementById('bridge').value = 'cb1.example.com', true)`)
+
+	// Failover between two joins: crash xmpp1 (in use); xmpp2 is up. The
+	// bridge stays on xmpp2: xmpp1 is down, so fail-back probes fail.
 	pg.Click("#crash")
-	pg.WaitFor(`document.getElementById('server-in-use').textContent === 'xmpp1.example.com' && document.getElementById('state').textContent === 'connected'`)
-	a := pg.Join("100", "1234", "After failover")
+	pg.WaitFor(`document.getElementById('server-in-use').textContent === 'xmpp2.example.com' && document.getElementById('state').textContent === 'connected'`)
+	a = pg.Join("100", "1234", "After failover")
 	assert.Equal(t, "accepted", a.Outcome, a.Text)
-	assert.Contains(t, pagetest.Eval[string](pg, `document.querySelector('#history tbody tr').textContent`), "xmpp1.example.com")
-	p.waitOutput(t, "web: xmpp2.example.com crashed from the page")
-	p.waitOutput(t, "[bridge] Connected: to xmpp1.example.com")
+	assert.Contains(t, pagetest.Eval[string](pg, `document.querySelector('#history tbody tr').textContent`), "xmpp2.example.com")
+	p.waitOutput(t, "web: xmpp1.example.com crashed from the page")
 	shot := pg.Screenshot()
 	dst := os.Getenv("CBLINK_SCREENSHOT")
 	if dst == "" {
