@@ -105,7 +105,8 @@ func TestClassifyEndToEnd(t *testing.T) {
 				assert.Equal(t, tc.kind, Classify(err), "%v", err)
 				assert.True(t, rb.Status().Permanent)
 				if tc.kind == KindUnknownName {
-					assert.Contains(t, err.Error(), "xmpp callbridge add cb9", "the CMS operator's command")
+					assert.Contains(t, err.Error(), `; hint: check the Call Bridge name "cb9" first; if it is right, add the component on the XMPP server (on Cisco Meeting Server: xmpp callbridge add cb9)`,
+						"a typo first, then the CMS operator's command, apart from the server's text")
 				}
 				return
 			}

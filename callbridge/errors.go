@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,8 +54,10 @@ func (e *ConnectError) Error() string {
 	msg := fmt.Sprintf("callbridge: %s: %s: %s", where, step, cause)
 	var se *component.StreamError
 	if errors.As(e.Err, &se) && se.Condition() == "host-unknown" && se.Name != "" {
-		// What a CMS operator types on the XMPP server.
-		msg += " (on Cisco Meeting Server: xmpp callbridge add " + se.Name + ")"
+		// Our hint, apart from the server's text: a typo in the name is
+		// as likely as a component missing on the server; then what a CMS
+		// operator types on the XMPP server.
+		msg += "; hint: check the Call Bridge name " + strconv.Quote(se.Name) + " first; if it is right, add the component on the XMPP server (on Cisco Meeting Server: xmpp callbridge add " + se.Name + ")"
 	}
 	return msg
 }

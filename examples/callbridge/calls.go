@@ -11,18 +11,11 @@ import (
 	"github.com/cblink/cblink/examples/internal/calls"
 )
 
-// callDirectory is what -calls FILE holds: the calls a join may ask for
-// (the format: package calls).
-type callDirectory = calls.Directory
-
-// loadCalls reads a -calls file; the error names the file and line.
-func loadCalls(path string) (callDirectory, error) { return calls.Load(path) }
-
 // joinHandler answers join requests: without a directory it accepts every
 // one; with one, an unknown call is refused item-not-found and a wrong
 // passcode forbidden. A request without a call id never reaches it (the
 // component answers bad-request). The passcode is never logged.
-func joinHandler(name string, d callDirectory, log *slog.Logger) component.JoinHandler {
+func joinHandler(name string, d calls.Directory, log *slog.Logger) component.JoinHandler {
 	var sessions atomic.Uint64
 	return func(ctx context.Context, req *component.JoinRequest) (*component.JoinResult, error) {
 		attrs := []any{"caller", req.From.String(), "call", req.Call, "display_name", req.DisplayName}

@@ -30,6 +30,8 @@ import (
 	"github.com/cblink/cblink/callbridge"
 	"github.com/cblink/cblink/component"
 	"github.com/cblink/cblink/examples/internal/buildinfo"
+	"github.com/cblink/cblink/examples/internal/calls"
+	"github.com/cblink/cblink/examples/internal/logformat"
 	"github.com/cblink/cblink/examples/internal/settings"
 )
 
@@ -75,18 +77,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// line: a -log-format that is neither text nor json is reported in
 	// text.
 	var problems []string
-	log, err := newLogger(*logFormat, *verbose, stderr)
+	log, err := logformat.New(*logFormat, *verbose, stderr)
 	if err != nil {
 		problems = append(problems, "-log-format: "+err.Error())
 		*logFormat = "text"
-		log, _ = newLogger("text", *verbose, stderr)
+		log, _ = logformat.New("text", *verbose, stderr)
 	}
 	if *grace < 0 {
 		problems = append(problems, "-shutdown-grace: must not be negative")
 	}
-	var calls callDirectory
+	var dir calls.Directory
 	if *callsFile != "" {
-		if calls, err = loadCalls(*callsFile); err != nil {
+		if dir, err = calls.Load(*callsFile); err != nil {
 			problems = append(problems, "-calls: "+err.Error())
 		}
 	}
@@ -145,12 +147,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
-	b.HandleJoin(joinHandler(s.Name, calls, log))
+	b.HandleJoin(joinHandler(s.Name, dir, log))
 	b.HandleIQ("query", nsDiscoInfo, discoInfo)
 
 	log.Info("starting", startingAttrs(&s, cfg, *statusAddr, *grace)...)
-	if calls != nil {
-		log.Info("call directory loaded: joins to other calls are refused", "file", *callsFile, "calls", len(calls))
+	if dir != nil {
+		log.Info("call directory loaded: joins to other calls are refused", "file", *callsFile, "calls", len(dir))
 	} else {
 		log.Info("no call directory (-calls): every join is accepted")
 	}
@@ -210,29 +212,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Error("stopped", attrs...)
 	return 1
-}
-
-// newLogger returns the logger of -log-format and -v. In JSON, durations
-// are numbers of seconds under a key ending in _seconds ("backoff":
-// "backoff_seconds"); in text, Go durations ("1.5s").
-func newLogger(format string, verbose bool, w io.Writer) (*slog.Logger, error) {
-	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
-	if verbose {
-		opts.Level = slog.LevelDebug
-	}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
-			if a.Value.Kind() == slog.KindDuration {
-				return slog.Float64(a.Key+"_seconds", a.Value.Duration().Seconds())
-			}
-			return a
-		}
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("%q is neither text nor json", format)
 }
 
 // startingAttrs are the attributes of the "starting" line: every

@@ -51,6 +51,7 @@ type bridgeCollector struct {
 	connects, disconnects, connectFailures              *prometheus.Desc
 	stanzasIn, stanzasOut, joinsHandled, joinsRefused   *prometheus.Desc
 	requestsShed, requestsRefused, queued, running, rtt *prometheus.Desc
+	requestsUnanswered                                  *prometheus.Desc
 }
 
 func newBridgeCollector(b bridgeView) *bridgeCollector {
@@ -58,26 +59,27 @@ func newBridgeCollector(b bridgeView) *bridgeCollector {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &bridgeCollector{
-		b:               b,
-		state:           d("cblink_state", "1 for the bridge's current state, 0 for the others.", "state"),
-		connected:       d("cblink_connected", "1 while the XMPP link is up."),
-		backup:          d("cblink_on_backup", "1 while the XMPP link is up to a backup server: the preferred ones (lowest SRV priority) failed."),
-		linkStart:       d("cblink_link_start_time_seconds", "When the current XMPP link came up, in seconds since the Unix epoch; 0 while no link is up."),
-		server:          d("cblink_server_info", "1 for the XMPP server in use while the link is up (no series otherwise).", "server", "addr", "preferred"),
-		attempt:         d("cblink_failed_cycles", "Failed connection cycles (every server tried failed) since the link was last up."),
-		permanent:       d("cblink_permanent_error", "1 while every server's last failure is one an operator must fix (wrong secret, unknown name, certificate, no service, protocol, config)."),
-		connects:        d("cblink_connects_total", "Links brought up."),
-		disconnects:     d("cblink_disconnects_total", "Links that ended, by cause.", "kind"),
-		connectFailures: d("cblink_connect_failures_total", "Failed attempts to bring a link up, by cause.", "kind"),
-		stanzasIn:       d("cblink_stanzas_in_total", "Stanzas received."),
-		stanzasOut:      d("cblink_stanzas_out_total", "Stanzas sent."),
-		joinsHandled:    d("cblink_joins_handled_total", "Join requests accepted."),
-		joinsRefused:    d("cblink_joins_refused_total", "Join requests refused."),
-		requestsShed:    d("cblink_requests_shed_total", "Requests answered resource-constraint: the handlers' queue was full."),
-		requestsRefused: d("cblink_requests_refused_total", "Requests answered service-unavailable: their link was closing."),
-		queued:          d("cblink_requests_queued", "Stanzas waiting for a handler on the live link."),
-		running:         d("cblink_handlers_running", "Handlers running on the live link."),
-		rtt:             d("cblink_keepalive_rtt_seconds", "Round trip of the last XEP-0199 ping to the server (0 before the first)."),
+		b:                  b,
+		state:              d("cblink_state", "1 for the bridge's current state, 0 for the others.", "state"),
+		connected:          d("cblink_connected", "1 while the XMPP link is up."),
+		backup:             d("cblink_on_backup", "1 while the XMPP link is up to a backup server: the preferred ones (lowest SRV priority) failed."),
+		linkStart:          d("cblink_link_start_time_seconds", "When the current XMPP link came up, in seconds since the Unix epoch; 0 while no link is up."),
+		server:             d("cblink_server_info", "1 for the XMPP server in use while the link is up (no series otherwise).", "server", "addr", "preferred"),
+		attempt:            d("cblink_failed_cycles", "Failed connection cycles (every server tried failed) since the link was last up."),
+		permanent:          d("cblink_permanent_error", "1 while every server's last failure is one an operator must fix (wrong secret, unknown name, certificate, no service, protocol, config)."),
+		connects:           d("cblink_connects_total", "Links brought up."),
+		disconnects:        d("cblink_disconnects_total", "Links that ended, by cause.", "kind"),
+		connectFailures:    d("cblink_connect_failures_total", "Failed attempts to bring a link up, by cause.", "kind"),
+		stanzasIn:          d("cblink_stanzas_in_total", "Stanzas received."),
+		stanzasOut:         d("cblink_stanzas_out_total", "Stanzas sent."),
+		joinsHandled:       d("cblink_joins_handled_total", "Join requests accepted."),
+		joinsRefused:       d("cblink_joins_refused_total", "Join requests refused."),
+		requestsShed:       d("cblink_requests_shed_total", "Requests answered resource-constraint: the handlers' queue was full."),
+		requestsRefused:    d("cblink_requests_refused_total", "Requests answered service-unavailable: their link was closing."),
+		requestsUnanswered: d("cblink_requests_unanswered_total", "Requests read that their link's stream could no longer answer: they came after the bridge's closing tag, or the server ended the stream first."),
+		queued:             d("cblink_requests_queued", "Stanzas waiting for a handler on the live link."),
+		running:            d("cblink_handlers_running", "Handlers running on the live link."),
+		rtt:                d("cblink_keepalive_rtt_seconds", "Round trip of the last XEP-0199 ping to the server (0 before the first)."),
 	}
 }
 
@@ -85,7 +87,7 @@ func newBridgeCollector(b bridgeView) *bridgeCollector {
 func (c *bridgeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.state, c.connected, c.backup, c.linkStart, c.server, c.attempt, c.permanent, c.connects, c.disconnects, c.connectFailures,
-		c.stanzasIn, c.stanzasOut, c.joinsHandled, c.joinsRefused, c.requestsShed, c.requestsRefused,
+		c.stanzasIn, c.stanzasOut, c.joinsHandled, c.joinsRefused, c.requestsShed, c.requestsRefused, c.requestsUnanswered,
 		c.queued, c.running, c.rtt,
 	} {
 		ch <- d
@@ -139,6 +141,7 @@ func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.joinsRefused, s.JoinsRefused)
 	counter(c.requestsShed, s.RequestsShed)
 	counter(c.requestsRefused, s.RequestsRefused)
+	counter(c.requestsUnanswered, s.RequestsUnanswered)
 	gauge(c.queued, float64(s.Queued))
 	gauge(c.running, float64(s.Running))
 	gauge(c.rtt, s.LastKeepaliveRTT.Seconds())

@@ -131,7 +131,7 @@ func TestMetrics(t *testing.T) {
 	want.WriteString("# HELP cblink_keepalive_rtt_seconds Round trip of the last XEP-0199 ping to the server (0 before the first).\n# TYPE cblink_keepalive_rtt_seconds gauge\ncblink_keepalive_rtt_seconds 0.0015\n")
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want.String()),
 		"cblink_connect_failures_total", "cblink_disconnects_total", "cblink_permanent_error", "cblink_failed_cycles", "cblink_keepalive_rtt_seconds"))
-	assert.Equal(t, 18+len(callbridge.States())+2*len(callbridge.ErrorKinds())-2-3, testutil.CollectAndCount(c), "series")
+	assert.Equal(t, 19+len(callbridge.States())+2*len(callbridge.ErrorKinds())-2-3, testutil.CollectAndCount(c), "series")
 
 	problems, err := testutil.CollectAndLint(c)
 	require.NoError(t, err)
