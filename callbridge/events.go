@@ -52,7 +52,7 @@ func (h *hub) update(fn func(*Status)) (Event, bool) {
 		return Event{}, false
 	}
 	ev := Event{From: prev.State, To: h.status.State}
-	if h.status.State != prev.State {
+	if h.status.State != prev.State || moved {
 		h.status.Since = time.Now()
 	}
 	h.seq++

@@ -271,6 +271,7 @@ func TestWaitForStateChangeFromStopped(t *testing.T) {
 func TestWaitForStateChangeWakesOnMove(t *testing.T) {
 	h := newHub()
 	h.update(func(s *Status) { s.State, s.Server = Connected, "xmpp2.example.com" })
+	connected := h.snapshot().Since
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	woke := make(chan bool, 1)
@@ -280,7 +281,9 @@ func TestWaitForStateChangeWakesOnMove(t *testing.T) {
 		select {
 		case ok := <-woke:
 			assert.True(t, ok, "woken by a move, not by the deadline")
-			assert.Equal(t, Connected, h.snapshot().State)
+			st := h.snapshot()
+			assert.Equal(t, Connected, st.State)
+			assert.True(t, st.Since.After(connected), "Since is the move's time, not the first connection's")
 			return
 		default:
 			runtime.Gosched()

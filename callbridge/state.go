@@ -165,7 +165,8 @@ type Status struct {
 	// target or the explicit host); Addr the IP:port.
 	Server string `json:"server,omitempty"`
 	Addr   string `json:"addr,omitempty"`
-	// Since is when State was entered.
+	// Since is when State was entered, or when a fail-back moved the link
+	// to another server while Connected.
 	Since time.Time `json:"since"`
 	// Attempt counts failed cycles since the last successful connection.
 	Attempt int `json:"attempt"`

@@ -2,6 +2,7 @@ package callbridge
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -197,9 +198,12 @@ func (b *Bridge) serve(ctx, hard context.Context, cfg *resolved, res Resolver, l
 			case nl == nil:
 				if perr != nil && ctx.Err() == nil && l.backup && (warned.IsZero() || b.now().Sub(warned) >= backupWarnEvery) {
 					warned = b.now()
-					cfg.Logger.Warn("xmpp link on a backup server: the preferred server still fails",
-						"server", l.ep.Target, "connected_for", warned.Sub(l.up).Round(time.Second),
-						"err", perr.Error(), "kind", string(Classify(perr)), "permanent", Classify(perr).Permanent())
+					attrs := []any{"server", l.ep.Target, "connected_for", warned.Sub(l.up).Round(time.Second)}
+					if ce := (*ConnectError)(nil); errors.As(perr, &ce) {
+						attrs = append(attrs, "preferred", ce.Server) // the one that failed; server is in use
+					}
+					cfg.Logger.Warn("xmpp link on a backup server: the preferred server still fails", append(attrs,
+						"err", perr.Error(), "kind", string(Classify(perr)), "permanent", Classify(perr).Permanent())...)
 				}
 			case ctx.Err() != nil:
 				nl.sess.Close() // never published: the bridge is stopping

@@ -631,6 +631,7 @@ func TestRunningOnBackup(t *testing.T) {
 	p.waitLog(t, "xmpp link connected", "server", "xmpp2.example.com", "backup", "true")
 	warn := p.waitLog(t, "xmpp link on a backup server: the preferred server still fails", "level", "WARN", "server", "xmpp2.example.com")
 	assert.Contains(t, warn["err"], "xmpp1.example.com")
+	assert.Equal(t, "xmpp1.example.com", warn["preferred"], "the server that failed, apart from the one in use")
 	p.waitCount(t, "fail-back probe failed", 5)
 	assert.Equal(t, 1, p.waitCount(t, "xmpp link on a backup server: the preferred server still fails", 1), "rate-limited")
 
