@@ -369,13 +369,16 @@ func (c Config) resolve() (*resolved, error) {
 		// server name is each server's, unknown yet: the domain stands in
 		// for it; an empty pool keeps the system's from loading here).
 		base := tlsverify.Config{Domain: r.Domain, ServerName: r.Domain, Roots: x509.NewCertPool()}
-		policy, pins := base, base
+		policy, pins, server := base, base, base
 		policy.Policy, pins.Pins = c.TLSPolicy, c.Pins
+		if c.ServerName != "" {
+			server.ServerName = c.ServerName
+		}
 		for _, f := range []struct {
 			field string
 			v     tlsverify.Config
 			sni   string
-		}{{"TLSPolicy", policy, ""}, {"Pins", pins, ""}, {"SNI", base, c.SNI}} {
+		}{{"TLSPolicy", policy, ""}, {"Pins", pins, ""}, {"SNI", base, c.SNI}, {"ServerName", server, ""}} {
 			if _, err := f.v.TLSConfig(f.sni); err != nil {
 				bad(f.field, "%s", strings.TrimPrefix(err.Error(), tlsverify.ErrInvalidConfig.Error()+": "))
 			}

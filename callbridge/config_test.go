@@ -90,6 +90,8 @@ func TestValidateTLSAndBackoffSettings(t *testing.T) {
 		"pin":              {func(c *Config) { c.Pins = []string{"not-a-pin"} }, "Pins", "Pins[0]"},
 		"second pin":       {func(c *Config) { c.Pins = []string{strings.Repeat("ab", 32), "x"} }, "Pins", "Pins[1]"},
 		"sni":              {func(c *Config) { c.SNI = "exa mple..com" }, "SNI", "SNI"},
+		"bracketed name":   {func(c *Config) { c.ServerName = "[xmpp.example.com]" }, "ServerName", "ServerName"},
+		"bracketed IPv6":   {func(c *Config) { c.ServerName = "[::1]" }, "ServerName", "ServerName"},
 		"policy":           {func(c *Config) { c.TLSPolicy = 42 }, "TLSPolicy", "unknown"},
 		"multiplier half":  {func(c *Config) { c.Backoff.Multiplier = 0.5 }, "Backoff.Multiplier", "at least 1"},
 		"multiplier minus": {func(c *Config) { c.Backoff.Multiplier = -3 }, "Backoff.Multiplier", "at least 1"},

@@ -134,7 +134,7 @@ func (s *Session) teardown() {
 	// link is ending: runJob checks) and those whose handlers run or
 	// returned without their answer out.
 	s.routeMu.Lock()
-	if mode == endGraceful {
+	if mode != endAbort { // the stream can still carry them: before our closing tag
 		s.flushRepliesCtx(closeCtx)
 	}
 	s.replyMu.Lock()
@@ -157,11 +157,16 @@ func (s *Session) teardown() {
 		}
 	} else {
 		// The server ended the stream or the connection failed: what was
-		// queued cannot be answered.
-		s.stats.dropped.Add(uint64(len(queued)))
+		// queued cannot be answered, nor what runs: requests are counted
+		// unanswered (once: answered settles them), the rest dropped.
+		for _, j := range queued {
+			if j.iq == nil {
+				s.stats.dropped.Add(1)
+			}
+		}
 		for _, j := range append(queued, unsettled...) {
 			if j.iq != nil && !j.answered {
-				j.answered = true // settled, unanswered
+				j.answered = true
 				s.stats.unanswered.Add(1)
 			}
 		}
@@ -189,6 +194,13 @@ func (s *Session) teardown() {
 	s.closeConn(clean)
 	<-s.readerDone
 	<-s.w.Done()
+	// Replies the reader batched after the flush above (requests read
+	// after our closing tag), or kept when that flush ran out of time, can
+	// no longer go.
+	s.routeMu.Lock()
+	s.stats.unanswered.Add(s.rcount)
+	s.dropBatch()
+	s.routeMu.Unlock()
 	if n := s.stats.unanswered.Load(); n > 0 {
 		s.log.Warn("requests left unanswered: the stream could no longer carry an answer",
 			slog.Uint64("unanswered", n), slog.String("why", unansweredWhy(mode)))
@@ -208,7 +220,7 @@ func (s *Session) teardown() {
 // in mode.
 func unansweredWhy(mode endMode) string {
 	if mode == endGraceful {
-		return "they arrived after this side closed the stream; the server may bounce them"
+		return "they arrived after this side closed the stream (the server may bounce them), or the server stopped reading"
 	}
 	return "the server ended the stream, or the connection failed, before their answers"
 }
@@ -222,11 +234,14 @@ func (s *Session) refuseJob(ctx context.Context, j *job) {
 		return
 	}
 	err := s.w.Append(ctx, func(b []byte) []byte { return s.appendErrorReply(b, j, errClosing) })
-	if err == nil {
-		j.answered = true
-		s.stats.out.Add(1)
-		s.stats.refused.Add(1)
+	j.answered = true // settled either way
+	if err != nil {
+		// The writer failed, or the server did not read for CloseTimeout.
+		s.stats.unanswered.Add(1)
+		return
 	}
+	s.stats.out.Add(1)
+	s.stats.refused.Add(1)
 }
 
 // errClosing answers requests that arrive, or are still waiting, while the

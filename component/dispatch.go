@@ -179,7 +179,7 @@ func (s *Session) replyPing(a *rawAttrs) {
 	b := s.appendReplyHead(s.rbatch, "result", a)
 	s.rbatch = append(b, "/>"...)
 	s.rcount++
-	s.stats.pingsAnswered.Add(1)
+	s.rpings++ // counted once sent
 	if len(s.rbatch) >= maxReplyBatch {
 		s.flushReplies()
 	}

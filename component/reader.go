@@ -88,6 +88,7 @@ func (s *Session) queueReplies(ctx context.Context, deferred bool) bool {
 		s.stats.out.Add(s.rcount)
 		s.stats.shed.Add(s.rshed)
 		s.stats.refused.Add(s.rrefused)
+		s.stats.pingsAnswered.Add(s.rpings)
 	} else if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		// The wait for room was cut short (the link is closing), but the
 		// stream can still carry these replies: keep them for the
@@ -96,11 +97,16 @@ func (s *Session) queueReplies(ctx context.Context, deferred bool) bool {
 	} else {
 		s.stats.unanswered.Add(s.rcount) // the stream is sealed or broken
 	}
-	s.rbatch, s.rcount, s.rshed, s.rrefused = s.rbatch[:0], 0, 0, 0
+	s.dropBatch()
+	return err == nil
+}
+
+// dropBatch empties the reader's reply batch; s.routeMu is held.
+func (s *Session) dropBatch() {
+	s.rbatch, s.rcount, s.rshed, s.rrefused, s.rpings = s.rbatch[:0], 0, 0, 0, 0
 	if cap(s.rbatch) > maxReplyBatch {
 		s.rbatch = nil
 	}
-	return err == nil
 }
 
 func (s *Session) appendBatch(b []byte) []byte { return append(b, s.rbatch...) }

@@ -114,6 +114,7 @@ type sessionState struct {
 	rbatch          []byte
 	rcount          uint64 // replies in rbatch
 	rshed, rrefused uint64 // of which resource-constraint, service-unavailable
+	rpings          uint64 // of which answers to the server's pings
 
 	stats counters
 }

@@ -43,7 +43,7 @@ var (
 	// name as the SNI sent, the XMPP domain unless set otherwise. The
 	// domain setting is the usual mistake (Prosody answers so for a host
 	// it does not serve).
-	ErrUnrecognizedName = errors.New("the server serves no host of the name sent as SNI (TLS alert unrecognized_name): check the XMPP domain")
+	ErrUnrecognizedName = errors.New("the server serves no host of the name sent as SNI (TLS alert unrecognized_name): check the XMPP domain (or the SNI setting)")
 )
 
 // ExplainHandshakeError returns the error of a failed TLS handshake

@@ -200,6 +200,7 @@ func runDemo(ctx context.Context, out io.Writer, opts demoOptions) error {
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	stopOnCancel := context.AfterFunc(ctx, stop)
+	defer stopOnCancel() // on every path; -stay releases it earlier
 	runErr := make(chan error, 1)
 	p.printf("4. the bridge starts (callbridge.Bridge.Run):")
 	go func() { runErr <- b.Run(runCtx) }()

@@ -187,7 +187,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case <-ctx.Done():
 			running = false
 			signalled = true
-			linkUp = b.Status().State == callbridge.Connected
+			st := b.Status().State
+			linkUp = st == callbridge.Connected || st == callbridge.Draining // a link is up, or closing after SIGHUP
 			log.Info("signal received: finishing the requests in progress", "grace", *grace)
 			sctx, cancel := context.WithTimeout(context.Background(), *grace)
 			if serr := b.Shutdown(sctx); serr != nil {

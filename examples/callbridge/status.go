@@ -26,7 +26,8 @@ type statusDoc struct {
 	// its IP:port.
 	Server *string `json:"server"`
 	Addr   *string `json:"addr"`
-	// Since is when State was entered; StateSeconds how long ago.
+	// Since is when State was entered (or a fail-back moved the link);
+	// StateSeconds how long ago.
 	Since        time.Time `json:"since"`
 	StateSeconds float64   `json:"state_seconds"`
 	// ConnectedSince is when the current link came up.

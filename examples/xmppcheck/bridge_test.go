@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -51,7 +53,9 @@ func TestBridgeRefusesToStart(t *testing.T) {
 			env := append([]string{"CBLINK_SECRET=" + testSecret}, tc.env...)
 			args := append(append([]string{}, base...), tc.args...)
 
-			cmd := exec.Command(callbridge, args...)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a bridge that starts after all fails, not hangs
+			defer cancel()
+			cmd := exec.CommandContext(ctx, callbridge, args...)
 			cmd.Env = append(cleanEnv(), env...)
 			out, err := cmd.CombinedOutput()
 			var ee *exec.ExitError
