@@ -15,6 +15,7 @@ import (
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
+	"github.com/cblink/cblink/internal/testhelp"
 	"github.com/cblink/cblink/internal/xstream"
 )
 
@@ -262,12 +263,7 @@ func TestShutdownDrains(t *testing.T) {
 	nested := out.next(t)
 	require.Equal(t, "nested", attr(t, nested, "id"))
 	p.write(`<iq type='result' id='nested' from='example.com' to='cb1.example.com'/>`)
-	select {
-	case err := <-shut:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	require.NoError(t, testhelp.Recv(t, shut))
 	got := replies(t, out.rest(t))
 	got["late"] = "error:service-unavailable:wait" // read above
 	got["r0"] = "result"
@@ -455,12 +451,7 @@ func TestHandlerMayCloseItsSession(t *testing.T) {
 				p.write("</stream:stream>") // the close itself takes no time
 			}()
 			p.write(reqIQ("bye"))
-			select {
-			case err := <-returned:
-				assert.NoError(t, err)
-			case <-time.After(10 * time.Second):
-				t.Fatalf("%s called from a handler did not return", how)
-			}
+			assert.NoError(t, testhelp.Recv(t, returned))
 			<-s.Done()
 			assert.ErrorIs(t, s.Err(), ErrClosed)
 			if how == "Close" || how == "Abort" {
@@ -505,12 +496,7 @@ func TestSharedMuxCloseWaitsForHandler(t *testing.T) {
 		}
 	}
 	close(release)
-	select {
-	case err := <-shut:
-		assert.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("S1's Shutdown did not return")
-	}
+	assert.NoError(t, testhelp.Recv(t, shut))
 	got := replies(t, out.rest(t))
 	assert.Equal(t, "result", got["closer"], "S1 waited for its handler and sent its reply")
 }
@@ -573,12 +559,7 @@ func TestHandshakeDispatchesNothingBeforeStart(t *testing.T) {
 	}
 	assert.Zero(t, s.Stats().StanzasIn)
 	s.Start()
-	select {
-	case id := <-got:
-		assert.Equal(t, "early", id)
-	case <-time.After(10 * time.Second):
-		t.Fatal("handler did not run after Start")
-	}
+	assert.Equal(t, "early", testhelp.Recv(t, got))
 }
 
 // TestCloseUnstartedSession: a session that never started (a connection
@@ -784,12 +765,7 @@ func TestSelfShutdownWithJobQueuedBehind(t *testing.T) {
 	p.write(reqIQ("bye") + reqIQ("next")) // same sender: "next" waits behind "bye"
 	require.Eventually(t, func() bool { st := s.Stats(); return st.Running == 1 && st.Queued == 1 }, 5*time.Second, time.Millisecond)
 	close(gate)
-	select {
-	case err := <-returned:
-		assert.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Shutdown from a handler hangs while a request is queued behind it")
-	}
+	assert.NoError(t, testhelp.Recv(t, returned))
 	got := replies(t, out.rest(t))
 	assert.Equal(t, "error:service-unavailable:wait", got["next"])
 }

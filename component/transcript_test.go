@@ -15,6 +15,7 @@ import (
 	"mellium.im/xmpp/stream"
 
 	"github.com/cblink/cblink/component"
+	"github.com/cblink/cblink/internal/testhelp"
 	"github.com/cblink/cblink/internal/transcript"
 	"github.com/cblink/cblink/internal/xstream"
 )
@@ -45,7 +46,7 @@ func TestProsodyTranscriptsReplayed(t *testing.T) {
 			require.ErrorAs(t, err, &se)
 			assert.False(t, se.Local, "the server sent it")
 			assert.NotEmpty(t, se.Text(), "Prosody explains its refusals")
-			require.NoError(t, recv(t, replayErr))
+			require.NoError(t, testhelp.Recv(t, replayErr))
 		})
 	}
 
@@ -67,7 +68,7 @@ func TestProsodyTranscriptsReplayed(t *testing.T) {
 		s, replayErr, err := replay(t, tr, mux, &sent)
 		require.NoError(t, err)
 
-		first, second := recv(t, joins), recv(t, joins)
+		first, second := testhelp.Recv(t, joins), testhelp.Recv(t, joins)
 		if first.ID != "join-1" {
 			first, second = second, first
 		}
@@ -78,7 +79,7 @@ func TestProsodyTranscriptsReplayed(t *testing.T) {
 		assert.Equal(t, "example.com", first.From.Domain().String())
 		assert.Equal(t, "join-2", second.ID)
 		assert.Equal(t, "0000", second.Passcode)
-		msg := recv(t, messages)
+		msg := testhelp.Recv(t, messages)
 		var body struct {
 			Body string `xml:"body"`
 		}
@@ -90,7 +91,7 @@ func TestProsodyTranscriptsReplayed(t *testing.T) {
 		// </stream:stream> answers it.
 		require.NoError(t, s.Close())
 		assert.ErrorIs(t, s.Err(), component.ErrClosed)
-		require.NoError(t, recv(t, replayErr))
+		require.NoError(t, testhelp.Recv(t, replayErr))
 
 		// What the component answered, read back with the same decoder.
 		d := xstream.NewDecoder(bytes.NewReader(sent.Bytes()), 0, 0)
@@ -124,7 +125,7 @@ func TestProsodyTranscriptsReplayed(t *testing.T) {
 		require.ErrorIs(t, err, io.ErrUnexpectedEOF, "a drop")
 		var se *component.StreamError
 		assert.False(t, errors.As(err, &se), "no stream error: %v", err)
-		require.NoError(t, recv(t, replayErr))
+		require.NoError(t, testhelp.Recv(t, replayErr))
 	})
 
 	t.Run("every transcript is replayed", func(t *testing.T) {
@@ -135,19 +136,6 @@ func TestProsodyTranscriptsReplayed(t *testing.T) {
 		slices.Sort(names)
 		assert.Equal(t, []string{"conflict", "host-unknown", "join", "not-authorized", "stop"}, names)
 	})
-}
-
-// recv receives from ch within 10 s: a replay that goes wrong fails the
-// test instead of hanging it.
-func recv[T any](t *testing.T, ch <-chan T) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(10 * time.Second):
-		t.Fatal("nothing arrived within 10 s")
-		panic("unreachable")
-	}
 }
 
 // replay starts tr's server side on one end of a loopback TCP connection

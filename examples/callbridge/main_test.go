@@ -219,11 +219,15 @@ func cleanEnv() []string {
 
 func startLab(t *testing.T) (*callbridgetest.Lab, string) {
 	t.Helper()
-	l, err := callbridgetest.NewLab(callbridgetest.Options{
-		Secret:  testSecret,
-		Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, Weight: 10}},
-		Logf:    t.Logf,
-	})
+	return startLabWith(t, callbridgetest.Options{Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, Weight: 10}}})
+}
+
+// startLabWith is startLab with the servers (and SRV records) of o; the
+// secret and the log are the tests'.
+func startLabWith(t *testing.T, o callbridgetest.Options) (*callbridgetest.Lab, string) {
+	t.Helper()
+	o.Secret, o.Logf = testSecret, t.Logf
+	l, err := callbridgetest.NewLab(o)
 	require.NoError(t, err)
 	t.Cleanup(l.Close)
 	ca := filepath.Join(t.TempDir(), "ca.pem")

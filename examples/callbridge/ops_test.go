@@ -218,18 +218,10 @@ func TestSecretFromSystemdCredential(t *testing.T) {
 // and, with no fail-back flag given, moves back when the preferred server
 // returns; -v shows the DNS answer, the order to try and the certificates.
 func TestFailBackByDefault(t *testing.T) {
-	l, err := callbridgetest.NewLab(callbridgetest.Options{
-		Secret: testSecret,
-		Servers: []callbridgetest.Server{
-			{Name: "xmpp1.example.com", Priority: 10, Weight: 10, Down: true},
-			{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
-		},
-		Logf: t.Logf,
-	})
-	require.NoError(t, err)
-	t.Cleanup(l.Close)
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, os.WriteFile(ca, l.RootPEM(), 0o600))
+	l, ca := startLabWith(t, callbridgetest.Options{Servers: []callbridgetest.Server{
+		{Name: "xmpp1.example.com", Priority: 10, Weight: 10, Down: true},
+		{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
+	}})
 	p := startProc(t, []string{"CBLINK_SECRET=" + testSecret},
 		"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json",
 		"-fail-back-interval", "100ms", "-v")
@@ -426,28 +418,18 @@ func TestPermanentErrorsLoggedAtError(t *testing.T) {
 		p.waitLog(t, "xmpp server failed", "level", "ERROR", "kind", "auth", "permanent", "true")
 	})
 	t.Run("no SRV record", func(t *testing.T) {
-		l, err := callbridgetest.NewLab(callbridgetest.Options{
-			Secret:  testSecret,
+		l, _ := startLabWith(t, callbridgetest.Options{
 			Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, Weight: 10}},
 			SRV:     callbridgetest.SRVNone,
-			Logf:    t.Logf,
 		})
-		require.NoError(t, err)
-		t.Cleanup(l.Close)
 		p := startProc(t, []string{"CBLINK_SECRET=" + testSecret},
 			"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-log-format", "json")
 		p.waitLog(t, "xmpp lookup failed", "level", "ERROR", "kind", "no-service", "permanent", "true")
 	})
 	t.Run("server down", func(t *testing.T) {
-		l, err := callbridgetest.NewLab(callbridgetest.Options{
-			Secret:  testSecret,
+		l, ca := startLabWith(t, callbridgetest.Options{
 			Servers: []callbridgetest.Server{{Name: "xmpp1.example.com", Priority: 10, Weight: 10, Down: true}},
-			Logf:    t.Logf,
 		})
-		require.NoError(t, err)
-		t.Cleanup(l.Close)
-		ca := filepath.Join(t.TempDir(), "ca.pem")
-		require.NoError(t, os.WriteFile(ca, l.RootPEM(), 0o600))
 		p := startProc(t, []string{"CBLINK_SECRET=" + testSecret},
 			"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json")
 		p.waitLog(t, "xmpp server failed", "level", "WARN", "kind", "network", "permanent", "false")
@@ -612,18 +594,10 @@ func (p *proc) waitCount(t *testing.T, msg string, n int) int {
 // one every ten minutes), not one per probe. When the preferred server
 // returns, all of it says preferred again.
 func TestRunningOnBackup(t *testing.T) {
-	l, err := callbridgetest.NewLab(callbridgetest.Options{
-		Secret: testSecret,
-		Servers: []callbridgetest.Server{
-			{Name: "xmpp1.example.com", Priority: 10, Weight: 10, Down: true},
-			{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
-		},
-		Logf: t.Logf,
-	})
-	require.NoError(t, err)
-	t.Cleanup(l.Close)
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, os.WriteFile(ca, l.RootPEM(), 0o600))
+	l, ca := startLabWith(t, callbridgetest.Options{Servers: []callbridgetest.Server{
+		{Name: "xmpp1.example.com", Priority: 10, Weight: 10, Down: true},
+		{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
+	}})
 	p := startProc(t, []string{"CBLINK_SECRET=" + testSecret},
 		"-name", "cb1", "-domain", "example.com", "-dns", l.DNS.Addr(), "-ca", ca, "-log-format", "json",
 		"-fail-back-interval", "50ms", "-v", "-status-addr", "127.0.0.1:0")

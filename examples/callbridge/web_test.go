@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -128,18 +127,7 @@ func TestJoinPageInBrowser(t *testing.T) {
 	}
 	assert.Greater(t, green, 1000, "the accepted answer is drawn on green")
 
-	var rtts, clicks []time.Duration
-	for range 20 {
-		a := pg.Join("200", "", "Timed")
-		require.Equal(t, "accepted", a.Outcome, a.Text)
-		rtts = append(rtts, a.RTT)
-		clicks = append(clicks, a.Click)
-	}
-	rm, r90 := pagetest.Percentiles(rtts)
-	cm, c90 := pagetest.Percentiles(clicks)
-	bm, b90 := pagetest.Percentiles(pg.RoundTrips(50, "200", "cb1.example.com"))
-	t.Logf("against the lab (20 joins, after the failover): click to answer median %v, p90 %v; join round trip in the page, clicked: median %v, p90 %v; back to back from the page's client (50, no click): median %v, p90 %v",
-		cm, c90, rm, r90, bm, b90)
+	t.Logf("against the lab (after the failover): %s", pg.Timings("200", "cb1.example.com"))
 
 	// An IQ with a pending join's id is its answer only when it comes
 	// from the address the join was sent to.

@@ -54,7 +54,7 @@ func TestHTMLReportSelfContained(t *testing.T) {
 // must show the red of the failure. CBLINK_SCREENSHOT=FILE keeps the
 // screenshot (the README's is made so).
 func TestHTMLReportInBrowser(t *testing.T) {
-	browser := pagetest.ChromiumPath(t)
+	pagetest.ChromiumPath(t) // skip early without a browser
 	l, ca := startLab(t, callbridgetest.Options{Servers: []callbridgetest.Server{
 		{Name: "xmpp1.example.com", Priority: 10, Weight: 10, SANs: []string{"example.com"}},
 		{Name: "xmpp2.example.com", Priority: 20, Weight: 10},
@@ -64,16 +64,7 @@ func TestHTMLReportInBrowser(t *testing.T) {
 		"-dns", l.DNS.Addr(), "-ca", ca, "-html", page)
 	require.Equal(t, 0, r.code, r.stderr)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 900),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-quic", true))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
+	ctx := pagetest.Browser(t, 1400, 900, 60*time.Second)
 
 	type stepView struct {
 		Step, Target, Status string
@@ -188,7 +179,7 @@ func assertNoTextClipped(ctx context.Context, t *testing.T) {
 // with a long word), every text is wrapped inside the diagram, whole
 // words kept where they fit.
 func TestHTMLReportLongTextsInBrowser(t *testing.T) {
-	browser := pagetest.ChromiumPath(t)
+	pagetest.ChromiumPath(t) // skip early without a browser
 	long := "/etc/cblink/" + strings.Repeat("very-long-directory-name-", 8) + "ca.pem"
 	steps := []Step{
 		newStep(stepSettings, "", OK, time.Millisecond, "component cb1.example.com, server SRV _xmpp-component._tcp.example.com, secret from file /etc/cblink/secret (redacted), CA "+long+", DNS 127.0.0.1:53; timeouts: dial 10s, handshake 10s, ping 10s", ""),
@@ -204,16 +195,7 @@ func TestHTMLReportLongTextsInBrowser(t *testing.T) {
 	require.NoError(t, writeHTML(f, steps, time.Now()))
 	require.NoError(t, f.Close())
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 900),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-quic", true))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
+	ctx := pagetest.Browser(t, 1400, 900, 60*time.Second)
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate("file://"+page), chromedp.WaitVisible(chromedp.ID("diagram"))))
 	assertNoTextClipped(ctx, t)
 	lines, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#diagram text')].map(e => e.textContent)`))

@@ -7,6 +7,7 @@ package pagetest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -40,19 +41,27 @@ type Page struct {
 	seq int
 }
 
+// Browser starts headless Chromium with a window of width x height
+// (stopped at the test's cleanup) and returns the context of its tab,
+// which ends after timeout.
+func Browser(t *testing.T, width, height int, timeout time.Duration) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(ChromiumPath(t)), chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(width, height),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-quic", true))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	ctx, cancelT := context.WithTimeout(ctx, timeout)
+	t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
+	return ctx
+}
+
 // Open starts Chromium (stopped at the test's cleanup) and opens url,
 // waiting until the page has read its configuration.
 func Open(t *testing.T, url string) *Page {
 	t.Helper()
-	browser := ChromiumPath(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1200, 900),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-quic", true))
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelC := chromedp.NewContext(actx)
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
+	ctx := Browser(t, 1200, 900, 90*time.Second)
 	p := &Page{t: t, ctx: ctx}
 	if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitReady(chromedp.CSS(`body[data-ready="1"]`))); err != nil {
 		t.Fatalf("opening %s: %v", url, err)
@@ -181,9 +190,32 @@ func (p *Page) Screenshot() []byte {
 	return b
 }
 
-// Percentiles returns the median and the 90th percentile of ds (nearest
+// Timings clicks Join 20 times for call (an accepted join: it fails the
+// test otherwise), then sends 50 joins to bridge back to back from the
+// page's client, and describes the medians and 90th percentiles: click to
+// answer shown, the clicked joins' round trips in the page, and the
+// back-to-back round trips.
+func (p *Page) Timings(call, bridge string) string {
+	p.t.Helper()
+	var rtts, clicks []time.Duration
+	for range 20 {
+		a := p.Join(call, "", "Timed")
+		if a.Outcome != "accepted" {
+			p.t.Fatalf("timed join: %s: %s", a.Outcome, a.Text)
+		}
+		rtts = append(rtts, a.RTT)
+		clicks = append(clicks, a.Click)
+	}
+	cm, c90 := percentiles(clicks)
+	rm, r90 := percentiles(rtts)
+	bm, b90 := percentiles(p.RoundTrips(50, call, bridge))
+	return fmt.Sprintf("click to answer median %v, p90 %v; join round trip in the page, clicked (20): median %v, p90 %v; back to back from the page's client (50, no click): median %v, p90 %v",
+		cm, c90, rm, r90, bm, b90)
+}
+
+// percentiles returns the median and the 90th percentile of ds (nearest
 // rank).
-func Percentiles(ds []time.Duration) (median, p90 time.Duration) {
+func percentiles(ds []time.Duration) (median, p90 time.Duration) {
 	if len(ds) == 0 {
 		return 0, 0
 	}

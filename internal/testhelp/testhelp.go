@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Buffer is a bytes.Buffer that a logger or a connection may write while
@@ -70,4 +71,17 @@ func Busy(f func()) (stop func()) {
 		}
 	}()
 	return func() { close(quit); <-done }
+}
+
+// Recv receives from ch within 10 s: a test that goes wrong fails instead
+// of hanging.
+func Recv[T any](t testing.TB, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing arrived within 10 s")
+		panic("unreachable")
+	}
 }

@@ -94,6 +94,13 @@ type Server struct {
 	byJID    map[string]*session // bound sessions by full JID
 }
 
+// setDefault sets *v to d when it is zero or negative.
+func setDefault[T int | int64 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
 // New starts an endpoint listening on opts.Addr. Close it when done.
 func New(opts Options) (*Server, error) {
 	if opts.Domain == "" {
@@ -102,30 +109,14 @@ func New(opts Options) (*Server, error) {
 	if opts.Addr == "" {
 		opts.Addr = DefaultAddr
 	}
-	if opts.MaxFrameSize <= 0 {
-		opts.MaxFrameSize = DefaultMaxFrameSize
-	}
-	if opts.MaxSessions <= 0 {
-		opts.MaxSessions = DefaultMaxSessions
-	}
-	if opts.MaxPendingIQs <= 0 {
-		opts.MaxPendingIQs = DefaultMaxPendingIQs
-	}
-	if opts.MaxQueued <= 0 {
-		opts.MaxQueued = DefaultMaxQueued
-	}
-	if opts.IQTimeout <= 0 {
-		opts.IQTimeout = DefaultIQTimeout
-	}
-	if opts.LoginTimeout <= 0 {
-		opts.LoginTimeout = DefaultLoginTimeout
-	}
-	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = DefaultIdleTimeout
-	}
-	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = DefaultWriteTimeout
-	}
+	setDefault(&opts.MaxFrameSize, DefaultMaxFrameSize)
+	setDefault(&opts.MaxSessions, DefaultMaxSessions)
+	setDefault(&opts.MaxPendingIQs, DefaultMaxPendingIQs)
+	setDefault(&opts.MaxQueued, DefaultMaxQueued)
+	setDefault(&opts.IQTimeout, DefaultIQTimeout)
+	setDefault(&opts.LoginTimeout, DefaultLoginTimeout)
+	setDefault(&opts.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&opts.WriteTimeout, DefaultWriteTimeout)
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
