@@ -84,15 +84,14 @@ func (b *Bridge) loop(ctx, hard context.Context) error {
 // clears the pacer.
 func (b *Bridge) backOff(ctx context.Context, cfg *resolved, pace *pacer, err error) error {
 	wait, perm := pace.next(b.now())
+	b.set(func(s *Status) { s.Permanent = perm }) // the verdict, whatever comes next
 	if perm && cfg.StopOnPermanentError {
-		b.set(func(s *Status) { s.Permanent = true })
 		return &PermanentError{Err: err}
 	}
 	if wait <= 0 {
-		b.set(func(s *Status) { s.Permanent = perm })
 		return nil
 	}
-	b.set(func(s *Status) { s.State = BackingOff; s.Backoff = wait; s.Attempt = pace.cycles; s.Permanent = perm })
+	b.set(func(s *Status) { s.State = BackingOff; s.Backoff = wait; s.Attempt = pace.cycles })
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {

@@ -84,17 +84,19 @@ func (s *Session) queueReplies(ctx context.Context, deferred bool) bool {
 	} else {
 		err = s.w.Append(ctx, s.appendBatch)
 	}
-	if err == nil {
+	switch {
+	case err == nil:
 		s.stats.out.Add(s.rcount)
 		s.stats.shed.Add(s.rshed)
 		s.stats.refused.Add(s.rrefused)
 		s.stats.pingsAnswered.Add(s.rpings)
-	} else if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		// The wait for room was cut short (the link is closing), but the
 		// stream can still carry these replies: keep them for the
-		// teardown, which queues them before its closing tag.
+		// teardown, which queues them before its closing tag (and counts
+		// them unanswered if even that fails).
 		return false
-	} else {
+	default:
 		s.stats.unanswered.Add(s.rcount) // the stream is sealed or broken
 	}
 	s.dropBatch()

@@ -371,7 +371,7 @@ func (c *checker) checkTLS(ctx context.Context, name string, ep *discovery.Endpo
 		case ctx.Err() != nil:
 			detail = fmt.Sprintf("TLS handshake stalled: no answer for %v (-handshake-timeout)", time.Since(start).Round(time.Millisecond))
 			hint = "the server accepted TCP but did not answer the TLS handshake: is port " + strconv.Itoa(int(ep.Port)) + " the direct-TLS component port, and is the server overloaded or frozen?"
-		case unrecognizedName(err) && c.s.SNI == "":
+		case errors.Is(err, tlsverify.ErrUnrecognizedName) && c.s.SNI == "":
 			// The SNI is the domain: the server does not serve it.
 			served := "it does not say which it serves"
 			if names := c.servedNames(ctx, conn.RemoteAddr().String()); len(names) > 0 {
@@ -435,13 +435,6 @@ func (c *checker) checkTLS(ctx context.Context, name string, ep *discovery.Endpo
 	return tconn
 }
 
-// unrecognizedName reports whether the server refused the SNI with the
-// unrecognized_name alert (Prosody does for a name that is not one of its
-// hosts).
-func unrecognizedName(err error) bool {
-	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil && oe.Err.Error() == "tls: unrecognized name"
-}
 
 // servedNames connects to addr again, without SNI, and returns the DNS
 // names of the certificate the server sends then: what it serves. Nil
