@@ -435,7 +435,6 @@ func (c *checker) checkTLS(ctx context.Context, name string, ep *discovery.Endpo
 	return tconn
 }
 
-
 // servedNames connects to addr again, without SNI, and returns the DNS
 // names of the certificate the server sends then: what it serves. Nil
 // when that fails. Bounded by ctx (the handshake timeout).
